@@ -1,0 +1,85 @@
+"""The ``supkd`` command line.
+
+Each subcommand lives in its own module under :mod:`supkd.commands` and exposes
+``HELP: str``, ``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported
+lazily so that ``supkd --version`` does not pay for importing torch.
+
+Exit codes: 0 success; 2 user error (one line on stderr naming the field or file, no
+traceback); 3 a single training run diverged (NaN/Inf loss); 130 interrupted by Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from supkd import __version__
+
+# name -> module under supkd.commands (one module per subcommand)
+COMMANDS: dict[str, str] = {
+    "demo": "demo",
+    "train": "train",
+    "grid": "grid",
+    "report": "report",
+    "cka": "cka",
+    "losses": "losses",
+    "import-teacher": "import_teacher",
+}
+
+
+def _load(name: str):
+    return importlib.import_module(f"supkd.commands.{COMMANDS[name]}")
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="supkd",
+        description="Knowledge distillation from supervised-contrastive (SupCon) teachers.",
+    )
+    parser.add_argument("--version", action="version", version=f"supkd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # Only import the module of the command actually asked for (plus cheap help text for
+    # the others) so that start-up stays fast.
+    wanted = None
+    if argv:
+        wanted = next((a for a in argv if not a.startswith("-")), None)
+    for name in COMMANDS:
+        if wanted is not None and wanted != name and wanted in COMMANDS:
+            sub.add_parser(name)
+            continue
+        try:
+            mod = _load(name)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("supkd.commands"):
+                continue  # command not built yet
+            raise
+        p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
+        mod.add_arguments(p)
+        p.set_defaults(_module=mod)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from supkd.errors import UserError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    if getattr(args, "_module", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args._module.run(args) or 0)
+    except UserError as exc:
+        msg = str(exc).replace("\n", " ").strip()
+        print(f"supkd {args.command}: error: {msg}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"supkd {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
