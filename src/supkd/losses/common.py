@@ -1,0 +1,89 @@
+"""Numerics and argument checks shared by every loss in :mod:`supkd.losses`.
+
+All losses compute in at least float32: under ``torch.autocast`` matmuls would otherwise
+run in bf16/fp16, whose 8-bit (bf16) mantissa turns a log-softmax over a batch of
+similarities or a Gram difference into noise, and whose fp16 range overflows for
+logits of magnitude 1e4. Float64 inputs stay float64 (for gradcheck and references).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+
+# eps of the L2 normalization: x / max(||x||, EPS). A zero vector maps to the zero vector
+# (finite value and finite gradient) instead of 0/0; same default as F.normalize.
+NORM_EPS = 1e-12
+
+
+@contextlib.contextmanager
+def full_precision(*tensors: torch.Tensor) -> Iterator[None]:
+    """Disable autocast for the devices of ``tensors`` so the loss body runs in float32+."""
+    device_types = sorted({t.device.type for t in tensors})
+    with contextlib.ExitStack() as stack:
+        for dt in device_types:
+            if torch.amp.is_autocast_available(dt):
+                stack.enter_context(torch.autocast(device_type=dt, enabled=False))
+        yield
+
+
+def upcast(x: torch.Tensor) -> torch.Tensor:
+    """Return ``x`` as float32, or float64 when it already is float64."""
+    if x.dtype == torch.float64:
+        return x
+    return x.float()
+
+
+def l2_normalize(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Eps-safe L2 normalization ``x / max(||x||_2, NORM_EPS)`` along ``dim``."""
+    return F.normalize(x, p=2.0, dim=dim, eps=NORM_EPS)
+
+
+def check_temperature(value: object, name: str = "temperature") -> float:
+    """Validate a temperature: a finite real number > 0 (bool is refused)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"argument '{name}': expected a number > 0, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"argument '{name}': expected a finite number > 0, got {value!r}")
+    return value
+
+
+def check_flag(value: object, name: str) -> bool:
+    """Validate a boolean switch: only ``True``/``False`` (1, 0, "yes" are refused)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"argument '{name}': expected True or False, got {value!r}")
+    return value
+
+
+def check_labels(labels: torch.Tensor | None, batch: int, what: str) -> torch.Tensor | None:
+    """Validate class labels: an integer tensor of shape (batch,) or None."""
+    if labels is None:
+        return None
+    if not isinstance(labels, torch.Tensor):
+        got = type(labels).__name__
+        raise ValueError(f"labels: expected a tensor of shape ({batch},), got {got}")
+    if labels.dim() != 1 or labels.shape[0] != batch:
+        raise ValueError(
+            f"labels shape {tuple(labels.shape)} does not match {what}: expected ({batch},)"
+        )
+    if labels.is_floating_point() or labels.is_complex():
+        raise ValueError(f"labels: expected an integer tensor, got dtype {labels.dtype}")
+    return labels
+
+
+def zero_with_graph(*tensors: torch.Tensor) -> torch.Tensor:
+    """A float32 (or float64) zero that is connected to the graph of ``tensors``.
+
+    Returned when a loss has nothing to average (e.g. no SupCon anchor has a positive), so
+    that ``loss.backward()`` still works and every input gets a (zero) gradient.
+    """
+    # An empty slice sums to exactly 0 whatever the values (even inf), yet stays in the graph.
+    zero = upcast(tensors[0]).reshape(-1)[:0].sum()
+    for t in tensors[1:]:
+        zero = zero + upcast(t).reshape(-1)[:0].sum()
+    return zero
