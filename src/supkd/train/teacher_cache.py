@@ -1,0 +1,375 @@
+"""Exact teacher cache: a frozen teacher's logits for every pad-crop + flip view of every image.
+
+With the standard CIFAR augmentation (zero-pad by ``pad`` pixels, crop back to H×W at offset
+``(dy, dx)``, then an optional horizontal flip) an image has only ``(2·pad + 1)² · 2`` possible
+training views: 9 · 9 · 2 = 162 for ``pad = 4``. A frozen teacher in eval mode maps each view to
+fixed logits, so they can be computed once and looked up during distillation; the KD step then
+costs only the student's step (issue #7; DESIGN §7). Stored in bfloat16 the table is
+``N × 162 × C × 2`` bytes: 162 MB for CIFAR-10's 50,000 training images.
+
+The view an entry stands for is fixed by :func:`render_views`, which must produce exactly the
+pixels the training loader produces for the same ``Batch.aug = [dy, dx, flip]`` (tested in
+``tests/train/test_teacher_cache.py`` against ``supkd.data.make_loader``):
+
+- ``dy, dx`` in ``[0, 2·pad]``: top-left corner of the crop in the zero-padded image,
+  so ``dy = dx = pad`` is the un-shifted image;
+- ``flip`` in ``{0, 1}``: mirror along the width axis, applied after the crop.
+
+The table is stored beside the teacher's run as
+``TEACHER_DIR/teacher_cache/<key>.pt``, where ``key`` hashes the training images, the teacher's
+weights and architecture, the normalization and the padding: a grid of KD runs from one
+teacher builds it once; any change to data, teacher or normalization gives a new file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from supkd.errors import ConfigError
+from supkd.utils.atomic import atomic_torch_save
+
+log = logging.getLogger(__name__)
+
+#: Bump when the meaning of a stored table changes (view order, padding rule, dtype).
+CACHE_FORMAT = 1
+#: Augmentation names (``task.augment``) whose only randomness is pad-crop + flip.
+CROP_FLIP_AUGMENTS = ("standard",)
+MODES = ("auto", "on", "off")
+
+
+def num_views(pad: int) -> int:
+    """Number of distinct pad-crop + flip views of one image: ``(2·pad + 1)² · 2``."""
+    return (2 * pad + 1) ** 2 * 2
+
+
+def view_ids(aug: Tensor, pad: int) -> Tensor:
+    """Flat view id ``(dy · S + dx) · 2 + flip`` with ``S = 2·pad + 1``; ``aug`` (B, 3) -> (B,)."""
+    side = 2 * pad + 1
+    return (aug[:, 0] * side + aug[:, 1]) * 2 + aug[:, 2]
+
+
+def render_views(images: Tensor, aug: Tensor, pad: int) -> Tensor:
+    """Pad-crop + flip views of a batch, exactly as the training loader draws them.
+
+    Args:
+        images: (B, C, H, W) images (any dtype; uint8 in the loader).
+        aug: (B, 3) long ``[dy, dx, flip]`` with ``0 <= dy, dx <= 2·pad`` and flip in {0, 1}.
+        pad: zero-padding on each side (4 for CIFAR).
+
+    Returns:
+        (B, C, H, W): ``flip(zero_pad(images)[:, :, dy:dy+H, dx:dx+W])`` per sample
+        (torchvision ``RandomCrop(H, padding=pad)`` then ``RandomHorizontalFlip``).
+    """
+    if images.ndim != 4 or aug.ndim != 2 or aug.shape != (images.shape[0], 3):
+        raise ValueError(
+            f"render_views: expected images (B, C, H, W) and aug (B, 3), got "
+            f"{tuple(images.shape)} and {tuple(aug.shape)}"
+        )
+    B, _, H, W = images.shape
+    padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
+    aug = aug.to(images.device)
+    # Gather rows/cols per sample with index arithmetic rather than a Python loop over B.
+    rows = aug[:, 0, None] + torch.arange(H, device=images.device)  # (B, H)
+    cols = aug[:, 1, None] + torch.arange(W, device=images.device)  # (B, W)
+    flip = aug[:, 2].bool()
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    b = torch.arange(B, device=images.device)[:, None, None]
+    # padded[b, :, rows, cols] -> (B, H, W, C) via advanced indexing, then back to NCHW.
+    out = padded.permute(0, 2, 3, 1)[b, rows[:, :, None], cols[:, None, :]]
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+def check_keys(index: Tensor, aug: Tensor, num_images: int, pad: int) -> None:
+    """Raise ``ValueError`` unless ``index`` (B,) and ``aug`` (B, 3) are valid cache keys."""
+    if index.ndim != 1 or aug.ndim != 2 or aug.shape != (index.shape[0], 3):
+        raise ValueError(
+            f"teacher cache: expected index (B,) and aug (B, 3), got "
+            f"{tuple(index.shape)} and {tuple(aug.shape)}"
+        )
+    if index.dtype.is_floating_point or aug.dtype.is_floating_point:
+        raise ValueError("teacher cache: index and aug must be integer tensors")
+    if index.numel() == 0:
+        return
+    if int(index.min()) < 0 or int(index.max()) >= num_images:
+        raise ValueError(
+            f"teacher cache: image index out of range [0, {num_images}): "
+            f"min {int(index.min())}, max {int(index.max())}"
+        )
+    shifts = aug[:, :2]
+    if int(shifts.min()) < 0 or int(shifts.max()) > 2 * pad:
+        raise ValueError(
+            f"teacher cache: crop offsets dy, dx must lie in [0, {2 * pad}], "
+            f"got min {int(shifts.min())}, max {int(shifts.max())}"
+        )
+    if int(aug[:, 2].min()) < 0 or int(aug[:, 2].max()) > 1:
+        raise ValueError("teacher cache: flip must be 0 or 1")
+
+
+class TeacherCache:
+    """Teacher logits for every (image, view): a (N, V, C) bfloat16 table, V = num_views(pad).
+
+    ``lookup(index, aug)`` returns float32 logits (B, C) of exactly the views the loader drew.
+    """
+
+    def __init__(
+        self,
+        logits: Tensor,
+        *,
+        pad: int,
+        key: str,
+        path: Path | None = None,
+        built: bool = False,
+        build_seconds: float = 0.0,
+    ) -> None:
+        if logits.ndim != 3 or logits.shape[1] != num_views(pad):
+            raise ValueError(
+                f"TeacherCache: expected logits (N, {num_views(pad)}, C), got {tuple(logits.shape)}"
+            )
+        self.logits = logits
+        self.pad = pad
+        self.key = key
+        self.path = path
+        self.built = built  # True when this object was computed now, False when read from disk
+        self.build_seconds = build_seconds
+
+    @property
+    def num_images(self) -> int:
+        return int(self.logits.shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.logits.shape[2])
+
+    @property
+    def device(self) -> torch.device:
+        return self.logits.device
+
+    def to(self, device: torch.device | str) -> TeacherCache:
+        self.logits = self.logits.to(device)
+        return self
+
+    def lookup(self, index: Tensor, aug: Tensor, *, check: bool | None = None) -> Tensor:
+        """Cached teacher logits of the views ``aug`` (B, 3) of images ``index`` (B,) -> (B, C).
+
+        ``check`` validates the keys (raises ``ValueError``); it reads values back to the host,
+        so it defaults to True on CPU and False on CUDA, where the step must not synchronize
+        (there the loader is the only producer of keys, and out-of-range image indices still
+        trip the indexing kernel's bounds check).
+        """
+        if check is None:
+            check = self.logits.device.type == "cpu"
+        if check:
+            check_keys(index, aug, self.num_images, self.pad)
+        index = index.to(self.logits.device, non_blocking=True)
+        views = view_ids(aug.to(self.logits.device, non_blocking=True), self.pad)
+        return self.logits[index, views].float()
+
+
+# ---------------------------------------------------------------------------------------------
+# building
+
+
+def dataset_images(dataset: torch.utils.data.Dataset, batch_size: int = 4096) -> Tensor:
+    """All images of a data set of ``(uint8 image (C, H, W), label)`` items -> (N, C, H, W)."""
+    for attr in ("images", "data"):
+        value = getattr(dataset, attr, None)
+        if (
+            isinstance(value, Tensor)
+            and value.ndim == 4
+            and value.dtype == torch.uint8
+            and len(value) == len(dataset)  # type: ignore[arg-type]
+        ):
+            return value
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    parts = [x for x, _ in loader]
+    if not parts:
+        raise ValueError("teacher cache: the training data set is empty")
+    return torch.cat(parts)
+
+
+def _hash_tensor(h: hashlib._Hash, t: Tensor) -> None:
+    t = t.detach().cpu().contiguous().reshape(-1)
+    h.update(f"{t.dtype}:{t.numel()}:".encode())
+    h.update(t.view(torch.uint8).numpy().tobytes())
+
+
+def cache_key(
+    images: Tensor,
+    teacher: nn.Module,
+    mean: Sequence[float],
+    std: Sequence[float],
+    pad: int,
+) -> str:
+    """SHA-256 of everything that determines the table: data, teacher, normalization, padding."""
+    h = hashlib.sha256()
+    h.update(f"supkd-teacher-cache:{CACHE_FORMAT}:pad={pad}".encode())
+    h.update(f":mean={[float(m) for m in mean]}:std={[float(s) for s in std]}".encode())
+    h.update(f":images={tuple(images.shape)}".encode())
+    _hash_tensor(h, images)
+    h.update(f":teacher={type(teacher).__name__}:{getattr(teacher, 'spec', None)!r}".encode())
+    for name, value in teacher.state_dict().items():
+        h.update(name.encode())
+        _hash_tensor(h, value)
+    return h.hexdigest()
+
+
+def _teacher_logits(teacher: nn.Module, x: Tensor) -> Tensor:
+    out = teacher(x)
+    logits = out if isinstance(out, Tensor) else out.logits
+    return logits
+
+
+@torch.no_grad()
+def build_cache_table(
+    teacher: nn.Module,
+    images: Tensor,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    pad: int = 4,
+    device: torch.device | str = "cpu",
+    batch_size: int = 1024,
+    progress: bool = True,
+) -> Tensor:
+    """Teacher logits for every view of every image -> (N, num_views(pad), C) bfloat16.
+
+    One pass over the data per view (162 passes for pad 4), ``batch_size`` images per forward,
+    teacher in eval mode, bf16 autocast + channels_last on CUDA (as in the live KD step).
+    """
+    device = torch.device(device)
+    N = images.shape[0]
+    V = num_views(pad)
+    side = 2 * pad + 1
+    mean_t = torch.tensor(mean, device=device, dtype=torch.float32).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, device=device, dtype=torch.float32).view(1, -1, 1, 1)
+    images = images.to(device)
+    was_training = teacher.training
+    teacher.eval()
+    use_cuda = device.type == "cuda"
+    memory_format = torch.channels_last if use_cuda else torch.contiguous_format
+    table: Tensor | None = None
+    n_batches = (N + batch_size - 1) // batch_size
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=V * n_batches, desc="teacher cache", unit="batch", leave=False)
+    try:
+        for v in range(V):
+            dy, rem = divmod(v, side * 2)
+            dx, flip = divmod(rem, 2)
+            for start in range(0, N, batch_size):
+                chunk = images[start : start + batch_size]
+                aug = torch.tensor([dy, dx, flip], device=device).expand(chunk.shape[0], 3)
+                x = render_views(chunk, aug, pad).float().div_(255).sub_(mean_t).div_(std_t)
+                x = x.contiguous(memory_format=memory_format)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_cuda):
+                    logits = _teacher_logits(teacher, x)
+                if table is None:
+                    table = torch.empty(N, V, logits.shape[1], dtype=torch.bfloat16, device=device)
+                table[start : start + chunk.shape[0], v] = logits.to(torch.bfloat16)
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+        teacher.train(was_training)
+    assert table is not None
+    return table
+
+
+def get_teacher_cache(
+    teacher: nn.Module,
+    bundle: object,
+    *,
+    teacher_dir: str | os.PathLike[str] | None,
+    device: torch.device | str,
+    augment: str,
+    representation: str,
+    mode: str = "auto",
+    pad: int = 4,
+    batch_size: int = 1024,
+    progress: bool = True,
+) -> TeacherCache | None:
+    """Load or build the teacher cache for ``bundle.train``; None when it does not apply.
+
+    Args:
+        teacher: frozen teacher; its ``forward(x (B, C, H, W))`` gives logits (B, K) or a
+            ``ModelOutput`` with ``.logits``.
+        bundle: a ``supkd.data.DataBundle`` (uses ``train``, ``mean``, ``std``).
+        teacher_dir: the teacher's run directory (or its ``model.pt``); the table is stored in
+            ``teacher_dir/teacher_cache/``. None: built in memory only (mode ``on``) or not
+            used (mode ``auto``).
+        device: where the table lives and is built.
+        augment: the training loader's augmentation (``task.augment``); only pad-crop + flip
+            (``"standard"``) has a finite view set.
+        representation: the KD representation; only ``"logits"`` is cached.
+        mode: ``off`` never; ``on`` always (raises ``ConfigError`` when it cannot apply);
+            ``auto`` reuses a stored table anywhere and builds one only on CUDA, where it costs
+            ~162 teacher epochs of bf16 forwards that a grid of KD runs pays back many times
+            (on CPU the same build would take hours).
+    """
+    if mode not in MODES:
+        raise ConfigError(f"teacher cache mode: expected one of {'|'.join(MODES)}, got {mode!r}")
+    if mode == "off":
+        return None
+    why_not = None
+    if augment not in CROP_FLIP_AUGMENTS:
+        why_not = f"augmentation {augment!r} is not pad-crop + flip"
+    elif representation != "logits":
+        why_not = f"representation {representation!r} is not 'logits'"
+    elif teacher_dir is None and mode == "auto":
+        why_not = "no teacher directory to store it in"
+    if why_not is not None:
+        if mode == "on":
+            raise ConfigError(f"teacher cache mode 'on': cannot apply, {why_not}")
+        return None
+
+    device = torch.device(device)
+    images = dataset_images(bundle.train)  # type: ignore[attr-defined]
+    mean, std = list(bundle.mean), list(bundle.std)  # type: ignore[attr-defined]
+    key = cache_key(images, teacher, mean, std, pad)
+    path = None
+    if teacher_dir is not None:
+        root = Path(teacher_dir)
+        if root.is_file():
+            root = root.parent
+        path = root / "teacher_cache" / f"{key[:32]}.pt"
+        if path.is_file():
+            try:
+                stored = torch.load(path, map_location=device, weights_only=True)
+                if stored.get("key") == key and stored["logits"].shape[:2] == (
+                    len(images),
+                    num_views(pad),
+                ):
+                    return TeacherCache(stored["logits"], pad=pad, key=key, path=path)
+                log.warning("teacher cache %s does not match this teacher/data; rebuilding", path)
+            except Exception as exc:  # a damaged file is rebuilt, not fatal
+                log.warning("teacher cache %s unreadable (%s); rebuilding", path, exc)
+        elif mode == "auto" and device.type != "cuda":
+            return None
+    t0 = time.perf_counter()
+    table = build_cache_table(
+        teacher,
+        images,
+        mean=mean,
+        std=std,
+        pad=pad,
+        device=device,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    seconds = time.perf_counter() - t0
+    if path is not None:
+        atomic_torch_save(
+            {"key": key, "format": CACHE_FORMAT, "pad": pad, "logits": table.cpu()}, path
+        )
+    return TeacherCache(table, pad=pad, key=key, path=path, built=True, build_seconds=seconds)

@@ -1,0 +1,260 @@
+"""Teacher cache: cached logits equal live teacher logits for the loader's views (bf16 tol)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torchvision.transforms.functional as TF
+from torch import nn
+
+from supkd.errors import ConfigError
+from supkd.train import teacher_cache as tc
+
+PAD = 4
+MEAN = (0.49, 0.48, 0.45)
+STD = (0.25, 0.24, 0.26)
+
+
+class TinyTeacher(nn.Module):
+    """Conv + BN + linear: small, but not flip- or shift-invariant, so views differ."""
+
+    def __init__(self, num_classes: int = 5, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4 * 8 * 8, num_classes)
+        self.bn.running_mean.uniform_(-0.1, 0.1)
+        self.bn.running_var.uniform_(0.5, 1.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.bn(self.conv(x))).flatten(1))
+
+
+class UInt8Dataset(torch.utils.data.Dataset):
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        self.images_ = images
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.images_)
+
+    def __getitem__(self, i: int):
+        return self.images_[i], int(self.labels[i])
+
+
+def make_bundle(n: int = 12, size: int = 8, seed: int = 0) -> SimpleNamespace:
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
+    labels = torch.randint(0, 5, (n,), generator=g)
+    return SimpleNamespace(train=UInt8Dataset(images, labels), mean=MEAN, std=STD)
+
+
+def normalize(u8: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(STD).view(1, 3, 1, 1)
+    return (u8.float() / 255 - mean) / std
+
+
+def random_keys(n_images: int, batch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    index = torch.randint(0, n_images, (batch,), generator=g)
+    aug = torch.stack(
+        [
+            torch.randint(0, 2 * PAD + 1, (batch,), generator=g),
+            torch.randint(0, 2 * PAD + 1, (batch,), generator=g),
+            torch.randint(0, 2, (batch,), generator=g),
+        ],
+        dim=1,
+    )
+    return index, aug
+
+
+def build(tmp_path: Path, teacher: nn.Module, bundle, **kw) -> tc.TeacherCache:
+    cache = tc.get_teacher_cache(
+        teacher,
+        bundle,
+        teacher_dir=tmp_path,
+        device="cpu",
+        augment="standard",
+        representation="logits",
+        mode="on",
+        progress=False,
+        **kw,
+    )
+    assert cache is not None
+    return cache
+
+
+def test_render_views_matches_torchvision_pad_crop_flip() -> None:
+    bundle = make_bundle(n=6, size=8)
+    images = bundle.train.images_
+    index, aug = random_keys(6, 40, seed=1)
+    # every corner case of the offsets and flips, plus random ones
+    aug[:4] = torch.tensor([[0, 0, 0], [8, 8, 1], [0, 8, 1], [8, 0, 0]])
+    got = tc.render_views(images[index], aug, PAD)
+    for i in range(len(index)):
+        dy, dx, flip = (int(v) for v in aug[i])
+        ref = TF.crop(TF.pad(images[index[i]], [PAD]), dy, dx, 8, 8)
+        if flip:
+            ref = TF.hflip(ref)
+        assert torch.equal(got[i], ref), (i, dy, dx, flip)
+    centre = torch.tensor([[PAD, PAD, 0]]).expand(6, 3)
+    assert torch.equal(tc.render_views(images, centre, PAD), images)
+
+
+def test_view_ids_enumerate_all_162_views_once() -> None:
+    side = 2 * PAD + 1
+    grid = torch.cartesian_prod(torch.arange(side), torch.arange(side), torch.arange(2))
+    ids = tc.view_ids(grid, PAD)
+    assert tc.num_views(PAD) == 162
+    assert torch.equal(ids.sort().values, torch.arange(162))
+
+
+def test_cached_logits_equal_live_teacher(tmp_path: Path) -> None:
+    teacher = TinyTeacher().eval()
+    bundle = make_bundle()
+    cache = build(tmp_path, teacher, bundle)
+    assert cache.logits.shape == (12, 162, 5) and cache.logits.dtype == torch.bfloat16
+    images = bundle.train.images_
+    for seed in range(3):
+        index, aug = random_keys(12, 32, seed)
+        with torch.no_grad():
+            live = teacher(normalize(tc.render_views(images[index], aug, PAD)))
+        cached = cache.lookup(index, aug)
+        assert cached.dtype == torch.float32 and cached.shape == live.shape
+        # bf16 keeps 8 significant bits: relative error <= 2^-8 per entry
+        torch.testing.assert_close(cached, live, rtol=2**-8, atol=1e-3)
+        assert not torch.allclose(cached, cache.lookup(index, (aug + 1) % 2), atol=1e-2)
+
+
+def test_cached_and_live_teacher_give_same_kd_losses(tmp_path: Path) -> None:
+    losses = pytest.importorskip("supkd.losses")
+    teacher = TinyTeacher().eval()
+    bundle = make_bundle()
+    cache = build(tmp_path, teacher, bundle)
+    images = bundle.train.images_
+    index, aug = random_keys(12, 24, seed=7)
+    labels = bundle.train.labels[index]
+    with torch.no_grad():
+        live = teacher(normalize(tc.render_views(images[index], aug, PAD)))
+    cached = cache.lookup(index, aug)
+    student = torch.randn(24, 5, generator=torch.Generator().manual_seed(3))
+    assert set(losses.LOSSES) >= {"logit_mse", "hinton_kl", "supcon_kd"}
+    for name in losses.LOSSES:
+        loss = losses.build_loss(name)
+        a, b = loss(student, live, labels), loss(student, cached, labels)
+        torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-3, msg=name)
+
+
+def test_bad_keys_raise(tmp_path: Path) -> None:
+    cache = build(tmp_path, TinyTeacher().eval(), make_bundle())
+    index, aug = random_keys(12, 4, seed=0)
+    bad = [
+        (torch.tensor([0, 1, 2, 12]), aug, "index out of range"),
+        (torch.tensor([0, 1, 2, -1]), aug, "index out of range"),
+        (index, aug.clone().index_fill_(1, torch.tensor([0]), 9), "offsets"),
+        (index, aug.clone().index_fill_(1, torch.tensor([1]), -1), "offsets"),
+        (index, aug.clone().index_fill_(1, torch.tensor([2]), 2), "flip"),
+        (index, aug[:, :2], "expected index"),
+        (index[:3], aug, "expected index"),
+        (index.float(), aug, "integer"),
+    ]
+    for idx, a, match in bad:
+        with pytest.raises(ValueError, match=match):
+            cache.lookup(idx, a)
+    with pytest.raises(ValueError):
+        tc.render_views(torch.zeros(2, 3, 8, 8), torch.zeros(3, 3, dtype=torch.long), PAD)
+
+
+def test_cache_file_is_reused_not_rebuilt(tmp_path: Path, monkeypatch) -> None:
+    teacher = TinyTeacher().eval()
+    bundle = make_bundle()
+    first = build(tmp_path, teacher, bundle)
+    assert first.built and first.path is not None and first.path.is_file()
+    assert first.path.parent == tmp_path / "teacher_cache"
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("cache was rebuilt instead of reused")
+
+    monkeypatch.setattr(tc, "build_cache_table", no_build)
+    # a run directory's model.pt resolves to the same folder
+    (tmp_path / "model.pt").write_bytes(b"")
+    for teacher_dir in (tmp_path, tmp_path / "model.pt"):
+        again = tc.get_teacher_cache(
+            teacher,
+            bundle,
+            teacher_dir=teacher_dir,
+            device="cpu",
+            augment="standard",
+            representation="logits",
+            mode="auto",  # auto reuses a stored table even on CPU
+            progress=False,
+        )
+        assert again is not None and not again.built and again.path == first.path
+        assert torch.equal(again.logits, first.logits)
+
+
+def test_damaged_cache_file_is_rebuilt(tmp_path: Path) -> None:
+    teacher = TinyTeacher().eval()
+    bundle = make_bundle()
+    first = build(tmp_path, teacher, bundle)
+    first.path.write_bytes(b"not a torch file")
+    again = build(tmp_path, teacher, bundle)
+    assert again.built and torch.equal(again.logits, first.logits)
+
+
+def test_key_changes_with_teacher_data_and_normalization(tmp_path: Path) -> None:
+    bundle = make_bundle()
+    base = build(tmp_path, TinyTeacher(seed=0).eval(), bundle)
+    other_teacher = build(tmp_path, TinyTeacher(seed=1).eval(), bundle)
+    other_data = build(tmp_path, TinyTeacher(seed=0).eval(), make_bundle(seed=5))
+    renorm = SimpleNamespace(train=bundle.train, mean=(0.5, 0.5, 0.5), std=STD)
+    other_norm = build(tmp_path, TinyTeacher(seed=0).eval(), renorm)
+    keys = {c.key for c in (base, other_teacher, other_data, other_norm)}
+    paths = {c.path for c in (base, other_teacher, other_data, other_norm)}
+    assert len(keys) == 4 and len(paths) == 4
+    assert all(c.built for c in (other_teacher, other_data, other_norm))
+    # same teacher weights in a fresh module object -> same key
+    assert build(tmp_path, TinyTeacher(seed=0).eval(), bundle).key == base.key
+
+
+def test_when_cache_applies(tmp_path: Path) -> None:
+    teacher, bundle = TinyTeacher().eval(), make_bundle()
+    common = {"teacher_dir": tmp_path, "device": "cpu", "progress": False}
+    assert (
+        tc.get_teacher_cache(
+            teacher, bundle, augment="standard", representation="logits", mode="off", **common
+        )
+        is None
+    )
+    for augment, rep in (("supcon", "logits"), ("standard", "embedding")):
+        assert (
+            tc.get_teacher_cache(
+                teacher, bundle, augment=augment, representation=rep, mode="auto", **common
+            )
+            is None
+        )
+        with pytest.raises(ConfigError):
+            tc.get_teacher_cache(
+                teacher, bundle, augment=augment, representation=rep, mode="on", **common
+            )
+    with pytest.raises(ConfigError, match="auto"):
+        tc.get_teacher_cache(
+            teacher, bundle, augment="standard", representation="logits", mode="yes", **common
+        )
+    # auto on CPU with no stored table: not built (a CPU build would cost 162 teacher epochs)
+    assert (
+        tc.get_teacher_cache(
+            teacher, bundle, augment="standard", representation="logits", mode="auto", **common
+        )
+        is None
+    )
+    assert not (tmp_path / "teacher_cache").exists()
+    # teacher mode restored after a build
+    teacher.train()
+    build(tmp_path, teacher, bundle)
+    assert teacher.training
