@@ -1,0 +1,55 @@
+"""Models: ResNet-18/34/50 (CIFAR and ImageNet stems) with embedding, projection and logits.
+
+>>> net = create_model("resnet18", stem="cifar", num_classes=10, projection_dim=128)
+>>> out = net(x)   # ModelOutput(logits (B, 10), embedding (B, 512), projection (B, 128))
+"""
+
+from __future__ import annotations
+
+import torch
+
+from supkd.models.heads import ProjectionHead, make_classifier
+from supkd.models.resnet import (
+    ModelOutput,
+    ResNetEncoder,
+    SupKDResNet,
+    create_model,
+    list_models,
+)
+from supkd.models.weights import load_torchvision_state_dict, to_torchvision_state_dict
+
+
+def as_model_output(out: ModelOutput | torch.Tensor | tuple) -> ModelOutput:
+    """Normalize what a model returns into a :class:`ModelOutput`.
+
+    A plain logits tensor (B, C) from a user's model becomes ``ModelOutput(logits, logits,
+    None)`` (the logits double as the embedding); a ModelOutput passes through; a tuple of
+    two or three tensors is read as ``(logits, embedding[, projection])``.
+    """
+    if isinstance(out, ModelOutput):
+        return out
+    if isinstance(out, torch.Tensor):
+        if out.dim() != 2:
+            raise ValueError(f"expected model logits of shape (B, C), got {tuple(out.shape)}")
+        return ModelOutput(out, out, None)
+    if isinstance(out, tuple | list) and len(out) in (2, 3):
+        proj = out[2] if len(out) == 3 else None
+        return ModelOutput(out[0], out[1], proj)
+    raise ValueError(
+        f"model output must be a ModelOutput, a logits tensor or a (logits, embedding[, "
+        f"projection]) tuple, got {type(out).__name__}"
+    )
+
+
+__all__ = [
+    "ModelOutput",
+    "ProjectionHead",
+    "ResNetEncoder",
+    "SupKDResNet",
+    "as_model_output",
+    "create_model",
+    "list_models",
+    "load_torchvision_state_dict",
+    "make_classifier",
+    "to_torchvision_state_dict",
+]

@@ -1,0 +1,228 @@
+"""ResNet-18/34/50 with CIFAR or ImageNet stems, exposing embedding, projection and logits.
+
+Built from torchvision's residual blocks (``BasicBlock``, ``Bottleneck``) so that the weights
+are the same modules torchvision uses (He et al., 2016, "Deep Residual Learning for Image
+Recognition"). Stems:
+
+- ``imagenet``: torchvision's 7x7 conv, stride 2, + 3x3 max-pool, stride 2.
+- ``cifar``: 3x3 conv, stride 1, no max-pool (the variant used by the SupCon and KD code on
+  32x32 images, and by the paper's CIFAR-10 students).
+
+``width`` is the number of channels of the first stage (64 in the paper's networks); stage i
+has ``width * 2**i`` channels (times 4 for the Bottleneck's expansion), so ``width=8`` gives a
+ResNet-18 with ~1/64 of the parameters for CPU demos.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck
+
+from supkd.models.heads import ProjectionHead, make_classifier
+
+#: name -> (block type, blocks per stage), He et al. (2016), Table 1.
+ARCHS: dict[str, tuple[type[nn.Module], tuple[int, int, int, int]]] = {
+    "resnet18": (BasicBlock, (2, 2, 2, 2)),
+    "resnet34": (BasicBlock, (3, 4, 6, 3)),
+    "resnet50": (Bottleneck, (3, 4, 6, 3)),
+}
+STEMS = ("cifar", "imagenet")
+STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")
+
+
+class ModelOutput(NamedTuple):
+    """What a supkd model returns.
+
+    ``logits`` (B, C); ``embedding`` (B, F), the pooled encoder output; ``projection``
+    (B, P), L2-normalized, or None for a model without a projection head. A NamedTuple so
+    that DDP, ``torch.compile`` and ``torch.jit`` pass it through unchanged.
+    """
+
+    logits: torch.Tensor
+    embedding: torch.Tensor
+    projection: torch.Tensor | None
+
+
+class ResNetEncoder(nn.Module):
+    """Image (B, in_channels, H, W) -> embedding (B, F) with F = 8 * width * expansion.
+
+    Submodule names follow torchvision's ``ResNet`` (``conv1, bn1, layer1..layer4``), so a
+    torchvision state dict maps onto ``encoder.<name>`` one to one.
+    """
+
+    def __init__(
+        self,
+        block: type[BasicBlock] | type[Bottleneck],
+        layers: tuple[int, int, int, int],
+        *,
+        stem: str = "cifar",
+        width: int = 64,
+        in_channels: int = 3,
+    ) -> None:
+        super().__init__()
+        if stem not in STEMS:
+            raise ValueError(f"stem must be one of {list(STEMS)}, got {stem!r}")
+        if width <= 0:
+            raise ValueError(f"width must be a positive number of channels, got {width}")
+        if in_channels <= 0:
+            raise ValueError(f"in_channels must be > 0, got {in_channels}")
+        self.inplanes = width
+        if stem == "imagenet":
+            self.conv1 = nn.Conv2d(in_channels, width, 7, stride=2, padding=3, bias=False)
+            self.maxpool: nn.Module = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        else:
+            self.conv1 = nn.Conv2d(in_channels, width, 3, stride=1, padding=1, bias=False)
+            self.maxpool = nn.Identity()
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.layer1 = self._make_layer(block, width, layers[0], stride=1)
+        self.layer2 = self._make_layer(block, width * 2, layers[1], stride=2)
+        self.layer3 = self._make_layer(block, width * 4, layers[2], stride=2)
+        self.layer4 = self._make_layer(block, width * 8, layers[3], stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.out_dim = width * 8 * block.expansion
+        # torchvision's initialization (torchvision/models/resnet.py, ResNet.__init__).
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def _make_layer(
+        self, block: type[BasicBlock] | type[Bottleneck], planes: int, blocks: int, stride: int
+    ) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = nn.Sequential(
+                nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(planes * block.expansion),
+            )
+        # Bottleneck's inner width is planes * base_width / 64; base_width=64 keeps it `planes`
+        # for every `width`, as in the paper's networks.
+        mods: list[nn.Module] = [block(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes * block.expansion
+        mods += [block(self.inplanes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*mods)
+
+    def stages(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Named stage outputs ``stem, layer1..layer4``, each (B, C, H, W)."""
+        out: dict[str, torch.Tensor] = {}
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        out["stem"] = x
+        for name in STAGES[1:]:
+            x = getattr(self, name)(x)
+            out[name] = x
+        return out
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """Global average pool: (B, C, H, W) -> (B, C)."""
+        return torch.flatten(self.avgpool(x), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.pool(x)
+
+
+class SupKDResNet(nn.Module):
+    """Encoder + optional projection head + linear classifier.
+
+    ``forward(x)``: x (B, in_channels, H, W) -> ``ModelOutput(logits (B, C), embedding (B, F),
+    projection (B, P) | None)``; the classifier reads the embedding (not the projection), as
+    in SupCon's linear evaluation and in a plain CE network.
+    """
+
+    def __init__(
+        self,
+        encoder: ResNetEncoder,
+        classifier: nn.Linear,
+        head: ProjectionHead | None,
+        spec: dict[str, Any],
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+        self.classifier = classifier
+        self.embedding_dim: int = encoder.out_dim
+        self.spec: dict[str, Any] = dict(spec)
+        self.encoder_frozen = False
+
+    def forward(self, x: torch.Tensor) -> ModelOutput:
+        emb = self.encoder(x)
+        proj = self.head(emb) if self.head is not None else None
+        return ModelOutput(self.classifier(emb), emb, proj)
+
+    def forward_intermediates(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Ordered dict ``stem, layer1, layer2, layer3, layer4`` (B, C, H, W), ``embedding``
+        (B, F), ``logits`` (B, C): the stages compared by layer-wise CKA (paper Fig. 2)."""
+        out = self.encoder.stages(x)
+        out["embedding"] = self.encoder.pool(out["layer4"])
+        out["logits"] = self.classifier(out["embedding"])
+        return out
+
+    def freeze_encoder(self, frozen: bool = True) -> SupKDResNet:
+        """Freeze (or unfreeze) the encoder for the linear stage on top of a SupCon encoder.
+
+        A frozen encoder has ``requires_grad=False`` and stays in eval mode (BatchNorm uses
+        its running statistics) even when ``.train()`` is called on the whole model, so the
+        features the classifier is fitted on do not drift.
+        """
+        self.encoder_frozen = frozen
+        for p in self.encoder.parameters():
+            p.requires_grad_(not frozen)
+        self.encoder.train(self.training and not frozen)
+        return self
+
+    def train(self, mode: bool = True) -> SupKDResNet:
+        super().train(mode)
+        if self.encoder_frozen:
+            self.encoder.eval()
+        return self
+
+
+def list_models() -> list[str]:
+    """Names accepted by :func:`create_model`."""
+    return sorted(ARCHS)
+
+
+def create_model(
+    name: str,
+    stem: str = "cifar",
+    num_classes: int = 10,
+    projection_dim: int | None = None,
+    width: int = 64,
+    in_channels: int = 3,
+) -> SupKDResNet:
+    """Build a ResNet (``resnet18|resnet34|resnet50``) with the given stem and heads.
+
+    ``projection_dim``: add a SupCon projection head with this output size (None: no head).
+    ``width``: channels of the first stage (64 = the standard network).
+    Unknown names or bad values raise ValueError listing what is valid.
+    """
+    if name not in ARCHS:
+        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(list_models())}")
+    if stem not in STEMS:
+        raise ValueError(f"unknown stem {stem!r}; valid stems: {', '.join(STEMS)}")
+    if not isinstance(num_classes, int) or num_classes <= 0:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    if projection_dim is not None and (not isinstance(projection_dim, int) or projection_dim <= 0):
+        raise ValueError(f"projection_dim must be a positive int or None, got {projection_dim!r}")
+    if not isinstance(width, int) or width <= 0:
+        raise ValueError(f"width must be a positive int, got {width!r}")
+    block, layers = ARCHS[name]
+    encoder = ResNetEncoder(block, layers, stem=stem, width=width, in_channels=in_channels)
+    head = ProjectionHead(encoder.out_dim, projection_dim) if projection_dim else None
+    classifier = make_classifier(encoder.out_dim, num_classes)
+    spec = {
+        "name": name,
+        "stem": stem,
+        "num_classes": num_classes,
+        "projection_dim": projection_dim,
+        "width": width,
+        "in_channels": in_channels,
+    }
+    return SupKDResNet(encoder, classifier, head, spec)
