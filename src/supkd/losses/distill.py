@@ -58,7 +58,8 @@ class KDLoss(nn.Module, abc.ABC):
     summary: ClassVar[str] = ""
     needs_labels: ClassVar[bool] = False
     compares_samples: ClassVar[bool] = False
-    same_width: ClassVar[bool] = True
+    # Not a ClassVar: GramLoss sets it per instance (True only in channel mode).
+    same_width: bool = True
 
     def forward(
         self,
@@ -69,8 +70,9 @@ class KDLoss(nn.Module, abc.ABC):
         """student (B, D_s), teacher (B, D_t), labels (B,) or None -> scalar."""
         self._check(student, teacher)
         labels = check_labels(
-            labels, student.shape[0], f"student {tuple(student.shape)} / teacher "
-            f"{tuple(teacher.shape)}"
+            labels,
+            student.shape[0],
+            f"student {tuple(student.shape)} / teacher {tuple(teacher.shape)}",
         )
         teacher = teacher.detach()
         with full_precision(student, teacher):
@@ -97,15 +99,11 @@ class KDLoss(nn.Module, abc.ABC):
             raise ValueError(f"{type(self).__name__}: batch sizes differ, {both}")
         if s_shape[0] == 0:
             raise ValueError(f"{type(self).__name__}: empty batch, {both}")
-        if self.requires_same_width() and s_shape[1] != t_shape[1]:
+        if self.same_width and s_shape[1] != t_shape[1]:
             raise ValueError(
                 f"{type(self).__name__}: widths differ ({s_shape[1]} vs {t_shape[1]}) and this "
                 f"loss compares features element-wise; {both} (use an adapter)"
             )
-
-    def requires_same_width(self) -> bool:
-        """Whether this instance needs D_s == D_t (an instance may differ from the class)."""
-        return self.same_width
 
     @abc.abstractmethod
     def compute(
@@ -122,7 +120,7 @@ class LogitMSELoss(KDLoss):
     """
 
     paper_eq = "Eq. 1"
-    summary = "squared L2 distance between teacher and student vectors"
+    summary = "squared L2 distance of teacher and student vectors"
 
     def compute(self, student, teacher, labels):
         return (teacher - student).pow(2).sum(dim=1).mean()
@@ -135,7 +133,7 @@ class NormMSELoss(KDLoss):
     """
 
     paper_eq = "Eq. 2"
-    summary = "squared L2 distance between L2-normalized vectors"
+    summary = "squared L2 distance of L2-normalized vectors"
 
     def compute(self, student, teacher, labels):
         return (l2_normalize(teacher) - l2_normalize(student)).pow(2).sum(dim=1).mean()
@@ -150,7 +148,7 @@ class CosineLoss(KDLoss):
     """
 
     paper_eq = "Eq. 3"
-    summary = "1 - cosine similarity between teacher and student vectors"
+    summary = "1 - cosine similarity of teacher and student vectors"
 
     def compute(self, student, teacher, labels):
         cos = (l2_normalize(teacher) * l2_normalize(student)).sum(dim=1)
@@ -174,7 +172,9 @@ class GramLoss(KDLoss):
     """
 
     paper_eq = "Eq. 4"
-    summary = "Frobenius distance between Gram matrices (B x B by default) / B^2"
+    summary = "squared Frobenius distance of Gram matrices / B^2"
+    # True in both modes: a D×D Gram is a sum over the batch and the loss is not additive
+    # over samples, so under DDP the exact value also needs the global batch.
     compares_samples = True
     same_width = False
 
@@ -186,12 +186,11 @@ class GramLoss(KDLoss):
         if mode not in self.MODES:
             raise ValueError(f"argument 'mode': expected one of {list(self.MODES)}, got {mode!r}")
         self.mode = mode
+        # Instance attribute: the D×D channel Gram needs equal widths, the B×B one does not.
+        self.same_width = mode == "channel"
 
     def extra_repr(self) -> str:
         return f"normalize={self.normalize}, mode={self.mode!r}"
-
-    def requires_same_width(self) -> bool:
-        return self.mode == "channel"
 
     def compute(self, student, teacher, labels):
         if self.normalize:
@@ -225,7 +224,7 @@ class SupConKDLoss(KDLoss):
     """
 
     paper_eq = "Eq. 5"
-    summary = "teacher anchors vs all student samples, same-label positives (SupCon-style)"
+    summary = "SupCon: teacher anchors, student contrasts, same-label positives"
     needs_labels = True
     compares_samples = True
     same_width = True
@@ -277,8 +276,8 @@ class HintonKLLoss(KDLoss):
         temperature: T > 0 (4 in the public CIFAR KD recipes).
     """
 
-    paper_eq = "Hinton 2015"
-    summary = "KL divergence of temperature-softened class distributions, times T^2"
+    paper_eq = "Hinton et al. 2015"
+    summary = "T^2 * KL of temperature-softened class distributions"
 
     def __init__(self, temperature: float = 4.0) -> None:
         super().__init__()

@@ -1,0 +1,78 @@
+"""``supkd losses``: list the registered KD losses and the SupCon pre-training loss.
+
+One row per loss: registry name, paper equation, one-line description, and constructor
+arguments with their defaults (what a config's ``task.loss_args`` may set).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+HELP = "list the distillation losses (name, paper equation, description, arguments)"
+
+PRETRAIN_NAME = "SupConLoss"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--json", action="store_true", help="print the table as JSON instead of text"
+    )
+
+
+def _rows() -> list[dict[str, object]]:
+    from supkd.losses import LOSSES, SupConLoss, loss_arguments
+
+    rows: list[dict[str, object]] = []
+    for name, cls in LOSSES.items():
+        rows.append(
+            {
+                "name": name,
+                "kind": "kd",
+                "paper": cls.paper_eq,
+                "description": cls.summary,
+                "arguments": loss_arguments(cls),
+                "needs_labels": cls.needs_labels,
+                "compares_samples": cls.compares_samples,
+                "same_width": cls.same_width,
+            }
+        )
+    rows.append(
+        {
+            "name": PRETRAIN_NAME,
+            "kind": "pretrain",
+            "paper": "Khosla et al. 2020",
+            "description": "teacher pre-training (SimCLR when labels are None)",
+            "arguments": loss_arguments(SupConLoss),
+            "needs_labels": False,
+            "compares_samples": True,
+            "same_width": True,
+        }
+    )
+    return rows
+
+
+def _format_args(args: dict[str, object]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in args.items()) or "-"
+
+
+def run(args: argparse.Namespace) -> int:
+    rows = _rows()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    header = ("name", "paper", "description", "arguments (defaults)")
+    table = [header] + [
+        (str(r["name"]), str(r["paper"]), str(r["description"]), _format_args(r["arguments"]))
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
+    for i, row in enumerate(table):
+        cells = [c.ljust(w) for c, w in zip(row[:-1], widths)]
+        print("  ".join([*cells, row[-1]]).rstrip())
+        if i == 0:
+            print("  ".join("-" * w for w in [*widths, len(header[-1])]))
+    print()
+    print("KD losses are called as loss(student (B, D_s), teacher (B, D_t), labels (B,) | None);")
+    print("SupConLoss (teacher pre-training) as loss(features (B, V, D), labels (B,) | None).")
+    return 0
