@@ -19,11 +19,14 @@ class ProjectionHead(nn.Module):
     L2 norm per row (eps-safe, so an all-zero row stays zero instead of becoming NaN).
     """
 
-    def __init__(self, in_dim: int, projection_dim: int = 128, hidden_dim: int | None = None) -> None:
+    def __init__(
+        self, in_dim: int, projection_dim: int = 128, hidden_dim: int | None = None
+    ) -> None:
         super().__init__()
         if in_dim <= 0 or projection_dim <= 0:
             raise ValueError(
-                f"ProjectionHead: in_dim and projection_dim must be > 0, got {in_dim}, {projection_dim}"
+                "ProjectionHead: in_dim and projection_dim must be > 0, "
+                f"got {in_dim}, {projection_dim}"
             )
         hidden = in_dim if hidden_dim is None else hidden_dim
         if hidden <= 0:

@@ -74,7 +74,8 @@ def load_torchvision_state_dict(
     missing = [_to_torchvision_key(k) for k in target if k not in source]
     unexpected = [_to_torchvision_key(k) for k in source if k not in target]
     mismatched = [
-        f"{_to_torchvision_key(k)} (checkpoint {tuple(source[k].shape)}, model {tuple(target[k].shape)})"
+        f"{_to_torchvision_key(k)} (checkpoint {tuple(source[k].shape)}, "
+        f"model {tuple(target[k].shape)})"
         for k in target
         if k in source and tuple(source[k].shape) != tuple(target[k].shape)
     ]
