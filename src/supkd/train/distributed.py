@@ -327,14 +327,18 @@ def unwrap_ddp(module: nn.Module) -> nn.Module:
 
 def _check_same_shape(x: torch.Tensor, world: int) -> None:
     """All ranks must send the same shape; collective, so every rank raises together."""
-    if x.dim() > _MAX_NDIM:
-        raise ValueError(f"gather_with_grad: expected at most {_MAX_NDIM} dims, got {x.dim()}")
+    if not 1 <= x.dim() <= _MAX_NDIM:
+        raise ValueError(
+            f"gather_with_grad: expected a (B, ...) tensor with 1 to {_MAX_NDIM} dims, "
+            f"got shape {tuple(x.shape)}"
+        )
     local = torch.full((_MAX_NDIM + 1,), -1, dtype=torch.int64, device=x.device)
     local[0] = x.dim()
     local[1 : 1 + x.dim()] = torch.tensor(x.shape, dtype=torch.int64)
-    shapes = torch.empty(world, _MAX_NDIM + 1, dtype=torch.int64, device=x.device)
+    # Concatenated (not stacked) output: gloo only supports that form.
+    shapes = torch.empty(world * (_MAX_NDIM + 1), dtype=torch.int64, device=x.device)
     _all_gather_single(shapes, local)
-    rows = shapes.tolist()
+    rows = shapes.view(world, -1).tolist()
     if any(r != rows[0] for r in rows):
         described = [tuple(r[1 : 1 + r[0]]) for r in rows]
         raise ValueError(
@@ -388,6 +392,8 @@ def gather_with_grad(x: torch.Tensor, *, check_shapes: bool = True) -> torch.Ten
     """
     if not is_enabled():
         return x
+    if x.dim() == 0:
+        raise ValueError("gather_with_grad: expected a (B, ...) tensor, got a 0-dim tensor")
     world = dist.get_world_size()
     if check_shapes:
         _check_same_shape(x, world)
