@@ -231,7 +231,9 @@ def _copy_head(net: nn.Module, head: Mapping[str, torch.Tensor], what: str) -> N
                 dst.copy_(src)
 
 
-def _fc_from(classifier: Mapping[str, torch.Tensor], dim: int, what: str) -> dict[str, torch.Tensor]:
+def _fc_from(
+    classifier: Mapping[str, torch.Tensor], dim: int, what: str
+) -> dict[str, torch.Tensor]:
     sd = {k[3:] if k.startswith("fc.") else k: v for k, v in classifier.items()}
     if set(sd) != {"weight", "bias"}:
         raise CheckpointError(
@@ -247,9 +249,7 @@ def _fc_from(classifier: Mapping[str, torch.Tensor], dim: int, what: str) -> dic
     return {"weight": w, "bias": b}
 
 
-def _build(
-    layout: _Layout, num_classes: int, projection_dim: int | None, what: str
-) -> nn.Module:
+def _build(layout: _Layout, num_classes: int, projection_dim: int | None, what: str) -> nn.Module:
     from supkd.models import create_model
 
     try:
@@ -286,9 +286,7 @@ def _embedding_dim(enc: Mapping[str, torch.Tensor], layout: _Layout) -> int:
     return int(enc[last].shape[0])
 
 
-def _num_classes(
-    fc: Mapping[str, torch.Tensor] | None, requested: int | None, what: str
-) -> int:
+def _num_classes(fc: Mapping[str, torch.Tensor] | None, requested: int | None, what: str) -> int:
     if fc is not None:
         n = int(fc["weight"].shape[0])
         if requested is not None and requested != n:
@@ -356,8 +354,15 @@ def import_supcontrast(
         _copy_head(net, head, what)
     net.eval()
     return ImportedTeacher(
-        model=net, format="supcontrast", arch=layout.arch, stem=layout.stem, num_classes=n,
-        has_classifier=has_classifier, has_head=bool(head), sources=sources, notes=notes,
+        model=net,
+        format="supcontrast",
+        arch=layout.arch,
+        stem=layout.stem,
+        num_classes=n,
+        has_classifier=has_classifier,
+        has_head=bool(head),
+        sources=sources,
+        notes=notes,
     )
 
 
@@ -387,8 +392,14 @@ def import_torchvision(
     _load_encoder_and_fc(net, enc, fc_sd, what)
     net.eval()
     return ImportedTeacher(
-        model=net, format="torchvision", arch=layout.arch, stem=layout.stem, num_classes=n,
-        has_classifier=True, has_head=False, sources=[what],
+        model=net,
+        format="torchvision",
+        arch=layout.arch,
+        stem=layout.stem,
+        num_classes=n,
+        has_classifier=True,
+        has_head=False,
+        sources=[what],
     )
 
 
@@ -401,15 +412,21 @@ def import_run(
     net = load_model(source)
     spec = dict(getattr(net, "spec", {}) or {})
     layout = _Layout(
-        arch=str(spec.get("name", "?")), stem=str(spec.get("stem", "?")),
-        width=int(spec.get("width", 64)), in_channels=int(spec.get("in_channels", 3)),
+        arch=str(spec.get("name", "?")),
+        stem=str(spec.get("stem", "?")),
+        width=int(spec.get("width", 64)),
+        in_channels=int(spec.get("in_channels", 3)),
     )
     _check_request(layout, arch, stem, str(source))
     net.eval()
     return ImportedTeacher(
-        model=net, format="run", arch=layout.arch, stem=layout.stem,
+        model=net,
+        format="run",
+        arch=layout.arch,
+        stem=layout.stem,
         num_classes=int(spec.get("num_classes", net.classifier.out_features)),
-        has_classifier=True, has_head=getattr(net, "head", None) is not None,
+        has_classifier=True,
+        has_head=getattr(net, "head", None) is not None,
         sources=[str(source)],
     )
 
@@ -455,7 +472,11 @@ def import_teacher(
         raise CheckpointError(f"--classifier: only used with --format supcontrast, not {fmt}")
     if fmt == "supcontrast":
         return import_supcontrast(
-            source, arch=arch, stem=stem, classifier=classifier, num_classes=num_classes,
+            source,
+            arch=arch,
+            stem=stem,
+            classifier=classifier,
+            num_classes=num_classes,
             state=state,
         )
     if fmt == "torchvision":
