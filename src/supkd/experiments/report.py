@@ -1,0 +1,448 @@
+"""``supkd report RUNS_DIR``: the paper's tables from run directories alone.
+
+Writes ``report.md`` and one CSV per table (plus ``alpha.csv`` and ``runs.csv``) into the
+output folder. Each cell is mean ± sample std over seeds with n and the Welch p-value
+against the cell the table names as its baseline (:func:`supkd.experiments.protocols.
+baseline_of`), ``ns`` where that difference is not significant at 0.05, and
+``NaN (diverged at step k)`` for diverged runs; the paper's published number sits in a
+column beside ours. Only ``stage: final`` runs (trained on the full training split, scored
+on the test set) enter the tables; ``stage: tune`` runs only show in the α section.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import math
+import platform
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from supkd.analysis.stats import (
+    Comparison,
+    Summary,
+    format_cell,
+    summarize,
+    welch_test,
+)
+from supkd.experiments.protocols import (
+    PUBLISHED_BLOCK,
+    TABLES,
+    baseline_of,
+    cell_of,
+    choose_alpha,
+    published_cell,
+    tables_of,
+)
+from supkd.experiments.store import CORRUPT, UNFINISHED, RunRecord, scan_runs
+from supkd.utils.atomic import atomic_write_text
+
+CellKey = tuple[str, str, str]  # (table, row, col)
+
+PUBLISHED_TITLES = {
+    "cifar10": "CIFAR-10, ResNet-50 → ResNet-18, mean ± std over 5 seeds",
+    "imagenet1k": "ImageNet-1k, ResNet-50 → ResNet-34, mean ± std over 3 seeds",
+}
+
+
+@dataclass
+class Cell:
+    """Runs of one table cell (final stage only)."""
+
+    runs: list[RunRecord] = field(default_factory=list)
+
+    def summary(self) -> Summary:
+        done = [r.test_acc for r in self.runs if r.status == "completed" and r.test_acc is not None]
+        div = [r.diverged_step for r in self.runs if r.status == "diverged"]
+        failed = sum(r.status in ("failed", CORRUPT) for r in self.runs)
+        return summarize(done, div, failed)
+
+    @property
+    def unfinished(self) -> int:
+        return sum(r.status == UNFINISHED for r in self.runs)
+
+
+@dataclass
+class Collected:
+    """Everything the report shows, gathered from run records."""
+
+    records: list[RunRecord]
+    cells: dict[CellKey, Cell]
+    tables: list[str]
+    alpha_rows: list[dict[str, Any]]
+
+    def summary(self, key: CellKey) -> Summary:
+        cell = self.cells.get(key)
+        return cell.summary() if cell else summarize([])
+
+    def comparison(self, key: CellKey) -> tuple[CellKey | None, Comparison | None]:
+        base = baseline_of(*key)
+        if base is None or base not in self.cells:
+            return base, None
+        return base, welch_test(self.summary(key), self.summary(base))
+
+
+def collect(records: Sequence[RunRecord]) -> Collected:
+    """Group runs into table cells (from ``meta`` only) and gather the α tuning."""
+    cells: dict[CellKey, Cell] = defaultdict(Cell)
+    for rec in records:
+        if rec.meta.get("stage", "final") != "final":
+            continue
+        for table in tables_of(rec.meta):
+            rc = cell_of(rec.meta, table)
+            if rc is not None:
+                cells[(table, *rc)].runs.append(rec)
+    present = sorted({k[0] for k in cells}, key=lambda t: list(TABLES).index(t))
+    # Table II's Baseline row is tested against the CE student of Table I.
+    return Collected(list(records), dict(cells), present, _alpha_rows(records))
+
+
+def _alpha_rows(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
+    """One row per tuned cell: candidates, mean validation accuracy per α, chosen α (as the
+    grid chose it: recomputed here with the same rule, and the α the final runs used)."""
+    tune: dict[str, dict[float, list[float | None]]] = defaultdict(dict)
+    label: dict[str, str] = {}
+    used: dict[str, set[float]] = defaultdict(set)
+    order: dict[str, list[float]] = {}
+    for rec in records:
+        cell = rec.meta.get("cell")
+        if cell is None or rec.meta.get("alpha") is None:
+            continue
+        alpha = float(rec.meta["alpha"])
+        if rec.meta.get("stage") == "tune":
+            val = rec.val_acc if rec.status == "completed" else None
+            if rec.status != UNFINISHED:
+                tune[cell].setdefault(alpha, []).append(val)
+            label.setdefault(cell, _cell_label(rec.meta))
+        elif rec.meta.get("stage", "final") == "final":
+            used[cell].add(alpha)
+            if rec.meta.get("alpha_candidates"):
+                order[cell] = [float(a) for a in rec.meta["alpha_candidates"]]
+            label.setdefault(cell, _cell_label(rec.meta))
+    rows = []
+    for cell in sorted(set(tune) | {c for c in used if c in order and len(order[c]) > 1}):
+        scores = tune.get(cell, {})
+        cands = order.get(cell) or sorted(scores)
+        ordered = {a: scores.get(a, []) for a in cands}
+        chosen, means = choose_alpha(ordered) if ordered else (math.nan, {})
+        rows.append({
+            "cell": cell,
+            "label": label.get(cell, cell),
+            "candidates": cands,
+            "val_acc": means,
+            "chosen": chosen,
+            "used": sorted(used.get(cell, set())),
+            "tune_runs": sum(len(v) for v in scores.values()),
+        })
+    return rows
+
+
+def _cell_label(meta: dict[str, Any]) -> str:
+    if meta.get("method"):
+        text = str(meta["method"])
+        if meta.get("teacher_kind"):
+            text += f" from {meta['teacher_kind']} teacher"
+        if meta.get("placement"):
+            text += f" ({meta['placement']})"
+        return text
+    return str(meta.get("cell", "?"))
+
+
+# ---------------------------------------------------------------------------------------
+# Rendering
+# ---------------------------------------------------------------------------------------
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    def esc(x: str) -> str:
+        return str(x).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(esc(h) for h in header) + " |",
+             "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _published_block(col: Collected, table: str) -> str:
+    blocks = {r.meta.get("published") for k, c in col.cells.items() if k[0] == table
+              for r in c.runs}
+    blocks.discard(None)
+    if table == "table5" or len(blocks) != 1:
+        return PUBLISHED_BLOCK[table]
+    return str(next(iter(blocks)))
+
+
+def _cell_text(col: Collected, key: CellKey) -> str:
+    s = col.summary(key)
+    _, comp = col.comparison(key)
+    text = format_cell(s, comp)
+    unfinished = col.cells[key].unfinished if key in col.cells else 0
+    if unfinished:
+        text += f"; {unfinished} unfinished"
+    return text
+
+
+def table_rows(col: Collected, table: str) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of one table as Markdown cell text (ours, then the paper's)."""
+    spec = TABLES[table]
+    block = _published_block(col, table)
+    header = [spec.row_key.replace("_", " ").capitalize() if spec.col_key else "Configuration"]
+    header += [f"{spec.col_labels[c]} (ours)" for c in spec.cols]
+    header += [f"{spec.col_labels[c]} (paper)" for c in spec.cols]
+    rows: list[list[str]] = []
+    if table in ("table2", "table4"):
+        ref = ("table1" if table == "table2" else "table3", "student", "ce")
+        if ref in col.cells:
+            ours = [format_cell(col.summary(ref)) if c == "ce" else "" for c in spec.cols]
+            paper = [published_cell(ref[0], "student", "ce", block) if c == "ce" else ""
+                     for c in spec.cols]
+            rows.append(["Student without KD (CE, Table I)", *ours, *paper])
+    for r in spec.rows:
+        ours_keys = [(table, r, c) for c in spec.cols]
+        paper = [published_cell(table, r, c, block) for c in spec.cols]
+        if not any(k in col.cells for k in ours_keys) and all(p == "–" for p in paper):
+            continue
+        if not any(k in col.cells for k in ours_keys) and r not in _paper_rows(table):
+            continue
+        ours = [_cell_text(col, k) if k in col.cells else "–" for k in ours_keys]
+        rows.append([spec.row_labels.get(r, r), *ours, *paper])
+    return header, rows
+
+
+def _paper_rows(table: str) -> tuple[str, ...]:
+    spec = TABLES[table]
+    return tuple(r for r in spec.rows if r != "hinton_kl")
+
+
+def table_markdown(col: Collected, table: str) -> str:
+    spec = TABLES[table]
+    header, rows = table_rows(col, table)
+    block = _published_block(col, table)
+    paper = ("ImageNet-1k, ResNet-50 → ResNet-34, single runs (NaN: the paper's run diverged)"
+             if table == "table5" else PUBLISHED_TITLES.get(block, block))
+    return (f"### {spec.title}\n\n" + _md_table(header, rows)
+            + "\n\nTop-1 test accuracy (%), mean ± sample std over seeds (n). "
+            f"{spec.baseline_note}; ns = not significant at 0.05. Paper: {paper}.\n")
+
+
+def table_csv(col: Collected, table: str) -> str:
+    spec = TABLES[table]
+    block = _published_block(col, table)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["table", "row", "col", "n", "mean", "std", "values", "diverged", "diverged_steps",
+                "failed", "unfinished", "baseline", "p_welch", "significant_0.05", "paper"])
+    for key in sorted((k for k in col.cells if k[0] == table),
+                      key=lambda k: (_index(spec.rows, k[1]), _index(spec.cols, k[2]))):
+        s = col.summary(key)
+        base, comp = col.comparison(key)
+        w.writerow([
+            table, key[1], key[2], s.n, _num(s.mean), _num(s.std),
+            " ".join(f"{v:.4f}" for v in s.values), len(s.diverged_steps),
+            " ".join(str(k) for k in s.diverged_steps if k is not None), s.failed,
+            col.cells[key].unfinished, "/".join(base) if base else "",
+            _num(comp.p) if comp else "", (comp.significant() if comp and comp.tested else ""),
+            published_cell(table, key[1], key[2], block),
+        ])
+    return buf.getvalue()
+
+
+def _index(seq: Sequence[str], x: str) -> int:
+    return seq.index(x) if x in seq else len(seq)
+
+
+def _num(x: float) -> str:
+    return "" if x is None or not math.isfinite(x) else f"{x:.6g}"
+
+
+def alpha_markdown(col: Collected) -> str:
+    if not col.alpha_rows:
+        return ""
+    rows = []
+    for r in col.alpha_rows:
+        scores = ", ".join(
+            f"α={a:g}: {v:.2f}" if math.isfinite(v) else f"α={a:g}: failed"
+            for a, v in r["val_acc"].items())
+        used = ", ".join(f"{a:g}" for a in r["used"]) or "–"
+        flag = "" if not r["used"] or r["used"] == [r["chosen"]] else " (differs!)"
+        rows.append([r["label"], ", ".join(f"{a:g}" for a in r["candidates"]), scores,
+                     f"{r['chosen']:g}", used + flag])
+    return ("### α (weight of the KD loss, Eq. 6) chosen on the validation split\n\n"
+            + _md_table(["Cell", "Candidates", "Validation accuracy (%) per α",
+                         "Chosen α", "α used by the test runs"], rows)
+            + "\n\nTuning runs train on the training split minus the validation split and are "
+            "scored on the validation split; the test set is never used to choose α. "
+            "Ties go to the candidate listed first.\n")
+
+
+def alpha_csv(col: Collected) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["cell", "alpha", "val_acc_mean", "chosen", "used"])
+    for r in col.alpha_rows:
+        for a in r["candidates"]:
+            w.writerow([r["cell"], f"{a:g}", _num(r["val_acc"].get(a, math.nan)),
+                        a == r["chosen"], a in r["used"]])
+    return buf.getvalue()
+
+
+def runs_csv(col: Collected) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["name", "status", "stage", "table", "seed", "alpha", "test_acc", "val_acc",
+                "diverged_step", "epochs", "wall_time_s", "problem", "path"])
+    for r in col.records:
+        t = r.meta.get("table")
+        w.writerow([r.name, r.status, r.meta.get("stage", ""),
+                    " ".join(t) if isinstance(t, list) else (t or ""), r.meta.get("seed", ""),
+                    r.meta.get("alpha", ""), _num(r.test_acc or math.nan),
+                    _num(r.val_acc or math.nan), r.diverged_step or "",
+                    r.result.get("epochs", ""), r.result.get("wall_time_s", ""),
+                    r.problem or (r.result.get("error") or ""), str(r.path)])
+    return buf.getvalue()
+
+
+def _get(d: dict[str, Any], dotted: str) -> Any:
+    for k in dotted.split("."):
+        if not isinstance(d, dict):
+            return None
+        d = d.get(k)
+    return d
+
+
+def setup_markdown(col: Collected) -> str:
+    """Machine, versions and the budgets the runs used (from result.json and config.yaml)."""
+    recs = col.records
+    devices = sorted({str(r.result.get("device")) for r in recs if r.result.get("device")})
+    versions: dict[str, set[str]] = defaultdict(set)
+    for r in recs:
+        for k, v in (r.result.get("versions") or {}).items():
+            versions[k].add(str(v))
+    hosts = sorted({str(r.result.get("host")) for r in recs if r.result.get("host")})
+    wall = sum(float(r.result.get("wall_time_s") or 0) for r in recs)
+    counts: dict[str, int] = defaultdict(int)
+    for r in recs:
+        counts[r.status] += 1
+    lines = ["## Setup", ""]
+    lines.append(f"- Runs: {len(recs)} (" + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+                 + f"); total training time {wall / 60:.1f} min (sum over runs)")
+    lines.append(f"- Device(s): {', '.join(devices) or 'not recorded'}"
+                 + (f"; host(s): {', '.join(hosts)}" if hosts else ""))
+    if versions:
+        lines.append("- Versions: " + ", ".join(f"{k} {'/'.join(sorted(v))}"
+                                                 for k, v in sorted(versions.items())))
+    lines.append(f"- Report written on {platform.node() or 'unknown host'} "
+                 f"({platform.system()} {platform.machine()}, Python {platform.python_version()})")
+    lines.append("- Accuracy: top-1 on the test split at the last epoch (not the best epoch).")
+    # Budgets per grid entry: what each kind of run trained for.
+    per_entry: dict[str, list[RunRecord]] = defaultdict(list)
+    for r in recs:
+        per_entry[str(r.meta.get("entry") or r.name)].append(r)
+    rows = []
+    for entry, rs in per_entry.items():
+        c = rs[0].config
+        finals = [r for r in rs if r.meta.get("stage", "final") == "final"]
+        tunes = [r for r in rs if r.meta.get("stage") == "tune"]
+        wall_e = [float(r.result["wall_time_s"]) for r in rs if r.result.get("wall_time_s")]
+        rows.append([
+            entry, str(_get(c, "task.name") or "?"),
+            f"{_get(c, 'model.name') or '?'} (width {_get(c, 'model.width') or '?'})",
+            str(_get(c, "data.name") or "?"), str(_get(c, "train.epochs") or "?"),
+            str(_get(c, "train.batch_size") or "?"),
+            f"{_get(c, 'optim.name') or '?'} lr {_get(c, 'optim.lr') or '?'}",
+            f"{len(finals)} + {len(tunes)} tune",
+            f"{sum(wall_e) / len(wall_e):.1f}" if wall_e else "–",
+        ])
+    lines += ["", "Budgets used:", "",
+              _md_table(["Entry", "Task", "Model", "Data", "Epochs", "Batch", "Optimizer",
+                         "Runs", "Mean wall time per run (s)"], rows)]
+    return "\n".join(lines) + "\n"
+
+
+def problems_markdown(col: Collected) -> str:
+    bad = [r for r in col.records if r.status in ("failed", CORRUPT, UNFINISHED, "diverged")]
+    if not bad:
+        return ""
+    rows = []
+    for r in bad:
+        why = r.problem or r.result.get("error") or ""
+        if r.status == "diverged":
+            step = r.diverged_step
+            why = f"diverged at step {step}" if step is not None else "diverged"
+        if r.status == UNFINISHED:
+            why = "no result.json yet (interrupted or not started; `supkd grid` resumes it)"
+        rows.append([r.name, r.status, str(why).splitlines()[0][:160] if why else ""])
+    return "## Runs that did not complete\n\n" + _md_table(["Run", "Status", "Why"], rows) + "\n"
+
+
+@dataclass
+class Report:
+    """Paths written by :func:`write_report` and the Markdown of each table."""
+
+    out_dir: Path
+    markdown_path: Path
+    tables: dict[str, str]
+    files: list[Path]
+
+
+def write_report(
+    runs_dir: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    figures: dict[str, Path] | None = None,
+    title: str | None = None,
+) -> Report:
+    """Read every run under ``runs_dir`` and write ``report.md`` and CSVs to ``out_dir``
+    (default ``runs_dir/report``). ``figures`` maps a caption to a PNG to embed (Fig. 2).
+    Raises ``DataError`` when ``runs_dir`` is not a folder."""
+    runs_dir = Path(runs_dir)
+    out = Path(out_dir) if out_dir is not None else runs_dir / "report"
+    records = [r for r in scan_runs(runs_dir) if out not in r.path.parents]
+    col = collect(records)
+    files: list[Path] = []
+    tables = {t: table_markdown(col, t) for t in col.tables}
+    parts = [f"# {title or 'supkd report'}", "",
+             f"Built from {len(records)} run directories under `{runs_dir}` by `supkd report`.",
+             ""]
+    data_names = sorted({str(_get(r.config, "data.name")) for r in records
+                         if _get(r.config, "data.name")})
+    if data_names and not set(data_names) & {"cifar10", "cifar10-jpeg", "imagenet", "imagenet1k"}:
+        parts += [f"Our runs use data `{', '.join(data_names)}` and the models listed under "
+                  "Setup; the paper's columns are its CIFAR-10 / ImageNet-1k numbers, shown for "
+                  "reference, not as a like-for-like comparison.", ""]
+    if not tables:
+        parts += ["No finished run carries table placement (`meta.table`); nothing to tabulate.",
+                  ""]
+    parts.append("## Results\n")
+    for t, md in tables.items():
+        parts.append(md)
+        csv_path = out / f"{t}.csv"
+        atomic_write_text(csv_path, table_csv(col, t))
+        files.append(csv_path)
+    for caption, png in (figures or {}).items():
+        rel = Path(png)
+        with contextlib.suppress(ValueError):  # outside out_dir: keep the path as given
+            rel = Path(png).resolve().relative_to(out.resolve())
+        parts += [f"### {caption}", "", f"![{caption}]({rel.as_posix()})", ""]
+    alpha = alpha_markdown(col)
+    if alpha:
+        parts.append(alpha)
+        atomic_write_text(out / "alpha.csv", alpha_csv(col))
+        files.append(out / "alpha.csv")
+    parts.append(setup_markdown(col))
+    probs = problems_markdown(col)
+    if probs:
+        parts.append(probs)
+    atomic_write_text(out / "runs.csv", runs_csv(col))
+    files.append(out / "runs.csv")
+    md_path = out / "report.md"
+    atomic_write_text(md_path, "\n".join(parts))
+    files.insert(0, md_path)
+    return Report(out, md_path, tables, files)
+
+
+__all__ = ["Collected", "Report", "collect", "table_markdown", "write_report"]

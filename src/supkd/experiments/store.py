@@ -1,0 +1,156 @@
+"""Read run directories, and nothing else (DESIGN.md §1: a report can be rebuilt from run
+directories alone).
+
+A run directory (docs/architecture.md) holds ``config.yaml`` (the resolved config, with the
+``meta`` dict the grid wrote), ``result.json`` once the run has ended (``status`` completed,
+diverged or failed, accuracies in %), ``metrics.jsonl`` and checkpoints. This module is
+tolerant: a folder with a config but no result is an unfinished run, an unreadable or
+truncated file makes the run ``corrupt`` instead of stopping the report, and folders that
+are not runs are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from supkd.errors import DataError
+
+# Final states written by the engine, plus the states this module infers.
+FINAL_STATUSES = ("completed", "diverged", "failed")
+UNFINISHED = "unfinished"  # config.yaml (or a checkpoint) but no result.json yet
+CORRUPT = "corrupt"  # result.json or config.yaml present but unreadable
+
+
+@dataclass
+class RunRecord:
+    """What one run directory says about its run."""
+
+    path: Path
+    name: str
+    status: str
+    meta: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    result: dict[str, Any] = field(default_factory=dict)
+    problem: str | None = None
+
+    @property
+    def test_acc(self) -> float | None:
+        return _finite(self.result.get("test_acc"))
+
+    @property
+    def val_acc(self) -> float | None:
+        return _finite(self.result.get("val_acc"))
+
+    @property
+    def diverged_step(self) -> int | None:
+        step = self.result.get("diverged_step")
+        return int(step) if isinstance(step, int | float) and math.isfinite(step) else None
+
+    @property
+    def has_checkpoint(self) -> bool:
+        return (self.path / "checkpoints" / "last.pt").is_file()
+
+
+def _finite(x: Any) -> float | None:
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        return None
+    return float(x) if math.isfinite(x) else None
+
+
+def _read_yaml(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    if not path.is_file():
+        return None, None
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        return None, f"{path.name}: unreadable ({exc.__class__.__name__})"
+    if not isinstance(data, dict):
+        return None, f"{path.name}: expected a mapping"
+    return data, None
+
+
+def _read_json(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    if not path.is_file():
+        return None, None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, f"{path.name}: unreadable ({exc.__class__.__name__})"
+    if not isinstance(data, dict):
+        return None, f"{path.name}: expected a JSON object"
+    return data, None
+
+
+def is_run_dir(path: Path) -> bool:
+    """A folder is a run directory when it has a config.yaml or a result.json."""
+    return (path / "config.yaml").is_file() or (path / "result.json").is_file()
+
+
+def load_run(path: str | Path) -> RunRecord | None:
+    """Read one run directory; None when ``path`` is not a run directory.
+
+    ``meta`` comes from ``config.yaml`` (what the grid asked for), completed by the copy in
+    ``result.json`` when the config is missing or unreadable.
+    """
+    path = Path(path)
+    if not path.is_dir() or not is_run_dir(path):
+        return None
+    config, cfg_problem = _read_yaml(path / "config.yaml")
+    result, res_problem = _read_json(path / "result.json")
+    meta: dict[str, Any] = {}
+    if result and isinstance(result.get("meta"), dict):
+        meta.update(result["meta"])
+    if config and isinstance(config.get("meta"), dict):
+        meta.update(config["meta"])
+    name = str((config or {}).get("name") or (result or {}).get("name") or path.name)
+    problem = res_problem or cfg_problem
+    if res_problem:
+        status = CORRUPT
+    elif result is None:
+        status = UNFINISHED
+    else:
+        status = str(result.get("status", ""))
+        if status not in FINAL_STATUSES:
+            problem = f"result.json: unknown status {status!r}"
+            status = CORRUPT
+        elif status == "completed" and _finite(result.get("test_acc")) is None and _finite(
+            result.get("val_acc")
+        ) is None:
+            problem = "result.json: completed but has no finite test_acc or val_acc"
+            status = CORRUPT
+    return RunRecord(path, name, status, meta, config or {}, result or {}, problem)
+
+
+def iter_run_dirs(root: Path) -> Iterator[Path]:
+    """Run directories under ``root`` (itself included), in sorted order; a run directory's
+    own sub-folders (checkpoints, ...) are not searched."""
+    if is_run_dir(root):
+        yield root
+        return
+    try:
+        children = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        return
+    for child in children:
+        yield from iter_run_dirs(child)
+
+
+def scan_runs(root: str | Path) -> list[RunRecord]:
+    """Every run under ``root`` (sorted by path). Raises ``DataError`` when ``root`` is not a
+    folder."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"runs folder {root}: not found (expected a folder of run directories)")
+    out = []
+    for d in iter_run_dirs(root):
+        rec = load_run(d)
+        if rec is not None:
+            out.append(rec)
+    return out

@@ -1,0 +1,173 @@
+"""report: tables from run directories the test writes; known values -> known cells."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+from scipy import stats as st
+
+from supkd.cli import main
+from supkd.experiments.report import write_report
+
+from .fakeruns import write_run
+
+CE_STUDENT = [90.0, 91.0, 92.0]
+SUPCON_STUDENT = [93.0, 93.5, 94.5]
+KD_BASE_SUP = [92.0, 92.5, 93.1]
+KD_SUPCON = [92.1, 92.6, 93.0]
+ABL_BOTH = [80.0, 81.0]
+
+
+def _welch_p(a, b):
+    na, nb = len(a), len(b)
+    ma, mb = sum(a) / na, sum(b) / nb
+    va = sum((x - ma) ** 2 for x in a) / (na - 1)
+    vb = sum((x - mb) ** 2 for x in b) / (nb - 1)
+    se2 = va / na + vb / nb
+    df = se2**2 / ((va / na) ** 2 / (na - 1) + (vb / nb) ** 2 / (nb - 1))
+    return 2 * st.t.sf(abs((ma - mb) / math.sqrt(se2)), df)
+
+
+def _mean_std(v):
+    m = sum(v) / len(v)
+    return m, math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1))
+
+
+def _p_text(p):
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+@pytest.fixture()
+def runs(tmp_path):
+    root = tmp_path / "runs"
+    t1 = {"table": "table1", "stage": "final", "published": "cifar10"}
+    for s, acc in enumerate(CE_STUDENT):
+        write_run(root, f"ce_student-s{s}", {**t1, "role": "student", "kind": "ce", "seed": s},
+                  test_acc=acc)
+    for s, acc in enumerate(SUPCON_STUDENT):
+        write_run(root, f"supcon_student-s{s}",
+                  {**t1, "role": "student", "kind": "supcon", "seed": s}, test_acc=acc)
+    kd = {"table": "table2", "stage": "final", "teacher_kind": "supcon", "published": "cifar10"}
+    for s, acc in enumerate(KD_BASE_SUP):
+        write_run(root, f"kd_logit_mse-s{s}",
+                  {**kd, "method": "logit_mse", "seed": s, "alpha": 1.0,
+                   "cell": "kd_logit_mse", "alpha_candidates": [0.5, 1.0]}, test_acc=acc)
+    for s, acc in enumerate(KD_SUPCON):
+        write_run(root, f"kd_supcon_kd-s{s}",
+                  {**kd, "table": ["table2", "table5"], "method": "supcon_kd",
+                   "placement": "student_only", "seed": s, "alpha": 1.0}, test_acc=acc)
+    # alpha tuning of logit_mse: 0.5 -> 70, 1.0 -> 75 on validation
+    for a, v in ((0.5, 70.0), (1.0, 75.0)):
+        write_run(root, f"kd_logit_mse-tune-a{a}-s0",
+                  {**kd, "method": "logit_mse", "seed": 0, "alpha": a, "stage": "tune",
+                   "cell": "kd_logit_mse"}, val_acc=v, test_acc=None)
+    ab = {"table": "table5", "stage": "final", "method": "supcon_kd"}
+    for s in range(2):
+        write_run(root, f"abl_none-s{s}", {**ab, "placement": "none", "seed": s},
+                  status="diverged", diverged_step=[12, 5][s])
+        write_run(root, f"abl_both-s{s}", {**ab, "placement": "both", "seed": s},
+                  test_acc=ABL_BOTH[s])
+    write_run(root, "abl_teacher_only-s0", {**ab, "placement": "teacher_only", "seed": 0},
+              status=None)  # interrupted
+    write_run(root, "abl_teacher_only-s1", {**ab, "placement": "teacher_only", "seed": 1},
+              status="failed")
+    return root
+
+
+def _rows(path):
+    with open(path, newline="") as fh:
+        return {(r["row"], r["col"]): r for r in csv.DictReader(fh)}
+
+
+def test_table_cells_known_values(runs, tmp_path):
+    rep = write_report(runs, tmp_path / "out")
+    md = rep.markdown_path.read_text()
+    m, s = _mean_std(SUPCON_STUDENT)
+    p = _welch_p(SUPCON_STUDENT, CE_STUDENT)
+    assert f"{m:.2f} ± {s:.2f} (n=3, p={_p_text(p)}" in rep.tables["table1"]
+    ce_m, ce_s = _mean_std(CE_STUDENT)
+    assert f"{ce_m:.2f} ± {ce_s:.2f} (n=3) |" in rep.tables["table1"]  # baseline: no test
+    assert "93.29 ± 0.21" in rep.tables["table1"]  # the paper's column
+    # Table II: supcon_kd vs the logit-MSE baseline of the same column is far from
+    # significant with these numbers -> marked ns
+    p2 = _welch_p(KD_SUPCON, KD_BASE_SUP)
+    assert p2 > 0.05
+    km, ks = _mean_std(KD_SUPCON)
+    assert f"{km:.2f} ± {ks:.2f} (n=3, p={_p_text(p2)}, ns)" in rep.tables["table2"]
+    p3 = _welch_p(KD_BASE_SUP, CE_STUDENT)
+    assert f"p={_p_text(p3)}" in rep.tables["table2"]
+    assert "Student without KD" in rep.tables["table2"]
+    assert "94.45 ± 0.09" in rep.tables["table2"]
+    # Table V: diverged runs, failed and unfinished ones, and the student_only default
+    t5 = rep.tables["table5"]
+    assert "NaN (diverged at steps 5, 12)" in t5
+    assert "failed (1 run); 1 unfinished" in t5
+    pb = _welch_p(ABL_BOTH, KD_SUPCON)
+    assert f"80.50 ± 0.71 (n=2, p={_p_text(pb)}" in t5
+    assert "74.08" in t5 and "73.70" in t5
+    for t in ("table1", "table2", "table5"):
+        assert (tmp_path / "out" / f"{t}.csv").is_file()
+    assert "## Setup" in md and "torch 2.x" in md and "cpu" in md
+    assert "Runs that did not complete" in md and "abl_teacher_only-s0" in md
+    assert "not as a like-for-like comparison" in md  # digits vs the paper's CIFAR-10
+
+
+def test_csv_numbers(runs, tmp_path):
+    write_report(runs, tmp_path / "out")
+    t1 = _rows(tmp_path / "out" / "table1.csv")
+    r = t1[("student", "supcon")]
+    m, s = _mean_std(SUPCON_STUDENT)
+    assert float(r["mean"]) == pytest.approx(m, rel=1e-5)
+    assert float(r["std"]) == pytest.approx(s, rel=1e-5)
+    assert int(r["n"]) == 3
+    assert float(r["p_welch"]) == pytest.approx(_welch_p(SUPCON_STUDENT, CE_STUDENT), rel=1e-4)
+    assert r["baseline"] == "table1/student/ce"
+    assert r["paper"] == "93.29 ± 0.21"
+    t5 = _rows(tmp_path / "out" / "table5.csv")
+    assert t5[("none", "acc")]["diverged"] == "2" and t5[("none", "acc")]["mean"] == ""
+    assert t5[("teacher_only", "acc")]["unfinished"] == "1"
+    t2 = _rows(tmp_path / "out" / "table2.csv")
+    assert t2[("supcon_kd", "supcon")]["significant_0.05"] == "False"
+
+
+def test_alpha_section(runs, tmp_path):
+    rep = write_report(runs, tmp_path / "out")
+    md = rep.markdown_path.read_text()
+    assert "α=0.5: 70.00, α=1: 75.00" in md
+    with open(tmp_path / "out" / "alpha.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    chosen = [r["alpha"] for r in rows if r["chosen"] == "True"]
+    assert chosen == ["1"]
+    assert "differs" not in md
+
+
+def test_tune_runs_stay_out_of_the_tables(runs, tmp_path):
+    rep = write_report(runs, tmp_path / "out")
+    t2 = _rows(tmp_path / "out" / "table2.csv")
+    assert int(t2[("logit_mse", "supcon")]["n"]) == 3  # the two tune runs are not counted
+    assert "75.00 ±" not in rep.tables["table2"]
+
+
+def test_figures_embedded_relative(runs, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    png = out / "fig2_cka.png"
+    png.write_bytes(b"\x89PNG")
+    rep = write_report(runs, out, figures={"Fig. 2: CKA": png})
+    assert "![Fig. 2: CKA](fig2_cka.png)" in rep.markdown_path.read_text()
+
+
+def test_empty_and_missing_folders(tmp_path):
+    (tmp_path / "empty").mkdir()
+    rep = write_report(tmp_path / "empty")
+    assert "nothing to tabulate" in rep.markdown_path.read_text()
+    assert main(["report", str(tmp_path / "nope")]) == 2
+
+
+def test_cli_report(runs, tmp_path, capsys):
+    assert main(["report", str(runs), "--out", str(tmp_path / "cli")]) == 0
+    out = capsys.readouterr().out
+    assert "report.md" in out and "Table I" in out
+    assert (tmp_path / "cli" / "report.md").is_file()
