@@ -191,6 +191,10 @@ def _worker_body(rank: int, port: int, inputs: dict[str, torch.Tensor]) -> dict[
     res["ddp_state"] = {k: v.clone() for k, v in D.unwrap_ddp(ddp).state_dict().items()}
     res["ddp_in_sync"] = D.replicas_in_sync(ddp)
     res["fingerprint"] = D.state_fingerprint(ddp)
+    with torch.no_grad():  # desync one value on rank 1: every rank must see it
+        if rank == 1:
+            model.net[0].bias[0] += 1e-12
+    res["ddp_in_sync_after_desync"] = D.replicas_in_sync(ddp)
     D.barrier()
     return res
 
@@ -328,6 +332,7 @@ def test_ddp_sgd_steps_match_one_process_and_ranks_agree(ranks, inputs):
             assert (v - start[k]).abs().max() > 1e-3  # the steps really moved the weights
             torch.testing.assert_close(res["ddp_state"][k], v, rtol=TOL, atol=TOL)
         assert res["ddp_in_sync"]
+        assert not res["ddp_in_sync_after_desync"]
     for k in ref_state:
         assert torch.equal(ranks[0]["ddp_state"][k], ranks[1]["ddp_state"][k])
     assert ranks[0]["fingerprint"] == ranks[1]["fingerprint"]
@@ -389,5 +394,6 @@ def test_state_fingerprint_sees_one_changed_value():
         b[0].weight[1, 2] = torch.nextafter(b[0].weight[1, 2], torch.tensor(2.0))
     assert D.state_fingerprint(a) != D.state_fingerprint(b)
     b.load_state_dict(a.state_dict())
-    b[1].num_batches_tracked += 1  # buffers count too
+    b[1].num_batches_tracked += 1  # buffers count when asked
     assert D.state_fingerprint(a) != D.state_fingerprint(b)
+    assert D.state_fingerprint(a, buffers=False) == D.state_fingerprint(b, buffers=False)

@@ -427,10 +427,14 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     return box[0]
 
 
-def state_fingerprint(module: nn.Module) -> str:
-    """SHA-256 of the module's state dict (names, dtypes, shapes and exact bytes)."""
+def state_fingerprint(module: nn.Module, *, buffers: bool = True) -> str:
+    """SHA-256 of the module's parameters (and buffers): names, dtypes, shapes, exact bytes."""
+    m = unwrap_ddp(module)
+    tensors = dict(m.named_parameters())
+    if buffers:
+        tensors.update(m.named_buffers())
     h = hashlib.sha256()
-    for name, t in sorted(unwrap_ddp(module).state_dict().items()):
+    for name, t in sorted(tensors.items()):
         t = t.detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         # Byte view through uint8 works for every dtype numpy lacks (bfloat16).
@@ -438,13 +442,16 @@ def state_fingerprint(module: nn.Module) -> str:
     return h.hexdigest()
 
 
-def replicas_in_sync(module: nn.Module) -> bool:
-    """True when every rank holds bit-identical weights and buffers (collective).
+def replicas_in_sync(module: nn.Module, *, buffers: bool = False) -> bool:
+    """True when every rank holds bit-identical parameters (collective; True in one process).
 
-    A cheap end-of-run guard for DDP: ranks drift apart only through a bug (a parameter
-    updated outside backward, rank-dependent buffers, a skipped all-reduce).
+    A cheap end-of-run guard for DDP: parameters drift apart only through a bug (a parameter
+    updated outside backward, a skipped all-reduce, rank-dependent optimizer state).
+    Buffers are left out by default because DDP broadcasts rank 0's buffers at the *start* of
+    each forward and BatchNorm then updates its running statistics from the local batch, so
+    after the last step they legitimately differ per rank (rank 0's are the ones saved).
     """
-    fp = state_fingerprint(module)
+    fp = state_fingerprint(module, buffers=buffers)
     if not is_enabled():
         return True
     prints: list[Any] = [None] * dist.get_world_size()
