@@ -73,6 +73,6 @@ def run(args: argparse.Namespace) -> int:
         if i == 0:
             print("  ".join("-" * w for w in [*widths, len(header[-1])]))
     print()
-    print("KD losses are called as loss(student (B, D_s), teacher (B, D_t), labels (B,) | None);")
-    print("SupConLoss (teacher pre-training) as loss(features (B, V, D), labels (B,) | None).")
+    print("KD call:       loss(student (B, D_s), teacher (B, D_t), labels (B,) | None)")
+    print("pre-training:  SupConLoss(...)(features (B, V, D) L2-normalized, labels (B,) | None)")
     return 0
