@@ -1,0 +1,96 @@
+"""The ``data:`` section of a run config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from supkd.errors import ConfigError
+
+DATASETS = ("digits", "cifar10", "cifar100", "cifar10-jpeg", "imagefolder")
+GPU_RESIDENT = ("auto", "on", "off")
+
+
+@dataclass
+class DataConfig:
+    """Which data set to load and how.
+
+    - ``name``: one of ``digits`` (scikit-learn's embedded 8x8 digits, offline default),
+      ``cifar10``, ``cifar100`` (torchvision), ``cifar10-jpeg`` (the npz pack),
+      ``imagefolder`` (a class-per-folder tree, or ``train/`` + ``val/`` of such trees).
+    - ``root``: folder of the data (None: ``~/.cache/supkd/data/<name>`` for torchvision sets;
+      required for ``cifar10-jpeg`` and ``imagefolder``).
+    - ``val_fraction``: fraction of the training set held out, stratified, as the validation
+      split used to tune alpha (0: no validation split).
+    - ``subset``: keep at most this many images per split (stratified), for quick runs.
+    - ``image_size``: side of the images the network sees (None: the data set's own size;
+      16 for digits, 224 for imagefolder).
+    - ``download``: let torchvision download CIFAR when it is absent.
+    - ``num_workers``: DataLoader worker processes (-1: automatic).
+    - ``gpu_resident``: keep the uint8 images on the device and augment there in batches
+      (``auto``: on CUDA when the data set is in memory and fits; ``on``: always, also on
+      CPU; ``off``: DataLoader path).
+    - ``split_seed``: seed of the validation split and of ``subset`` (None: the run's seed).
+      Fixed by default so that teachers and students of every seed hold out the same images.
+    """
+
+    name: str = "digits"
+    root: str | None = None
+    val_fraction: float = 0.1
+    subset: int | None = None
+    image_size: int | None = None
+    download: bool = True
+    num_workers: int = -1
+    gpu_resident: str = "auto"
+    split_seed: int | None = 0
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad field."""
+        if self.name not in DATASETS:
+            raise ConfigError(
+                f"config field 'data.name': expected one of {', '.join(DATASETS)}, "
+                f"got {self.name!r}"
+            )
+        if self.root is not None and not isinstance(self.root, str):
+            raise ConfigError(f"config field 'data.root': expected a path, got {self.root!r}")
+        if isinstance(self.val_fraction, bool) or not isinstance(self.val_fraction, int | float):
+            raise ConfigError(
+                f"config field 'data.val_fraction': expected a number, got {self.val_fraction!r}"
+            )
+        if not 0.0 <= float(self.val_fraction) < 1.0:
+            raise ConfigError(
+                "config field 'data.val_fraction': expected a number in [0, 1), "
+                f"got {self.val_fraction}"
+            )
+        for field in ("subset", "image_size"):
+            v = getattr(self, field)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
+                raise ConfigError(
+                    f"config field 'data.{field}': expected a positive int or null, got {v!r}"
+                )
+        if not isinstance(self.download, bool):
+            raise ConfigError(
+                f"config field 'data.download': expected true or false, got {self.download!r}"
+            )
+        if (
+            isinstance(self.num_workers, bool)
+            or not isinstance(self.num_workers, int)
+            or self.num_workers < -1
+        ):
+            raise ConfigError(
+                "config field 'data.num_workers': expected an int >= 0 (or -1 for automatic), "
+                f"got {self.num_workers!r}"
+            )
+        if self.gpu_resident not in GPU_RESIDENT:
+            raise ConfigError(
+                f"config field 'data.gpu_resident': expected one of {', '.join(GPU_RESIDENT)}, "
+                f"got {self.gpu_resident!r}"
+            )
+        if self.split_seed is not None and (
+            isinstance(self.split_seed, bool) or not isinstance(self.split_seed, int)
+        ):
+            raise ConfigError(
+                f"config field 'data.split_seed': expected an int or null, got {self.split_seed!r}"
+            )

@@ -1,0 +1,342 @@
+"""GPU-resident loading: the uint8 data set lives on the device and is augmented there in
+batches with per-sample random parameters.
+
+Backend choice (measured, see benchmarks/augment_throughput.py): plain tensor ops here vs
+kornia.augmentation (RandomResizedCrop + flip + ColorJitter + RandomGrayscale) for the SupCon
+two-view batch of 512 CIFAR images. The hand-written path was the faster on both CPU and
+GPU (numbers in the benchmark's table; kornia spends its time in per-op parameter
+validation, per-sample 3x3 matrix warps and batch-wide `torch.where` bookkeeping), and it
+lets the crop parameters come from our seeded epoch plan so that this path yields the same
+pad-crop + flip batches as the DataLoader path. The ops follow torchvision's definitions
+(tests compare them with torchvision.transforms.v2.functional).
+
+The random parameters are drawn on the CPU from the epoch's generator (a few numbers per
+image) and moved to the device, so a run is reproducible and device-independent.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from supkd.data.batch import Batch
+from supkd.data.sampling import EpochPlan, num_batches, split_batches
+from supkd.data.transforms import (
+    SUPCON_JITTER,
+    SUPCON_P_GRAY,
+    SUPCON_P_JITTER,
+    SUPCON_RATIO,
+    SUPCON_SCALE,
+    normalize_batch,
+)
+
+# ITU-R 601-2 luma, the weights torchvision's rgb_to_grayscale uses.
+_LUMA = (0.2989, 0.587, 0.114)
+
+
+# ----------------------------------------------------------------------------- crop + flip
+def crop_flip_batch(images: torch.Tensor, aug: torch.Tensor, pad: int) -> torch.Tensor:
+    """Pad-crop + flip a batch in one gather: uint8 (B, C, H, W), aug (B, 3) ``[dy, dx,
+    flip]`` -> (B, C, H, W), equal to :func:`supkd.data.transforms.crop_flip` per sample.
+
+    Output pixel (r, c) reads input (dy + r - pad, dx + c' - pad) with c' = W-1-c when
+    flipped, and is 0 where that falls in the padding; no padded copy of the data set is
+    ever made (it would cost 56% more device memory at 32x32, pad 4).
+    """
+    B, C, H, W = images.shape
+    aug = aug.to(images.device)
+    dy, dx, flip = aug[:, 0:1], aug[:, 1:2], aug[:, 2:3].bool()
+    ar = torch.arange(H, device=images.device)
+    ac = torch.arange(W, device=images.device)
+    rows = dy - pad + ar  # (B, H)
+    cols = dx - pad + torch.where(flip, W - 1 - ac, ac)  # (B, W)
+    valid = ((rows >= 0) & (rows < H))[:, :, None] & ((cols >= 0) & (cols < W))[:, None, :]
+    r = rows.clamp(0, H - 1)[:, None, :, None].expand(B, C, H, W)
+    c = cols.clamp(0, W - 1)[:, None, None, :].expand(B, C, H, W)
+    out = images.gather(2, r).gather(3, c)
+    return out * valid[:, None].to(out.dtype)
+
+
+# ------------------------------------------------------------------- random resized crop
+def sample_resized_crop(
+    n: int,
+    height: int,
+    width: int,
+    generator: torch.Generator,
+    scale: tuple[float, float] = SUPCON_SCALE,
+    ratio: tuple[float, float] = SUPCON_RATIO,
+    attempts: int = 10,
+) -> torch.Tensor:
+    """(n, 4) float ``[top, left, h, w]`` crop boxes drawn as in torchvision's
+    RandomResizedCrop.get_params, vectorized: ``attempts`` tries of area ~ U(scale) and log
+    aspect ~ U(log ratio), the first that fits wins; if none fits, the centered largest box
+    of aspect ratio within ``ratio`` (torchvision's fallback)."""
+    area = height * width
+    target = area * torch.empty(n, attempts).uniform_(*scale, generator=generator)
+    log_r = torch.empty(n, attempts).uniform_(
+        math.log(ratio[0]), math.log(ratio[1]), generator=generator
+    )
+    aspect = torch.exp(log_r)
+    w = torch.round(torch.sqrt(target * aspect))
+    h = torch.round(torch.sqrt(target / aspect))
+    ok = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = torch.argmax(ok.int(), dim=1)  # index of the first fitting try (0 if none)
+    any_ok = ok.any(dim=1)
+    pick = first[:, None]
+    w = w.gather(1, pick).squeeze(1)
+    h = h.gather(1, pick).squeeze(1)
+    u = torch.rand(n, 2, generator=generator)
+    top = torch.floor(u[:, 0] * (height - h + 1))
+    left = torch.floor(u[:, 1] * (width - w + 1))
+    # torchvision's fallback: whole image when its aspect ratio is inside `ratio`.
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        fw, fh = width, round(width / ratio[0])
+    elif in_ratio > ratio[1]:
+        fw, fh = round(height * ratio[1]), height
+    else:
+        fw, fh = width, height
+    ftop, fleft = (height - fh) // 2, (width - fw) // 2
+    box = torch.stack([top, left, h, w], dim=1)
+    fallback = torch.tensor([ftop, fleft, fh, fw], dtype=box.dtype)
+    return torch.where(any_ok[:, None], box, fallback)
+
+
+def resized_crop_flip(
+    x: torch.Tensor, box: torch.Tensor, flip: torch.Tensor, size: int
+) -> torch.Tensor:
+    """Crop ``box`` (B, 4) ``[top, left, h, w]`` of each float image (B, C, H, W), resize it
+    bilinearly to (size, size) and flip where ``flip`` (B,) is true, in one grid_sample.
+
+    Sample points follow ``interpolate(align_corners=False)`` on the crop (source coordinate
+    ``top + (r + 0.5) * h / size - 0.5``, clamped to the crop), so the result equals
+    torchvision's ``resized_crop(..., antialias=False)``; antialiasing is moot as crops of at
+    most the image size are only ever enlarged here.
+    """
+    B, _, H, W = x.shape
+    box = box.to(device=x.device, dtype=torch.float32)
+    top, left, h, w = box.unbind(1)
+    t = (torch.arange(size, device=x.device, dtype=torch.float32) + 0.5) / size
+    ys = top[:, None] + (t[None, :] * h[:, None] - 0.5).clamp(min=0)
+    ys = torch.minimum(ys, (top + h - 1)[:, None])
+    xs = left[:, None] + (t[None, :] * w[:, None] - 0.5).clamp(min=0)
+    xs = torch.minimum(xs, (left + w - 1)[:, None])
+    xs = torch.where(flip.to(x.device)[:, None], xs.flip(1), xs)
+    # Pixel centers -> grid_sample's [-1, 1] coordinates (align_corners=False).
+    gy = (ys + 0.5) * (2.0 / H) - 1.0
+    gx = (xs + 0.5) * (2.0 / W) - 1.0
+    grid = torch.stack(
+        [gx[:, None, :].expand(B, size, size), gy[:, :, None].expand(B, size, size)], dim=-1
+    )
+    return F.grid_sample(
+        x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False
+    )
+
+
+# ------------------------------------------------------------------------- color jitter
+def grayscale(x: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) float -> (B, 1, H, W) luma (torchvision's weights)."""
+    r, g, b = x.unbind(1)
+    return (_LUMA[0] * r + _LUMA[1] * g + _LUMA[2] * b).unsqueeze(1)
+
+
+def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) RGB in [0, 1] -> HSV with hue in [0, 1) (torchvision's _rgb2hsv)."""
+    r, g, b = x.unbind(1)
+    maxc, _ = x.max(dim=1)
+    minc, _ = x.min(dim=1)
+    eqc = maxc == minc
+    cr = maxc - minc
+    ones = torch.ones_like(maxc)
+    s = cr / torch.where(eqc, ones, maxc)
+    crd = torch.where(eqc, ones, cr)
+    rc, gc, bc = (maxc - r) / crd, (maxc - g) / crd, (maxc - b) / crd
+    hr = (maxc == r) * (bc - gc)
+    hg = ((maxc == g) & (maxc != r)) * (2.0 + rc - bc)
+    hb = ((maxc != g) & (maxc != r)) * (4.0 + gc - rc)
+    h = torch.fmod((hr + hg + hb) / 6.0 + 1.0, 1.0)
+    return torch.stack([h, s, maxc], dim=1)
+
+
+def hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`rgb_to_hsv` (torchvision's _hsv2rgb)."""
+    h, s, v = x.unbind(1)
+    i = torch.floor(h * 6.0)
+    f = h * 6.0 - i
+    i = i.to(torch.int64) % 6
+    p = (v * (1.0 - s)).clamp(0.0, 1.0)
+    q = (v * (1.0 - s * f)).clamp(0.0, 1.0)
+    t = (v * (1.0 - s * (1.0 - f))).clamp(0.0, 1.0)
+    # Sector i picks (r, g, b) from (v, q, p, t) as in colorsys.hsv_to_rgb.
+    table = torch.tensor(
+        [[0, 3, 2], [1, 0, 2], [2, 0, 3], [2, 1, 0], [3, 2, 0], [0, 2, 1]], device=x.device
+    )
+    cand = torch.stack([v, q, p, t], dim=1)  # (B, 4, H, W)
+    idx = table[i].permute(0, 3, 1, 2)  # (B, 3, H, W)
+    return cand.gather(1, idx)
+
+
+def adjust_brightness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """x * b, clamped to [0, 1]; factor (B,)."""
+    return (x * factor.view(-1, 1, 1, 1)).clamp_(0.0, 1.0)
+
+
+def adjust_contrast(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """Blend with the mean gray level of each image: c * x + (1 - c) * mean(gray(x))."""
+    gray = grayscale(x) if x.shape[1] == 3 else x
+    mean = gray.mean(dim=(1, 2, 3), keepdim=True)
+    f = factor.view(-1, 1, 1, 1)
+    return (f * x + (1.0 - f) * mean).clamp_(0.0, 1.0)
+
+
+def adjust_saturation(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """Blend with the image's grayscale: s * x + (1 - s) * gray(x)."""
+    f = factor.view(-1, 1, 1, 1)
+    return (f * x + (1.0 - f) * grayscale(x)).clamp_(0.0, 1.0)
+
+
+def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Rotate the hue by ``shift`` (B,) turns (in [-0.5, 0.5]) in HSV space."""
+    hsv = rgb_to_hsv(x)
+    h = torch.remainder(hsv[:, 0] + shift.view(-1, 1, 1), 1.0)
+    return hsv_to_rgb(torch.stack([h, hsv[:, 1], hsv[:, 2]], dim=1))
+
+
+def sample_jitter(
+    n: int,
+    generator: torch.Generator,
+    strength: tuple[float, float, float, float] = SUPCON_JITTER,
+    p: float = SUPCON_P_JITTER,
+) -> dict[str, torch.Tensor]:
+    """Per-sample ColorJitter parameters as torchvision draws them: factors ~ U[1 - s, 1 + s]
+    for brightness/contrast/saturation, hue shift ~ U[-h, h], applied with probability p.
+    Also one random order of the four ops for the batch (torchvision draws one per image;
+    one per batch keeps the batch on the device without data-dependent indexing, and each
+    image's order is still uniformly random)."""
+    b, c, s, h = strength
+    u = torch.rand(n, 5, generator=generator)
+    return {
+        "brightness": 1 - b + 2 * b * u[:, 0],
+        "contrast": 1 - c + 2 * c * u[:, 1],
+        "saturation": 1 - s + 2 * s * u[:, 2],
+        "hue": -h + 2 * h * u[:, 3],
+        "apply": u[:, 4] < p,
+        "order": torch.randperm(4, generator=generator),
+    }
+
+
+def color_jitter(x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Apply :func:`sample_jitter`'s parameters to float images (B, C, H, W) in [0, 1]; images
+    whose ``apply`` is false are returned unchanged. One channel: brightness and contrast."""
+    dev = x.device
+    ops = {
+        0: (adjust_brightness, "brightness"),
+        1: (adjust_contrast, "contrast"),
+        2: (adjust_saturation, "saturation"),
+        3: (adjust_hue, "hue"),
+    }
+    out = x
+    for k in params["order"].tolist():
+        fn, key = ops[k]
+        if x.shape[1] != 3 and k >= 2:
+            continue
+        out = fn(out, params[key].to(dev))
+    return torch.where(params["apply"].to(dev).view(-1, 1, 1, 1), out, x)
+
+
+def supcon_views(
+    images: torch.Tensor, views: int, generator: torch.Generator, size: int | None = None
+) -> torch.Tensor:
+    """SupCon augmentation of a uint8 batch (B, C, H, W) -> float (B, V, C, S, S) in [0, 1]:
+    per view and image RandomResizedCrop(scale 0.2-1) + flip, ColorJitter(0.4, 0.4, 0.4,
+    0.1) with p 0.8, grayscale with p 0.2 (DESIGN.md §5). All V*B views in one batch."""
+    B, C, H, W = images.shape
+    S = size or H
+    n = B * views
+    box = sample_resized_crop(n, H, W, generator)
+    flip = torch.rand(n, generator=generator) < 0.5
+    jit = sample_jitter(n, generator)
+    gray = torch.rand(n, generator=generator) < SUPCON_P_GRAY
+    src = images.repeat_interleave(views, dim=0) if views > 1 else images
+    x = resized_crop_flip(src.float().div_(255.0), box, flip, S)
+    x = color_jitter(x, jit)
+    if C == 3:
+        x = torch.where(gray.to(x.device).view(-1, 1, 1, 1), grayscale(x).expand_as(x), x)
+    return x.view(B, views, C, S, S)
+
+
+# ------------------------------------------------------------------------------ loader
+class GpuLoader:
+    """Batches from a uint8 tensor data set held on ``device``.
+
+    Yields the same :class:`Batch` structure as the DataLoader path, from the same
+    :class:`EpochPlan` (so pad-crop + flip batches are identical to the DataLoader path's).
+    Built by :func:`supkd.data.make_loader`; ``plan_fn(epoch)`` gives the epoch's plan.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        batch_size: int,
+        views: int,
+        augment: str,
+        pad: int,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        device: torch.device,
+        drop_last: bool,
+        plan_fn,
+        size: int | None = None,
+    ) -> None:
+        self.images = images.to(device)
+        self.labels = labels.to(device).long()
+        self.batch_size = batch_size
+        self.views = views
+        self.augment = augment
+        self.pad = pad
+        self.mean, self.std = mean, std
+        self.device = device
+        self.drop_last = drop_last
+        self.plan_fn = plan_fn
+        self.size = size
+
+    def num_batches(self, m: int) -> int:
+        return num_batches(m, self.batch_size, self.drop_last)
+
+    def iterate(self, plan: EpochPlan) -> Iterator[Batch]:
+        aug_all = plan.aug.to(self.device)
+        for idx_cpu in split_batches(plan.order, self.batch_size, self.drop_last):
+            idx = idx_cpu.to(self.device, non_blocking=True)
+            imgs = self.images.index_select(0, idx)
+            aug = None
+            if self.augment == "standard":
+                views = [
+                    crop_flip_batch(imgs, aug_all[v].index_select(0, idx), self.pad)
+                    for v in range(self.views)
+                ]
+                x = torch.stack(views, 1) if self.views > 1 else views[0]
+                if self.views == 1:
+                    aug = aug_all[0].index_select(0, idx)
+                x = normalize_batch(x, self.mean, self.std)
+            elif self.augment == "supcon":
+                x = supcon_views(imgs, self.views, plan.generator, self.size)
+                x = normalize_batch(x, self.mean, self.std, scale=1.0)
+                if self.views == 1:
+                    x = x[:, 0]
+            else:
+                x = (
+                    imgs
+                    if self.size in (None, imgs.shape[-1])
+                    else F.interpolate(
+                        imgs.float(), size=(self.size, self.size), mode="bilinear", antialias=True
+                    )
+                )
+                x = normalize_batch(x, self.mean, self.std)
+                if self.views > 1:
+                    x = x[:, None].expand(-1, self.views, -1, -1, -1)
+            yield Batch(x, self.labels.index_select(0, idx), idx, aug)

@@ -1,0 +1,309 @@
+"""``make_loader``: one iterable per split, GPU-resident or DataLoader-backed, yielding
+:class:`~supkd.data.batch.Batch` objects whose randomness is a function of (seed, epoch)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from supkd.data.batch import Batch
+from supkd.data.datasets import DataBundle, TensorImageDataset
+from supkd.data.gpu import GpuLoader
+from supkd.data.sampling import EpochPlan, make_plan, num_batches, split_batches
+from supkd.data.transforms import (
+    AUGMENTS,
+    crop_flip,
+    eval_transform,
+    imagenet_train_transform,
+    normalize_batch,
+    seeded,
+    supcon_transform,
+)
+from supkd.errors import ConfigError, DataError
+
+# Data sets at most this large (bytes) may go to the device under gpu_resident="auto",
+# further capped at a quarter of the device's free memory.
+_GPU_AUTO_MAX_BYTES = 8 << 30
+
+
+class _PlannedDataset(Dataset):
+    """Applies the per-sample transform chosen by the plan. Keys are tuples
+    ``(index, seed, aug)`` made in the main process, so workers need no epoch state."""
+
+    def __init__(self, base: Dataset, mode: str, views: int, pad: int, transform: Any) -> None:
+        self.base, self.mode, self.views, self.pad, self.transform = (
+            base,
+            mode,
+            views,
+            pad,
+            transform,
+        )
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int, tuple | None]) -> tuple:
+        i, seed, aug = key
+        image, label = self.base[i]
+        if self.mode == "crop_flip":
+            out = [crop_flip(image, *a, self.pad) for a in aug]  # type: ignore[union-attr]
+        elif self.mode == "random":
+            out = [seeded(self.transform, image, seed + v) for v in range(self.views)]
+        else:
+            out = [self.transform(image)] * self.views
+        x = torch.stack(out) if self.views > 1 else out[0]
+        a = torch.tensor(aug[0]) if (aug is not None and self.views == 1) else None
+        return x, label, i, a
+
+
+def _collate(items: list[tuple]) -> tuple:
+    xs, ys, idx, augs = zip(*items)
+    aug = torch.stack(augs) if augs[0] is not None else None
+    return (
+        torch.stack(xs),
+        torch.tensor(ys, dtype=torch.long),
+        torch.tensor(idx, dtype=torch.long),
+        aug,
+    )
+
+
+class _KeyBatches:
+    """Batch sampler over the current plan's keys (iterated in the main process, so it
+    sees ``set_epoch`` even with persistent workers)."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[tuple]] = []
+
+    def __iter__(self) -> Iterator[list[tuple]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class Loader:
+    """What :func:`make_loader` returns: iterate for one epoch of :class:`Batch` objects.
+
+    ``set_epoch(e)`` selects the epoch (and with it the order and augmentations); without
+    it, each full pass advances the epoch by one. ``len(loader)`` is the number of batches
+    of one epoch on this rank. ``gpu_resident`` says which path is used.
+    """
+
+    def __init__(
+        self,
+        bundle: DataBundle,
+        split: str,
+        batch_size: int,
+        *,
+        train: bool,
+        views: int,
+        augment: str,
+        device: torch.device,
+        seed: int,
+        epoch_seeded: bool,
+        num_workers: int,
+        gpu_resident: bool,
+        drop_last: bool,
+        rank: int,
+        world_size: int,
+    ) -> None:
+        self.dataset = bundle.split(split)
+        self.bundle, self.split = bundle, split
+        self.batch_size, self.train, self.views, self.augment = batch_size, train, views, augment
+        self.device, self.seed, self.epoch_seeded = device, seed, epoch_seeded
+        self.drop_last, self.rank, self.world_size = drop_last, rank, world_size
+        self.gpu_resident = gpu_resident
+        self._epoch, self._explicit_epoch = 0, False
+        size = bundle.image_size
+        if gpu_resident:
+            ds = self.dataset
+            assert isinstance(ds, TensorImageDataset)
+            self._gpu = GpuLoader(
+                ds.images,
+                ds.labels,
+                batch_size=batch_size,
+                views=views,
+                augment=augment,
+                pad=bundle.pad,
+                mean=bundle.mean,
+                std=bundle.std,
+                device=device,
+                drop_last=drop_last,
+                plan_fn=self._plan,
+                size=size,
+            )
+            return
+        if augment == "standard" and bundle.style == "small":
+            mode, transform = "crop_flip", None
+        elif augment == "standard":
+            mode, transform = "random", imagenet_train_transform(size)
+        elif augment == "supcon":
+            mode, transform = "random", supcon_transform(size, bundle.in_channels)
+        else:
+            mode, transform = "fixed", eval_transform(bundle.style, size)
+        self._mode = mode
+        self._sampler = _KeyBatches()
+        self._dl = DataLoader(
+            _PlannedDataset(self.dataset, mode, views, bundle.pad, transform),
+            batch_sampler=self._sampler,
+            num_workers=num_workers,
+            collate_fn=_collate,
+            pin_memory=device.type == "cuda",
+            persistent_workers=num_workers > 0,
+        )
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch, self._explicit_epoch = int(epoch), True
+
+    def _plan(self, epoch: int) -> EpochPlan:
+        return make_plan(
+            len(self.dataset),  # type: ignore[arg-type]
+            seed=self.seed,
+            epoch=epoch if self.epoch_seeded else 0,
+            shuffle=self.train,
+            views=self.views,
+            pad=self.bundle.pad,
+            rank=self.rank,
+            world_size=self.world_size,
+            even_shards=self.train,
+        )
+
+    def _shard_len(self) -> int:
+        n, w = len(self.dataset), self.world_size  # type: ignore[arg-type]
+        if w == 1:
+            return n
+        return n // w if self.train else len(range(self.rank, n, w))
+
+    def __len__(self) -> int:
+        return num_batches(self._shard_len(), self.batch_size, self.drop_last)
+
+    def __iter__(self) -> Iterator[Batch]:
+        plan = self._plan(self._epoch)
+        try:
+            if self.gpu_resident:
+                yield from self._gpu.iterate(plan)
+            else:
+                yield from self._iter_dataloader(plan)
+        except DataError as e:
+            # A DataError raised in a worker comes back with the worker's traceback in its
+            # message; keep the one line the user needs.
+            lines = [ln for ln in str(e).splitlines() if ln.strip()]
+            line = lines[-1].split("DataError: ", 1)[-1] if lines else str(e)
+            raise DataError(line) from None
+        if not self._explicit_epoch:
+            self._epoch += 1
+
+    def _iter_dataloader(self, plan: EpochPlan) -> Iterator[Batch]:
+        seeds = plan.seeds.tolist()
+        aug = plan.aug.permute(1, 0, 2).tolist() if self._mode == "crop_flip" else None
+        self._sampler.batches = [
+            [(i, seeds[i], aug[i] if aug is not None else None) for i in b.tolist()]
+            for b in split_batches(plan.order, self.batch_size, self.drop_last)
+        ]
+        nb = self.device.type == "cuda"
+        for x, y, index, a in self._dl:
+            x = normalize_batch(
+                x.to(self.device, non_blocking=nb), self.bundle.mean, self.bundle.std
+            )
+            yield Batch(
+                x,
+                y.to(self.device, non_blocking=nb),
+                index.to(self.device, non_blocking=nb),
+                None if a is None else a.to(self.device, non_blocking=nb),
+            )
+
+
+def _auto_workers(n: int) -> int:
+    cpus = (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    )
+    if n < 5000 or cpus <= 2:
+        return 0  # worker start-up costs more than it saves on tiny data or two cores
+    return min(8, cpus - 1)
+
+
+def _use_gpu(ds: Dataset, device: torch.device, mode: str) -> bool:
+    if mode == "off":
+        return False
+    fits_tensor = isinstance(ds, TensorImageDataset)
+    if mode == "on":
+        if not fits_tensor:
+            raise ConfigError(
+                "config field 'data.gpu_resident': 'on' needs an in-memory data set "
+                "(digits, cifar10, cifar100, cifar10-jpeg), not an image folder"
+            )
+        return True
+    if not fits_tensor or device.type != "cuda":
+        return False
+    nbytes = ds.images.numel()
+    free, _ = torch.cuda.mem_get_info(device)
+    return nbytes <= min(_GPU_AUTO_MAX_BYTES, free // 4)
+
+
+def make_loader(
+    bundle: DataBundle,
+    split: str,
+    batch_size: int,
+    *,
+    train: bool,
+    views: int = 1,
+    augment: str | None = None,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    epoch_seeded: bool = True,
+    num_workers: int | None = None,
+    gpu_resident: str | None = None,
+    drop_last: bool | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+) -> Loader:
+    """An iterable of :class:`Batch` over ``bundle``'s ``split`` (train / val / test).
+
+    - ``train``: shuffle (a permutation drawn from (seed, epoch)); evaluation keeps order.
+    - ``views``: V > 1 gives x of shape (B, V, C, H, W) (SupCon's two views).
+    - ``augment``: ``standard`` | ``supcon`` | ``none`` (None: ``standard`` when training,
+      ``none`` otherwise).
+    - ``epoch_seeded``: False replays epoch 0's order and views every epoch.
+    - ``num_workers``, ``gpu_resident``: None takes them from ``bundle.config``.
+    - ``drop_last``: None drops the last short batch when training only.
+    - ``rank``, ``world_size``: DDP shard (see :func:`supkd.data.sampling.make_plan`).
+    """
+    if augment is None:
+        augment = "standard" if train else "none"
+    if augment not in AUGMENTS:
+        raise ValueError(f"augment must be one of {', '.join(AUGMENTS)}, got {augment!r}")
+    if not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if not isinstance(views, int) or views <= 0:
+        raise ValueError(f"views must be a positive int, got {views!r}")
+    if world_size <= 0 or not 0 <= rank < world_size:
+        raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+    device = torch.device(device)
+    ds = bundle.split(split)
+    cfg = bundle.config
+    mode = cfg.gpu_resident if gpu_resident is None else gpu_resident
+    if mode not in ("auto", "on", "off"):
+        raise ValueError(f"gpu_resident must be auto, on or off, got {mode!r}")
+    workers = cfg.num_workers if num_workers is None else num_workers
+    if workers < 0:
+        workers = _auto_workers(len(ds))  # type: ignore[arg-type]
+    return Loader(
+        bundle,
+        split,
+        batch_size,
+        train=train,
+        views=views,
+        augment=augment,
+        device=device,
+        seed=seed,
+        epoch_seeded=epoch_seeded,
+        num_workers=workers,
+        gpu_resident=_use_gpu(ds, device, mode),
+        drop_last=train if drop_last is None else drop_last,
+        rank=rank,
+        world_size=world_size,
+    )

@@ -1,0 +1,92 @@
+"""Epoch plans: the order, shard and augmentation parameters of one epoch.
+
+Everything random about an epoch is drawn here from one generator seeded by ``(seed,
+epoch)``, in a fixed order (permutation, then crop/flip table, then per-sample seeds), so a
+resumed run replays the same batches and views, every DDP rank computes the same permutation
+and takes its own shard of it, and the DataLoader and GPU-resident paths see the same plan
+(identical batches for pad-crop + flip).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+_MASK63 = (1 << 63) - 1
+
+
+def mix_seed(*parts: int) -> int:
+    """Combine integers into one 63-bit seed (splitmix64 finalizer per part), so that nearby
+    seeds and epochs give unrelated streams rather than shifted copies of one another."""
+    h = 0x9E3779B97F4A7C15
+    for p in parts:
+        h = (h ^ (int(p) & ((1 << 64) - 1))) * 0xBF58476D1CE4E5B9 & ((1 << 64) - 1)
+        h = (h ^ (h >> 27)) * 0x94D049BB133111EB & ((1 << 64) - 1)
+        h ^= h >> 31
+    return h & _MASK63
+
+
+def sample_crop_flip(n: int, pad: int, generator: torch.Generator) -> torch.Tensor:
+    """(n, 3) long ``[dy, dx, flip]``: crop corner in the image padded by ``pad`` on each
+    side (uniform in 0..2*pad, as torchvision's RandomCrop(size, padding=pad)) and a
+    horizontal flip with probability 1/2."""
+    corners = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator)
+    flips = torch.randint(0, 2, (n, 1), generator=generator)
+    return torch.cat([corners, flips], dim=1)
+
+
+@dataclass
+class EpochPlan:
+    """``order`` (M,): this rank's data set indices in visiting order; ``aug`` (V, N, 3)
+    pad-crop + flip parameters per view and data set index; ``seeds`` (N,) per-sample seeds
+    for the other augmentations; ``generator``: the rest of the epoch's stream."""
+
+    order: torch.Tensor
+    aug: torch.Tensor
+    seeds: torch.Tensor
+    generator: torch.Generator
+
+
+def make_plan(
+    n: int,
+    *,
+    seed: int,
+    epoch: int,
+    shuffle: bool,
+    views: int,
+    pad: int,
+    rank: int = 0,
+    world_size: int = 1,
+    even_shards: bool = True,
+) -> EpochPlan:
+    """Plan one epoch over a data set of ``n`` samples.
+
+    Sharding (DDP): rank r takes ``perm[r::world_size]``. With ``even_shards`` (training)
+    the permutation is first cut to a multiple of ``world_size`` so that every rank runs the
+    same number of steps (the few samples cut change every epoch); without it (evaluation)
+    no sample is dropped or duplicated and shards may differ by one.
+    """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+    g = torch.Generator().manual_seed(mix_seed(seed, epoch))
+    perm = torch.randperm(n, generator=g) if shuffle else torch.arange(n)
+    aug = sample_crop_flip(views * n, pad, g).view(views, n, 3)
+    seeds = torch.randint(0, 1 << 62, (n,), generator=g)
+    if world_size > 1:
+        if even_shards:
+            perm = perm[: (n // world_size) * world_size]
+        perm = perm[rank::world_size]
+    return EpochPlan(perm, aug, seeds, g)
+
+
+def split_batches(order: torch.Tensor, batch_size: int, drop_last: bool) -> list[torch.Tensor]:
+    """Consecutive batches of ``order``; the last short one is dropped with ``drop_last``."""
+    batches = list(torch.split(order, batch_size))
+    if drop_last and batches and len(batches[-1]) < batch_size:
+        batches.pop()
+    return batches
+
+
+def num_batches(m: int, batch_size: int, drop_last: bool) -> int:
+    return m // batch_size if drop_last else -(-m // batch_size)
