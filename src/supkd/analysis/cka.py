@@ -343,22 +343,16 @@ class MinibatchCKA:
         self.num_batches = 0
         self.num_samples = 0
 
-    def _grams(self, layers: Sequence[Tensor], expected: int, side: str) -> Tensor:
-        """Stack of zero-diagonal Grams (L, m, m) float64 for one side's layers."""
-        if len(layers) != expected:
-            raise ValueError(f"update expected {expected} layers for model {side}, got "
-                             f"{len(layers)}")
-        out = []
-        for t in layers:
-            if not isinstance(t, Tensor):
-                raise ValueError(f"layers of model {side} must be tensors, got {type(t).__name__}")
-            x = flatten_features(t.detach(), pool=self.pool)
-            k = gram_linear(_centered(x))
-            if self.kernel == "rbf":
-                k = gram_rbf(k, self.rbf_threshold)
-            k.diagonal().zero_()
-            out.append(k)
-        return torch.stack(out)
+    def _gram(self, t: Tensor, side: str) -> Tensor:
+        """Zero-diagonal Gram (m, m) float64 of one layer's output ``t`` (m, ...)."""
+        if not isinstance(t, Tensor):
+            raise ValueError(f"layers of model {side} must be tensors, got {type(t).__name__}")
+        x = flatten_features(t.detach(), pool=self.pool)
+        k = gram_linear(_centered(x))
+        if self.kernel == "rbf":
+            k = gram_rbf(k, self.rbf_threshold)
+        k.diagonal().zero_()
+        return k
 
     def update(
         self,
@@ -367,19 +361,38 @@ class MinibatchCKA:
     ) -> None:
         """Add one batch: ``layers_a`` (La tensors (m, ...)) and ``layers_b`` (Lb tensors (m, ...)),
         all computed on the same m ≥ 4 inputs in the same order. Mappings are read in order.
+
+        A tensor object passed more than once (e.g. model A's layers also listed in
+        ``layers_b`` for a self-similarity block) has its Gram computed once.
         """
         if isinstance(layers_a, Mapping):
             layers_a = list(layers_a.values())
         if isinstance(layers_b, Mapping):
             layers_b = list(layers_b.values())
+        for side, layers, expected in (("A", layers_a, self.num_layers_a),
+                                       ("B", layers_b, self.num_layers_b)):
+            if len(layers) != expected:
+                raise ValueError(f"update expected {expected} layers for model {side}, got "
+                                 f"{len(layers)}")
         sizes = {int(t.shape[0]) for t in [*layers_a, *layers_b]}
         if len(sizes) != 1:
             raise ValueError(f"all layers of one update must share the batch size, got "
                              f"{sorted(sizes)}")
         m = sizes.pop()
         _check_n(m)
-        ka = self._grams(layers_a, self.num_layers_a, "A")  # (La, m, m), diag 0
-        kb = self._grams(layers_b, self.num_layers_b, "B")  # (Lb, m, m), diag 0
+        cache: dict[int, Tensor] = {}
+
+        def grams(layers: Sequence[Tensor], side: str) -> Tensor:
+            out = []
+            for t in layers:
+                if id(t) not in cache:
+                    cache[id(t)] = self._gram(t, side)
+                out.append(cache[id(t)])
+            return torch.stack(out)
+
+        ka = grams(layers_a, "A")  # (La, m, m), diag 0
+        kb = grams(layers_b, "B")  # (Lb, m, m), diag 0
+        cache.clear()
         fa, fb = ka.reshape(ka.shape[0], -1), kb.reshape(kb.shape[0], -1)
         ra, rb = ka.sum(dim=2), kb.sum(dim=2)  # K̃1: (La, m), (Lb, m)
         sa, sb = ra.sum(dim=1), rb.sum(dim=1)  # 1ᵀK̃1: (La,), (Lb,)

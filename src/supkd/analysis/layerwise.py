@@ -1,0 +1,230 @@
+"""Layer-wise CKA between two models on the same inputs (the paper's Fig. 2 analysis).
+
+Both models are run in eval mode under ``torch.no_grad`` on each batch and their
+``forward_intermediates(x)`` outputs (``stem, layer1..layer4, embedding, logits`` for
+:class:`supkd.models.SupKDResNet`) are streamed into one :class:`MinibatchCKA`, so the result
+is the unbiased minibatch CKA of Nguyen, Raghu & Kornblith (2021) over every image seen.
+
+Model A (the teacher) is compared with model B (the student) and with itself: the
+teacher-vs-teacher block is a sanity check (its diagonal must be 1; anything else means the
+features or the estimator are broken) and shows how the teacher's own stages relate. Its Grams
+are shared with the teacher-vs-student block, so it costs O(m²) per stage pair only.
+
+Stage outputs are taken from ``forward_intermediates``, never from forward hooks: public
+hook-based CKA code stores "the module's last output", which is overwritten per batch if not
+consumed at once and keeps only one output of a module called twice.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from supkd.analysis.cka import MinibatchCKA
+
+__all__ = ["LayerwiseCKA", "layerwise_cka"]
+
+
+@dataclass
+class LayerwiseCKA:
+    """Result of :func:`layerwise_cka`.
+
+    Attributes:
+        stages_a, stages_b: stage names of model A (rows) and model B (columns).
+        matrix: (len(stages_a), len(stages_b)) CKA of A's stage i with B's stage j.
+        self_matrix: (len(stages_a), len(stages_a)) CKA of A with itself (diagonal 1).
+        diagonal: CKA of the stages that both models have, by name, in A's order.
+        num_samples, num_batches: what was accumulated; ``skipped_samples`` counts the
+            images of batches smaller than 4 that the unbiased estimator cannot use.
+    """
+
+    stages_a: list[str]
+    stages_b: list[str]
+    matrix: Tensor
+    self_matrix: Tensor
+    diagonal: dict[str, float]
+    num_samples: int
+    num_batches: int
+    skipped_samples: int = 0
+    pool: bool = False
+    kernel: str = "linear"
+    estimator: str = "minibatch unbiased HSIC_1 (Song et al. 2012; Nguyen et al. 2021)"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sanity(self) -> dict[str, float]:
+        """Teacher-vs-itself CKA per stage (should be 1.0 for every stage)."""
+        return {s: float(self.self_matrix[i, i]) for i, s in enumerate(self.stages_a)}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form (lists and floats)."""
+        return {
+            "stages_a": list(self.stages_a),
+            "stages_b": list(self.stages_b),
+            "matrix": [[float(v) for v in row] for row in self.matrix.tolist()],
+            "self_matrix": [[float(v) for v in row] for row in self.self_matrix.tolist()],
+            "diagonal": dict(self.diagonal),
+            "sanity": self.sanity,
+            "num_samples": self.num_samples,
+            "num_batches": self.num_batches,
+            "skipped_samples": self.skipped_samples,
+            "pool": self.pool,
+            "kernel": self.kernel,
+            "estimator": self.estimator,
+            **self.extra,
+        }
+
+
+def _inputs(item: Any) -> Tensor:
+    """The image tensor (B, C, H, W) of whatever a loader yields: a ``Batch`` (``.x``), an
+    ``(x, y, ...)`` tuple/list, a dict with ``"x"`` / ``"image"``, or a bare tensor."""
+    if isinstance(item, Tensor):
+        x = item
+    elif hasattr(item, "x") and isinstance(item.x, Tensor):
+        x = item.x
+    elif isinstance(item, dict) and isinstance(item.get("x", item.get("image")), Tensor):
+        x = item.get("x", item.get("image"))
+    elif isinstance(item, tuple | list) and item and isinstance(item[0], Tensor):
+        x = item[0]
+    else:
+        raise ValueError(
+            f"cannot find the input tensor in a loader item of type {type(item).__name__}; "
+            "expected a Batch, an (x, y) tuple, a dict with 'x' or a tensor"
+        )
+    if x.dim() != 4:
+        raise ValueError(f"layer-wise CKA expects image batches (B, C, H, W), got shape "
+                         f"{tuple(x.shape)} (multi-view batches are not supported)")
+    return x
+
+
+def _pick(feats: dict[str, Tensor], stages: Sequence[str] | None, which: str) -> list[str]:
+    names = list(feats)
+    if stages is None:
+        return names
+    missing = [s for s in stages if s not in feats]
+    if missing:
+        raise ValueError(f"{which} has no stage(s) {missing}; available: {names}")
+    return list(stages)
+
+
+def _intermediates(model: nn.Module, x: Tensor, which: str) -> dict[str, Tensor]:
+    fn = getattr(model, "forward_intermediates", None)
+    if fn is None:
+        raise ValueError(f"{which} ({type(model).__name__}) has no forward_intermediates(x); "
+                         "layer-wise CKA needs the named stage outputs")
+    out = fn(x)
+    if not isinstance(out, dict) or not out:
+        raise ValueError(f"{which}.forward_intermediates must return a non-empty dict of "
+                         f"tensors, got {type(out).__name__}")
+    return out
+
+
+def layerwise_cka(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    loader_or_batches: Iterable[Any],
+    stages: Sequence[str] | None = None,
+    pool: bool = False,
+    max_batches: int | None = None,
+    device: str | torch.device | None = None,
+    kernel: Literal["linear", "rbf"] = "linear",
+) -> LayerwiseCKA:
+    """Stage × stage CKA of ``model_a`` (teacher, rows) vs ``model_b`` (student, columns).
+
+    Args:
+        model_a, model_b: modules with ``forward_intermediates(x) -> dict[str, Tensor]``.
+            Both are put in eval mode for the pass (their training flags are restored after)
+            and, when ``device`` is given, moved there.
+        loader_or_batches: iterable of batches (``Batch``, ``(x, y)``, dict or tensor
+            (B, C, H, W)); the same batch goes through both models.
+        stages: stage names to compare (each must exist in both models); default: every
+            stage each model returns, in its order.
+        pool: global average pooling of conv stages instead of flattening C·H·W.
+        max_batches: stop after this many batches (None: the whole iterable).
+        device: where to run; default the device of ``model_a``'s parameters.
+        kernel: ``"linear"`` (default, as in the paper's Fig. 2) or ``"rbf"``.
+
+    Returns:
+        :class:`LayerwiseCKA` with ``matrix`` (La, Lb), the matched ``diagonal`` and the
+        teacher self-similarity ``self_matrix`` (La, La) whose diagonal is the sanity row.
+
+    Batches with fewer than 4 images (typically a loader's last one) are skipped and counted
+    in ``skipped_samples``: the unbiased estimator is undefined for them.
+    """
+    if max_batches is not None and max_batches < 1:
+        raise ValueError(f"max_batches must be >= 1 or None, got {max_batches}")
+    if device is None:
+        param = next(iter(model_a.parameters()), None)
+        device = param.device if param is not None else torch.device("cpu")
+    device = torch.device(device)
+    model_a.to(device)
+    model_b.to(device)
+    was_training = (model_a.training, model_b.training)
+    model_a.eval()
+    model_b.eval()
+    mb: MinibatchCKA | None = None
+    names_a: list[str] = []
+    names_b: list[str] = []
+    skipped = 0
+    seen = 0
+    try:
+        with torch.no_grad():
+            for item in loader_or_batches:
+                if max_batches is not None and seen >= max_batches:
+                    break
+                seen += 1
+                x = _inputs(item).to(device, non_blocking=True)
+                if x.shape[0] < 4:
+                    skipped += int(x.shape[0])
+                    continue
+                if not x.is_floating_point():
+                    raise ValueError(f"inputs must be float (normalized) images, got {x.dtype}")
+                fa = _intermediates(model_a, x, "model_a")
+                fb = _intermediates(model_b, x, "model_b")
+                if mb is None:
+                    names_a = _pick(fa, stages, "model_a")
+                    names_b = _pick(fb, stages, "model_b")
+                    # Columns: A's own stages (sanity block) then B's stages.
+                    mb = MinibatchCKA(len(names_a), len(names_a) + len(names_b),
+                                      kernel=kernel, pool=pool)
+                ta = [fa[s] for s in names_a]
+                mb.update(ta, ta + [fb[s] for s in names_b])
+                del fa, fb, ta
+    finally:
+        model_a.train(was_training[0])
+        model_b.train(was_training[1])
+    if mb is None:
+        raise ValueError(
+            "no batch of at least 4 images was seen; layer-wise CKA needs batches of >= 4"
+        )
+    if skipped:
+        warnings.warn(f"skipped {skipped} images in batches smaller than 4", RuntimeWarning,
+                      stacklevel=2)
+    full = mb.compute()
+    la = len(names_a)
+    self_matrix, matrix = full[:, :la].clone(), full[:, la:].clone()
+    diagonal = {s: float(matrix[i, names_b.index(s)])
+                for i, s in enumerate(names_a) if s in names_b}
+    # A constant stage has CKA 0 with everything, itself included (see supkd.analysis.cka).
+    off = [f"{s}={float(self_matrix[i, i]):.6f}" for i, s in enumerate(names_a)
+           if float(self_matrix[i, i]) != 0.0 and abs(float(self_matrix[i, i]) - 1.0) > 1e-6]
+    if off:
+        warnings.warn(f"teacher-vs-itself CKA is not 1: {', '.join(off)}", RuntimeWarning,
+                      stacklevel=2)
+    return LayerwiseCKA(
+        stages_a=names_a,
+        stages_b=names_b,
+        matrix=matrix,
+        self_matrix=self_matrix,
+        diagonal=diagonal,
+        num_samples=mb.num_samples,
+        num_batches=mb.num_batches,
+        skipped_samples=skipped,
+        pool=pool,
+        kernel=kernel,
+    )
