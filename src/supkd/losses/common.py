@@ -75,15 +75,3 @@ def check_labels(labels: torch.Tensor | None, batch: int, what: str) -> torch.Te
         raise ValueError(f"labels: expected an integer tensor, got dtype {labels.dtype}")
     return labels
 
-
-def zero_with_graph(*tensors: torch.Tensor) -> torch.Tensor:
-    """A float32 (or float64) zero that is connected to the graph of ``tensors``.
-
-    Returned when a loss has nothing to average (e.g. no SupCon anchor has a positive), so
-    that ``loss.backward()`` still works and every input gets a (zero) gradient.
-    """
-    # An empty slice sums to exactly 0 whatever the values (even inf), yet stays in the graph.
-    zero = upcast(tensors[0]).reshape(-1)[:0].sum()
-    for t in tensors[1:]:
-        zero = zero + upcast(t).reshape(-1)[:0].sum()
-    return zero

@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from supkd.losses.common import check_labels, check_temperature, full_precision, upcast
-from supkd.losses.common import zero_with_graph as _zero
 
 __all__ = ["SupConLoss"]
 
@@ -76,18 +75,19 @@ class SupConLoss(nn.Module):
             self_mask = torch.eye(n, dtype=torch.bool, device=z.device)
             pos_mask = (ids[:, None] == ids[None, :]) & ~self_mask
             pos_count = pos_mask.sum(dim=1)
-            has_pos = pos_count > 0
-            if not bool(has_pos.any()):
-                return _zero(features)
+            has_pos = (pos_count > 0).to(z.dtype)
 
             logits = (z @ z.T) / self.temperature
             # logsumexp subtracts the row max internally, so exp never overflows; the -inf on
-            # the diagonal removes self-contrast from the denominator A(i).
+            # the diagonal removes self-contrast from the denominator A(i). (A row is all -inf
+            # only when N = 1; masked_fill's backward then zeroes its gradient.)
             denom = torch.logsumexp(logits.masked_fill(self_mask, float("-inf")), dim=1)
             log_prob = logits - denom[:, None]
-            # where (not multiply) so the unused diagonal never meets a 0·x product.
+            # where (not multiply): the unused diagonal never enters a 0·x product.
             pos_log_prob = torch.where(pos_mask, log_prob, torch.zeros_like(log_prob)).sum(1)
-            rows = has_pos.nonzero(as_tuple=True)[0]
-            mean_log_prob_pos = pos_log_prob[rows] / pos_count[rows].to(z.dtype)
+            mean_log_prob_pos = pos_log_prob / pos_count.clamp_min(1).to(z.dtype)
+            # Mean over anchors with a positive, written without a data-dependent branch so
+            # that a GPU step needs no host sync; with no such anchor it is a graph-connected 0.
+            n_valid = has_pos.sum().clamp_min(1.0)
             scale = self.temperature / self.base_temperature
-            return -scale * mean_log_prob_pos.mean()
+            return scale * (-mean_log_prob_pos * has_pos).sum() / n_valid
