@@ -272,6 +272,13 @@ def _load_encoder_and_fc(
 
     full = dict(enc)
     full["fc.weight"], full["fc.bias"] = fc["weight"], fc["bias"]
+    # Files saved before PyTorch 0.4.1 (some published ImageNet weights) have no BatchNorm
+    # num_batches_tracked buffers; nn.BatchNorm's own loader treats them as 0 (it is only
+    # used when momentum=None), so do the same instead of reporting them missing.
+    for k in list(enc):
+        if k.endswith(".running_mean"):
+            nbt = k[: -len("running_mean")] + "num_batches_tracked"
+            full.setdefault(nbt, torch.tensor(0, dtype=torch.long))
     try:
         load_torchvision_state_dict(net, full)
     except CheckpointError as exc:
@@ -407,27 +414,29 @@ def import_run(
     source: str | Path, *, arch: str | None = None, stem: str | None = None
 ) -> ImportedTeacher:
     """Load a supkd run directory, ``model.pt`` or ``last.pt`` through the engine."""
-    from supkd.train.checkpoint import load_model
+    from supkd.train.checkpoint import load_model_record
 
-    net = load_model(source)
-    spec = dict(getattr(net, "spec", {}) or {})
+    rec = load_model_record(source)
+    net = rec.model
+    spec = dict(net.spec)
     layout = _Layout(
-        arch=str(spec.get("name", "?")),
-        stem=str(spec.get("stem", "?")),
-        width=int(spec.get("width", 64)),
-        in_channels=int(spec.get("in_channels", 3)),
+        arch=str(spec["name"]),
+        stem=str(spec["stem"]),
+        width=int(spec["width"]),
+        in_channels=int(spec["in_channels"]),
     )
     _check_request(layout, arch, stem, str(source))
     net.eval()
+    parts = rec.trained_parts
     return ImportedTeacher(
         model=net,
         format="run",
         arch=layout.arch,
         stem=layout.stem,
-        num_classes=int(spec.get("num_classes", net.classifier.out_features)),
-        has_classifier=True,
-        has_head=getattr(net, "head", None) is not None,
-        sources=[str(source)],
+        num_classes=int(spec["num_classes"]),
+        has_classifier="classifier" in parts,
+        has_head=net.head is not None and "head" in parts,
+        sources=[str(rec.path)],
     )
 
 

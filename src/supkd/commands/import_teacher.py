@@ -1,0 +1,175 @@
+"""``supkd import-teacher``: turn a teacher trained elsewhere into a supkd run directory.
+
+    supkd import-teacher ckpt_epoch_1000.pth --classifier last.pth --arch resnet50 \\
+        --out runs/supcon_teacher
+    supkd import-teacher resnet50-11ad3fa6.pth --format torchvision --out runs/tv_r50
+
+The run directory gets ``model.pt`` (the engine's format, what ``distill`` loads teachers
+from), ``config.yaml`` (the model section; ``meta.imported`` records the source files) and
+``result.json`` with status ``imported``. The import is checked before anything is written:
+the saved model is reloaded through :func:`supkd.train.checkpoint.load_model` and must give
+the same outputs as the imported one on a random batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from supkd.errors import CheckpointError, UserError
+
+HELP = "import a teacher (SupContrast checkpoint, torchvision ResNet weights, supkd run)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", help="checkpoint file, or a supkd run directory")
+    parser.add_argument("--out", required=True, help="run directory to create")
+    parser.add_argument(
+        "--arch",
+        default=None,
+        help="expected architecture (resnet18|resnet34|resnet50); checked against the weights",
+    )
+    parser.add_argument(
+        "--stem",
+        choices=["cifar", "imagenet"],
+        default=None,
+        help="expected stem (default: read from the weights: 3x3 conv1 = cifar, 7x7 = imagenet)",
+    )
+    parser.add_argument(
+        "--format",
+        dest="fmt",
+        choices=["auto", "supcontrast", "torchvision", "run"],
+        default="auto",
+        help="source format (default: detected from the keys)",
+    )
+    parser.add_argument(
+        "--classifier",
+        default=None,
+        help="SupContrast linear classifier file ({'model': {'fc.weight', 'fc.bias'}})",
+    )
+    parser.add_argument(
+        "--num-classes",
+        type=int,
+        default=None,
+        help="number of classes when the source has no classifier (logits are then zeros)",
+    )
+    parser.add_argument("--name", default=None, help="run name (default: the --out folder name)")
+    parser.add_argument(
+        "--force", action="store_true", help="replace the model of an existing run directory"
+    )
+
+
+def _same_outputs(a: torch.nn.Module, b: torch.nn.Module, spec: dict[str, Any]) -> bool:
+    size = 32 if spec.get("stem") == "cifar" else 64
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, int(spec.get("in_channels", 3)), size, size, generator=gen)
+    a.eval()
+    b.eval()
+    with torch.no_grad():
+        oa, ob = a(x), b(x)
+    pairs = [(oa.logits, ob.logits), (oa.embedding, ob.embedding)]
+    if oa.projection is not None or ob.projection is not None:
+        if oa.projection is None or ob.projection is None:
+            return False
+        pairs.append((oa.projection, ob.projection))
+    return all(torch.equal(p, q) for p, q in pairs)
+
+
+def run(args: argparse.Namespace) -> int:
+    from supkd.experiments.config import load_config
+    from supkd.models.importers import import_teacher
+    from supkd.train.checkpoint import load_model, save_model
+    from supkd.utils.atomic import atomic_write_json, atomic_write_yaml
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a folder")
+    if (out / "model.pt").exists() and not args.force:
+        raise UserError(f"--out {out}: already holds model.pt; pass --force to replace it")
+    t0 = time.time()
+    imp = import_teacher(
+        args.source,
+        arch=args.arch,
+        stem=args.stem,
+        fmt=args.fmt,
+        classifier=args.classifier,
+        num_classes=args.num_classes,
+    )
+    net = imp.model
+    spec = dict(net.spec)
+    name = args.name or out.resolve().name
+    imported = {
+        "format": imp.format,
+        "sources": [str(Path(s).resolve()) for s in imp.sources],
+        "has_classifier": imp.has_classifier,
+        "has_projection_head": imp.has_head,
+        "notes": imp.notes,
+    }
+    cfg = load_config(
+        {
+            "name": name,
+            "model": {
+                "name": spec["name"],
+                "stem": spec["stem"],
+                "width": spec["width"],
+                "projection_dim": spec["projection_dim"],
+            },
+            "meta": {"imported": imported},
+        }
+    )
+
+    # Save into a scratch folder beside --out first and reload it through the engine: a
+    # model that does not round-trip is never published into the run directory.
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=".import-", dir=out))
+    except OSError as exc:
+        raise UserError(f"--out {out}: cannot create the folder ({exc.strerror})") from None
+    try:
+        trained = ["encoder"] + ["head"] * imp.has_head + ["classifier"] * imp.has_classifier
+        save_model(scratch / "model.pt", net, {"task": "import", "trained": trained, **imported})
+        again = load_model(scratch / "model.pt")
+        if not _same_outputs(net, again, spec):
+            raise CheckpointError(
+                f"{args.source}: the saved model does not reproduce the imported one"
+            )
+        try:
+            (scratch / "model.pt").replace(out / "model.pt")
+            atomic_write_yaml(out / "config.yaml", cfg.to_dict())
+            atomic_write_json(
+                out / "result.json",
+                {
+                    "status": "imported",
+                    "name": name,
+                    "test_acc": None,
+                    "val_acc": None,
+                    "best_val_acc": None,
+                    "diverged_step": None,
+                    "error": None,
+                    "epochs": 0,
+                    "steps": 0,
+                    "wall_time_s": round(time.time() - t0, 3),
+                    "seed": None,
+                    "versions": {"torch": torch.__version__},
+                    "device": "cpu",
+                    "meta": {"imported": imported},
+                },
+            )
+        except OSError as exc:
+            raise UserError(f"--out {out}: cannot write ({exc.strerror})") from None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    print(
+        f"imported {imp.format} {spec['name']} (stem={spec['stem']}, "
+        f"{spec['num_classes']} classes, head={'yes' if imp.has_head else 'no'}) -> {out}"
+    )
+    for note in imp.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return 0
