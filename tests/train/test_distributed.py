@@ -151,6 +151,10 @@ def _worker_body(rank: int, port: int, inputs: dict[str, torch.Tensor]) -> dict[
     res["broadcast"] = D.broadcast_object({"from": rank})
     res["mean"] = D.all_reduce_mean(torch.tensor([float(rank), 10.0 * rank]))
     res["sum"] = D.all_reduce_sum(torch.tensor([rank + 1]))
+    res["min_max"] = (
+        D.all_reduce_min(torch.tensor([rank, -rank])),
+        D.all_reduce_max(torch.tensor([rank, -rank])),
+    )
 
     res["cases"] = {name: _run_case(name, inputs, rank, D.gather_with_grad) for name in CASES}
     res["plain"] = _run_case("supcon", inputs, rank, lambda x: _plain_gather(x, own_slot=False))
@@ -191,6 +195,7 @@ def _worker_body(rank: int, port: int, inputs: dict[str, torch.Tensor]) -> dict[
     res["ddp_state"] = {k: v.clone() for k, v in D.unwrap_ddp(ddp).state_dict().items()}
     res["ddp_in_sync"] = D.replicas_in_sync(ddp)
     res["fingerprint"] = D.state_fingerprint(ddp)
+    res["fingerprints"] = D.replica_fingerprints(ddp)
     with torch.no_grad():  # desync one value on rank 1: every rank must see it
         if rank == 1:
             model.net[0].bias[0] += 1e-12
@@ -255,6 +260,8 @@ def test_init_and_helpers_under_torchrun_env(ranks):
         assert res["broadcast"] == {"from": 0}
         assert torch.equal(res["mean"], torch.tensor([0.5, 5.0]))
         assert torch.equal(res["sum"], torch.tensor([3]))
+        assert torch.equal(res["min_max"][0], torch.tensor([0, -1]))
+        assert torch.equal(res["min_max"][1], torch.tensor([1, 0]))
 
 
 def test_gather_concatenates_in_rank_order(ranks, inputs):
@@ -336,6 +343,7 @@ def test_ddp_sgd_steps_match_one_process_and_ranks_agree(ranks, inputs):
     for k in ref_state:
         assert torch.equal(ranks[0]["ddp_state"][k], ranks[1]["ddp_state"][k])
     assert ranks[0]["fingerprint"] == ranks[1]["fingerprint"]
+    assert ranks[0]["fingerprints"] == ranks[1]["fingerprints"] == [ranks[0]["fingerprint"]] * 2
 
 
 # --------------------------------------------------------------------------- single process

@@ -78,7 +78,9 @@ from supkd.errors import UserError
 
 __all__ = [
     "DistInfo",
+    "all_reduce_max",
     "all_reduce_mean",
+    "all_reduce_min",
     "all_reduce_sum",
     "barrier",
     "broadcast_object",
@@ -89,6 +91,7 @@ __all__ = [
     "is_enabled",
     "is_main",
     "rank",
+    "replica_fingerprints",
     "replicas_in_sync",
     "state_fingerprint",
     "unwrap_ddp",
@@ -418,6 +421,24 @@ def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
     return all_reduce_sum(x.float() if not x.is_floating_point() else x) / dist.get_world_size()
 
 
+def all_reduce_min(x: torch.Tensor) -> torch.Tensor:
+    """Element-wise minimum over ranks (e.g. the first non-finite step any rank saw)."""
+    if not is_enabled():
+        return x
+    out = x.detach().clone()
+    dist.all_reduce(out, op=dist.ReduceOp.MIN)
+    return out
+
+
+def all_reduce_max(x: torch.Tensor) -> torch.Tensor:
+    """Element-wise maximum over ranks (e.g. "did any rank ask to stop")."""
+    if not is_enabled():
+        return x
+    out = x.detach().clone()
+    dist.all_reduce(out, op=dist.ReduceOp.MAX)
+    return out
+
+
 def broadcast_object(obj: Any, src: int = 0) -> Any:
     """Rank ``src``'s picklable ``obj`` on every rank (e.g. a decision only rank 0 can make)."""
     if not is_enabled():
@@ -442,6 +463,20 @@ def state_fingerprint(module: nn.Module, *, buffers: bool = True) -> str:
     return h.hexdigest()
 
 
+def replica_fingerprints(module: nn.Module, *, buffers: bool = False) -> list[str]:
+    """Every rank's :func:`state_fingerprint` of ``module``, in rank order (collective).
+
+    One entry in a single process. A run can record it so that anyone can check afterwards
+    that all ranks ended with the weights rank 0 saved.
+    """
+    fp = state_fingerprint(module, buffers=buffers)
+    if not is_enabled():
+        return [fp]
+    prints: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(prints, fp)
+    return [str(p) for p in prints]
+
+
 def replicas_in_sync(module: nn.Module, *, buffers: bool = False) -> bool:
     """True when every rank holds bit-identical parameters (collective; True in one process).
 
@@ -451,9 +486,5 @@ def replicas_in_sync(module: nn.Module, *, buffers: bool = False) -> bool:
     each forward and BatchNorm then updates its running statistics from the local batch, so
     after the last step they legitimately differ per rank (rank 0's are the ones saved).
     """
-    fp = state_fingerprint(module, buffers=buffers)
-    if not is_enabled():
-        return True
-    prints: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(prints, fp)
-    return all(p == fp for p in prints)
+    prints = replica_fingerprints(module, buffers=buffers)
+    return all(p == prints[0] for p in prints)
