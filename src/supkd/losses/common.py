@@ -74,4 +74,3 @@ def check_labels(labels: torch.Tensor | None, batch: int, what: str) -> torch.Te
     if labels.is_floating_point() or labels.is_complex():
         raise ValueError(f"labels: expected an integer tensor, got dtype {labels.dtype}")
     return labels
-
