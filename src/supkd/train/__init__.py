@@ -1,0 +1,35 @@
+"""Training: the engine (``fit``, ``run``), tasks, checkpoints, distributed helpers.
+
+>>> from supkd.train import run, fit, load_model, distill
+>>> result = run(load_config("configs/fast/cifar10_ce_teacher.yaml"), "runs/ce_teacher")
+
+Names are imported lazily so that ``import supkd.train.distributed`` (or ``.seeding``)
+does not import the whole engine.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "run": "supkd.train.engine",
+    "fit": "supkd.train.engine",
+    "evaluate": "supkd.train.engine",
+    "TrainState": "supkd.train.engine",
+    "TrainingInterrupted": "supkd.train.engine",
+    "load_model": "supkd.train.checkpoint",
+    "load_model_record": "supkd.train.checkpoint",
+    "TASKS": "supkd.train.tasks",
+    "build_task": "supkd.train.tasks",
+    "distill": "supkd.train.api",
+    "train_classifier": "supkd.train.api",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'supkd.train' has no attribute {name!r}")
