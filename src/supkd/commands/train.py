@@ -1,0 +1,62 @@
+"""``supkd train CONFIG [key=value ...] [--out DIR] [--resume] [--quiet]``: one training run.
+
+Exit codes: 0 completed; 2 user error (bad config, data, teacher; one line on stderr);
+3 the run diverged (non-finite loss; result.json records the step); 130 interrupted
+(Ctrl-C or SIGTERM; a checkpoint was saved, continue with ``--resume``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HELP = "train one run (teacher, linear stage, baseline or KD student) from a YAML config"
+
+EXIT_DIVERGED = 3
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "config", help="run config (YAML), e.g. configs/fast/cifar10_ce_teacher.yaml"
+    )
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="dotted overrides applied on top of the file, e.g. optim.lr=0.1 task.alpha=2",
+    )
+    parser.add_argument("--out", metavar="DIR", help="run directory (default: runs/<name>)")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run in --out from checkpoints/last.pt "
+        "(a finished run is left as it is)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
+
+
+def run(args: argparse.Namespace) -> int:
+    from supkd.experiments.config import load_config
+    from supkd.train import distributed as dist_utils
+    from supkd.train.engine import run as run_training
+
+    cfg = load_config(args.config, args.overrides)
+    out = Path(args.out) if args.out else Path("runs") / cfg.name
+    try:
+        result = run_training(cfg, out, resume=args.resume, quiet=args.quiet)
+    finally:
+        dist_utils.cleanup()
+    status = result.get("status")
+    if status == "diverged":
+        print(
+            f"supkd train: run '{cfg.name}' diverged at step {result.get('diverged_step')} "
+            f"(non-finite loss); see {out / 'result.json'}",
+            file=sys.stderr,
+        )
+        return EXIT_DIVERGED
+    if not args.quiet:
+        acc = result.get("test_acc")
+        acc_text = f"test accuracy {acc:.2f}%" if acc is not None else "no classifier accuracy"
+        print(f"run '{cfg.name}' {status}: {acc_text}; results in {out}")
+    return 0
