@@ -851,6 +851,10 @@ def run(
             callbacks=callbacks,
             checkpoint_extra={"config": cfg.to_dict()},
         )
+        if dinfo.enabled:
+            # Every rank's parameter hash (collective): the record shows that all ranks
+            # ended with the weights rank 0 saves (tests/train/test_distributed_cli.py).
+            base["replica_fingerprints"] = dist_utils.replica_fingerprints(task.model)
         if res["status"] == "completed" and main:
             final = task.model
             save_model(run_dir / "model.pt", final, task.model_info())
