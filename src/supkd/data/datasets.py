@@ -9,6 +9,7 @@ file when it is read (DataLoader workers).
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,15 @@ IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tif
 TEST_FRACTION = 0.2
 TEST_SPLIT_SEED = 0
 DEFAULT_ROOT = Path(os.environ.get("SUPKD_DATA", Path.home() / ".cache" / "supkd" / "data"))
+
+
+def _quiet(fn: Callable, *args, **kwargs):
+    # torchvision 0.29 deprecates its image codecs in favour of TorchCodec (a further
+    # dependency); they still work and are the fast path here, so the per-call warning
+    # is silenced rather than repeated for every image.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchvision")
+        return fn(*args, **kwargs)
 
 
 class TensorImageDataset(Dataset):
@@ -89,7 +99,7 @@ class ImageFolderDataset(Dataset):
         path = self.paths[i]
         try:
             data = torch.from_numpy(np.fromfile(path, dtype=np.uint8))
-            image = decode_image(data, mode=ImageReadMode.RGB)
+            image = _quiet(decode_image, data, mode=ImageReadMode.RGB)
         except (RuntimeError, OSError, ValueError) as e:
             reason = str(e).strip().splitlines()[-1][:120] if str(e).strip() else type(e).__name__
             raise DataError(f"cannot decode image file {path}: {reason}") from None
@@ -266,12 +276,12 @@ def load_jpeg_pack(path: Path, image_size: int | None = None) -> _Source:
         idx = indices.tolist()
         chunks = [blob[offs[i] : offs[i + 1]] for i in idx]
         try:
-            images = decode_jpeg(chunks, mode=ImageReadMode.RGB) if chunks else []
+            images = _quiet(decode_jpeg, chunks, mode=ImageReadMode.RGB) if chunks else []
         except RuntimeError:
             # decode_jpeg on a list does not say which image failed: find it.
             for i, c in zip(idx, chunks):
                 try:
-                    decode_jpeg(c, mode=ImageReadMode.RGB)
+                    _quiet(decode_jpeg, c, mode=ImageReadMode.RGB)
                 except RuntimeError:
                     raise DataError(f"JPEG pack file {path}: image {i} does not decode") from None
             raise

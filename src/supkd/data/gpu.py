@@ -143,40 +143,42 @@ def grayscale(x: torch.Tensor) -> torch.Tensor:
     return (_LUMA[0] * r + _LUMA[1] * g + _LUMA[2] * b).unsqueeze(1)
 
 
-def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) RGB in [0, 1] -> HSV with hue in [0, 1) (torchvision's _rgb2hsv)."""
+def _hue_chroma(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, 3, H, W) RGB in [0, 1] -> hue in [0, 1), chroma max - min, value max; each
+    (B, H, W). The hue is torchvision's (_rgb2hsv) written with `where` instead of sums of
+    masked terms (same value, fewer passes over memory)."""
     r, g, b = x.unbind(1)
-    maxc, _ = x.max(dim=1)
-    minc, _ = x.min(dim=1)
-    eqc = maxc == minc
+    maxc = torch.amax(x, dim=1)
+    minc = torch.amin(x, dim=1)
     cr = maxc - minc
-    ones = torch.ones_like(maxc)
-    s = cr / torch.where(eqc, ones, maxc)
-    crd = torch.where(eqc, ones, cr)
-    rc, gc, bc = (maxc - r) / crd, (maxc - g) / crd, (maxc - b) / crd
-    hr = (maxc == r) * (bc - gc)
-    hg = ((maxc == g) & (maxc != r)) * (2.0 + rc - bc)
-    hb = ((maxc != g) & (maxc != r)) * (4.0 + gc - rc)
-    h = torch.fmod((hr + hg + hb) / 6.0 + 1.0, 1.0)
-    return torch.stack([h, s, maxc], dim=1)
+    crd = torch.where(cr > 0, cr, torch.ones_like(cr))
+    h6 = torch.where(
+        maxc == r, (g - b) / crd, torch.where(maxc == g, 2.0 + (b - r) / crd, 4.0 + (r - g) / crd)
+    )
+    return torch.remainder(h6 / 6.0, 1.0), cr, maxc
+
+
+def _from_hue_chroma(h: torch.Tensor, cr: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`_hue_chroma`: channel n of (5, 3, 1) is v - C * clamp(min(k, 4 - k),
+    0, 1) with k = (n + 6h) mod 6 (the closed form of HSV -> RGB; equal to torchvision's
+    sector table, and one pass over the three channels at once)."""
+    n = torch.tensor([5.0, 3.0, 1.0], device=h.device).view(1, 3, 1, 1)
+    k = torch.remainder(n + 6.0 * h.unsqueeze(1), 6.0)
+    m = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
+    return (v.unsqueeze(1) - cr.unsqueeze(1) * m).clamp_(0.0, 1.0)
+
+
+def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) RGB in [0, 1] -> HSV (B, 3, H, W), hue in [0, 1) (torchvision's _rgb2hsv)."""
+    h, cr, v = _hue_chroma(x)
+    s = cr / torch.where(v > 0, v, torch.ones_like(v))
+    return torch.stack([h, s, v], dim=1)
 
 
 def hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`rgb_to_hsv` (torchvision's _hsv2rgb)."""
     h, s, v = x.unbind(1)
-    i = torch.floor(h * 6.0)
-    f = h * 6.0 - i
-    i = i.to(torch.int64) % 6
-    p = (v * (1.0 - s)).clamp(0.0, 1.0)
-    q = (v * (1.0 - s * f)).clamp(0.0, 1.0)
-    t = (v * (1.0 - s * (1.0 - f))).clamp(0.0, 1.0)
-    # Sector i picks (r, g, b) from (v, q, p, t) as in colorsys.hsv_to_rgb.
-    table = torch.tensor(
-        [[0, 3, 2], [1, 0, 2], [2, 0, 3], [2, 1, 0], [3, 2, 0], [0, 2, 1]], device=x.device
-    )
-    cand = torch.stack([v, q, p, t], dim=1)  # (B, 4, H, W)
-    idx = table[i].permute(0, 3, 1, 2)  # (B, 3, H, W)
-    return cand.gather(1, idx)
+    return _from_hue_chroma(h, s * v, v)
 
 
 def adjust_brightness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
@@ -200,9 +202,8 @@ def adjust_saturation(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
 
 def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """Rotate the hue by ``shift`` (B,) turns (in [-0.5, 0.5]) in HSV space."""
-    hsv = rgb_to_hsv(x)
-    h = torch.remainder(hsv[:, 0] + shift.view(-1, 1, 1), 1.0)
-    return hsv_to_rgb(torch.stack([h, hsv[:, 1], hsv[:, 2]], dim=1))
+    h, cr, v = _hue_chroma(x)
+    return _from_hue_chroma(h + shift.view(-1, 1, 1), cr, v)
 
 
 def sample_jitter(
