@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from types import SimpleNamespace
 
@@ -10,7 +11,7 @@ import torch
 from torch import nn
 
 from supkd.analysis.cka import MinibatchCKA, linear_cka
-from supkd.analysis.layerwise import layerwise_cka
+from supkd.analysis.layerwise import layerwise_cka, layerwise_cka_many, per_stage_summary
 from supkd.models import create_model
 
 
@@ -141,3 +142,35 @@ def test_bad_input_raises() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         layerwise_cka(a, b, _batches(1))  # a clean run warns about nothing
+
+
+def test_many_students_in_one_pass_equal_separate_runs() -> None:
+    a, b, c = Recorder(0), Recorder(1), Recorder(2)
+    batches = _batches(2)
+    many = layerwise_cka_many(a, {"b": b, "c": c, "self": a}, batches)
+    assert list(many) == ["b", "c", "self"]
+    assert len(a.calls) == 2  # the teacher ran once per batch, also for "self"
+    for key, model in (("b", b), ("c", c)):
+        one = layerwise_cka(a, model, batches)
+        torch.testing.assert_close(many[key].matrix, one.matrix, rtol=0, atol=1e-12)
+        torch.testing.assert_close(many[key].self_matrix, one.self_matrix, rtol=0, atol=1e-12)
+    torch.testing.assert_close(many["self"].matrix, many["self"].self_matrix, rtol=0, atol=0)
+
+
+def test_per_stage_summary_groups_methods() -> None:
+    a = Recorder(0)
+    runs = [
+        ("m1", layerwise_cka(a, Recorder(1), _batches(1))),
+        ("m1", layerwise_cka(a, Recorder(2), _batches(1))),
+        ("m2", layerwise_cka(a, Recorder(3), _batches(1))),
+    ]
+    stages, series = per_stage_summary(runs)
+    assert stages == ["conv", "feat", "drop"]
+    vals = [runs[0][1].diagonal["feat"], runs[1][1].diagonal["feat"]]
+    assert series["m1"]["n"] == 2 and series["m2"]["n"] == 1
+    assert series["m1"]["mean"][1] == pytest.approx(sum(vals) / 2, abs=1e-12)
+    assert series["m1"]["std"][1] == pytest.approx(abs(vals[0] - vals[1]) / 2**0.5, abs=1e-12)
+    assert series["m1"]["mean"][0] == pytest.approx(1.0, abs=1e-9)  # same input stage
+    assert math.isnan(series["m2"]["std"][0])
+    with pytest.raises(ValueError, match="at least one run"):
+        per_stage_summary([])

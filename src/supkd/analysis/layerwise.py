@@ -17,8 +17,9 @@ consumed at once and keeps only one output of a module called twice.
 
 from __future__ import annotations
 
+import math
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -27,7 +28,7 @@ from torch import Tensor, nn
 
 from supkd.analysis.cka import MinibatchCKA
 
-__all__ = ["LayerwiseCKA", "layerwise_cka"]
+__all__ = ["LayerwiseCKA", "layerwise_cka", "layerwise_cka_many", "per_stage_summary"]
 
 
 @dataclass
@@ -139,7 +140,7 @@ def layerwise_cka(
     Args:
         model_a, model_b: modules with ``forward_intermediates(x) -> dict[str, Tensor]``.
             Both are put in eval mode for the pass (their training flags are restored after)
-            and, when ``device`` is given, moved there.
+            and moved to ``device``.
         loader_or_batches: iterable of batches (``Batch``, ``(x, y)``, dict or tensor
             (B, C, H, W)); the same batch goes through both models.
         stages: stage names to compare (each must exist in both models); default: every
@@ -156,20 +157,46 @@ def layerwise_cka(
     Batches with fewer than 4 images (typically a loader's last one) are skipped and counted
     in ``skipped_samples``: the unbiased estimator is undefined for them.
     """
+    return layerwise_cka_many(
+        model_a, {"model_b": model_b}, loader_or_batches, stages=stages, pool=pool,
+        max_batches=max_batches, device=device, kernel=kernel,
+    )["model_b"]
+
+
+def layerwise_cka_many(
+    model_a: nn.Module,
+    models_b: Mapping[str, nn.Module],
+    loader_or_batches: Iterable[Any],
+    stages: Sequence[str] | None = None,
+    pool: bool = False,
+    max_batches: int | None = None,
+    device: str | torch.device | None = None,
+    kernel: Literal["linear", "rbf"] = "linear",
+) -> dict[str, LayerwiseCKA]:
+    """:func:`layerwise_cka` of one teacher against several students in a single pass.
+
+    Each batch runs the teacher once and every student once; the teacher's Grams are shared
+    by all comparisons (one :class:`MinibatchCKA` whose columns are the teacher's stages
+    followed by every student's). Returns ``{name: LayerwiseCKA}`` in the order of
+    ``models_b``; each result equals what :func:`layerwise_cka` gives for that student.
+    A student that *is* ``model_a`` (the same object) reuses the teacher's features.
+    """
     if max_batches is not None and max_batches < 1:
         raise ValueError(f"max_batches must be >= 1 or None, got {max_batches}")
+    if not models_b:
+        raise ValueError("layerwise_cka_many needs at least one model to compare with")
     if device is None:
         param = next(iter(model_a.parameters()), None)
         device = param.device if param is not None else torch.device("cpu")
     device = torch.device(device)
-    model_a.to(device)
-    model_b.to(device)
-    was_training = (model_a.training, model_b.training)
-    model_a.eval()
-    model_b.eval()
+    models = [model_a, *models_b.values()]
+    was_training = [m.training for m in models]
+    for m in models:
+        m.to(device)
+        m.eval()
     mb: MinibatchCKA | None = None
     names_a: list[str] = []
-    names_b: list[str] = []
+    names_b: dict[str, list[str]] = {}
     skipped = 0
     seen = 0
     try:
@@ -185,19 +212,23 @@ def layerwise_cka(
                 if not x.is_floating_point():
                     raise ValueError(f"inputs must be float (normalized) images, got {x.dtype}")
                 fa = _intermediates(model_a, x, "model_a")
-                fb = _intermediates(model_b, x, "model_b")
+                fbs = {
+                    key: fa if model is model_a else _intermediates(model, x, key)
+                    for key, model in models_b.items()
+                }
                 if mb is None:
                     names_a = _pick(fa, stages, "model_a")
-                    names_b = _pick(fb, stages, "model_b")
-                    # Columns: A's own stages (sanity block) then B's stages.
-                    mb = MinibatchCKA(len(names_a), len(names_a) + len(names_b),
-                                      kernel=kernel, pool=pool)
+                    names_b = {k: _pick(f, stages, k) for k, f in fbs.items()}
+                    # Columns: A's own stages (sanity block), then each B's stages.
+                    cols = len(names_a) + sum(len(v) for v in names_b.values())
+                    mb = MinibatchCKA(len(names_a), cols, kernel=kernel, pool=pool)
                 ta = [fa[s] for s in names_a]
-                mb.update(ta, ta + [fb[s] for s in names_b])
-                del fa, fb, ta
+                tb = [fbs[k][s] for k, names in names_b.items() for s in names]
+                mb.update(ta, ta + tb)
+                del fa, fbs, ta, tb
     finally:
-        model_a.train(was_training[0])
-        model_b.train(was_training[1])
+        for m, flag in zip(models, was_training):
+            m.train(flag)
     if mb is None:
         raise ValueError(
             "no batch of at least 4 images was seen; layer-wise CKA needs batches of >= 4"
@@ -207,24 +238,68 @@ def layerwise_cka(
                       stacklevel=2)
     full = mb.compute()
     la = len(names_a)
-    self_matrix, matrix = full[:, :la].clone(), full[:, la:].clone()
-    diagonal = {s: float(matrix[i, names_b.index(s)])
-                for i, s in enumerate(names_a) if s in names_b}
+    self_matrix = full[:, :la].clone()
     # A constant stage has CKA 0 with everything, itself included (see supkd.analysis.cka).
     off = [f"{s}={float(self_matrix[i, i]):.6f}" for i, s in enumerate(names_a)
            if float(self_matrix[i, i]) != 0.0 and abs(float(self_matrix[i, i]) - 1.0) > 1e-6]
     if off:
         warnings.warn(f"teacher-vs-itself CKA is not 1: {', '.join(off)}", RuntimeWarning,
                       stacklevel=2)
-    return LayerwiseCKA(
-        stages_a=names_a,
-        stages_b=names_b,
-        matrix=matrix,
-        self_matrix=self_matrix,
-        diagonal=diagonal,
-        num_samples=mb.num_samples,
-        num_batches=mb.num_batches,
-        skipped_samples=skipped,
-        pool=pool,
-        kernel=kernel,
-    )
+    out: dict[str, LayerwiseCKA] = {}
+    col = la
+    for key, names in names_b.items():
+        matrix = full[:, col:col + len(names)].clone()
+        col += len(names)
+        out[key] = LayerwiseCKA(
+            stages_a=list(names_a),
+            stages_b=names,
+            matrix=matrix,
+            self_matrix=self_matrix.clone(),
+            diagonal={s: float(matrix[i, names.index(s)])
+                      for i, s in enumerate(names_a) if s in names},
+            num_samples=mb.num_samples,
+            num_batches=mb.num_batches,
+            skipped_samples=skipped,
+            pool=pool,
+            kernel=kernel,
+        )
+    return out
+
+
+def per_stage_summary(
+    runs: Sequence[tuple[str, LayerwiseCKA]],
+) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """Group matched-stage CKA by method: the data of the paper's Fig. 2.
+
+    Args:
+        runs: ``(method, result)`` per student run (several runs of one method = seeds).
+
+    Returns:
+        ``(stages, {method: {"mean": [...], "std": [...], "n": k}})`` where ``stages`` are the
+        matched stages common to every run (in the teacher's order), ``mean`` and ``std`` the
+        mean and sample std (ddof 1; NaN when n < 2) over the runs of the method, per stage
+        (via :func:`supkd.analysis.stats.summarize`). Non-finite CKA values are left out of a
+        stage's statistics; ``n`` counts the runs.
+    """
+    from supkd.analysis.stats import summarize
+
+    if not runs:
+        raise ValueError("per_stage_summary needs at least one run")
+    stages = [s for s in runs[0][1].diagonal if all(s in r.diagonal for _, r in runs)]
+    if not stages:
+        raise ValueError("the runs share no stage name with the teacher")
+    methods: dict[str, list[LayerwiseCKA]] = {}
+    for method, res in runs:
+        methods.setdefault(method, []).append(res)
+    out: dict[str, dict[str, Any]] = {}
+    for method, results in methods.items():
+        sums = [
+            summarize([r.diagonal[s] for r in results if math.isfinite(r.diagonal[s])])
+            for s in stages
+        ]
+        out[method] = {
+            "mean": [sm.mean for sm in sums],
+            "std": [sm.std for sm in sums],
+            "n": len(results),
+        }
+    return stages, out
