@@ -258,3 +258,55 @@ def test_when_cache_applies(tmp_path: Path) -> None:
     teacher.train()
     build(tmp_path, teacher, bundle)
     assert teacher.training
+
+
+@pytest.mark.parametrize("gpu_resident", ["on", "off"])
+def test_cache_keys_match_the_training_loader(tmp_path: Path, gpu_resident: str) -> None:
+    """Batch.aug = [dy, dx, flip] from supkd.data indexes exactly the view in Batch.x, on
+    both loader paths: the cached logits equal the live teacher on the loader's own x."""
+    from supkd.data import DataBundle, TensorImageDataset, make_loader
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (20, 3, 8, 8), dtype=torch.uint8, generator=g)
+    labels = torch.randint(0, 5, (20,), generator=g)
+    ds = TensorImageDataset(images, labels, [str(i) for i in range(5)])
+    bundle = DataBundle(
+        name="tiny",
+        train=ds,
+        val=None,
+        test=ds,
+        num_classes=5,
+        classes=ds.classes,
+        image_size=8,
+        mean=MEAN,
+        std=STD,
+        in_channels=3,
+        pad=PAD,
+    )
+    teacher = TinyTeacher().eval()
+    cache = build(tmp_path, teacher, bundle)
+    loader = make_loader(
+        bundle,
+        "train",
+        8,
+        train=True,
+        augment="standard",
+        device="cpu",
+        seed=3,
+        num_workers=0,
+        gpu_resident=gpu_resident,
+    )
+    seen = 0
+    for epoch in range(2):
+        loader.set_epoch(epoch)
+        for batch in loader:
+            assert batch.aug is not None and batch.index is not None
+            expect = normalize(tc.render_views(images[batch.index], batch.aug, PAD))
+            torch.testing.assert_close(batch.x, expect, rtol=0, atol=1e-5)
+            with torch.no_grad():
+                live = teacher(batch.x)
+            torch.testing.assert_close(
+                cache.lookup(batch.index, batch.aug), live, rtol=2**-8, atol=1e-3
+            )
+            seen += len(batch.y)
+    assert seen == 32  # 2 epochs x 2 full batches of 8 (drop_last)

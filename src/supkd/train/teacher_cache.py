@@ -73,18 +73,10 @@ def render_views(images: Tensor, aug: Tensor, pad: int) -> Tensor:
             f"render_views: expected images (B, C, H, W) and aug (B, 3), got "
             f"{tuple(images.shape)} and {tuple(aug.shape)}"
         )
-    B, _, H, W = images.shape
-    padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
-    aug = aug.to(images.device)
-    # Gather rows/cols per sample with index arithmetic rather than a Python loop over B.
-    rows = aug[:, 0, None] + torch.arange(H, device=images.device)  # (B, H)
-    cols = aug[:, 1, None] + torch.arange(W, device=images.device)  # (B, W)
-    flip = aug[:, 2].bool()
-    cols = torch.where(flip[:, None], cols.flip(1), cols)
-    b = torch.arange(B, device=images.device)[:, None, None]
-    # padded[b, :, rows, cols] -> (B, H, W, C) via advanced indexing, then back to NCHW.
-    out = padded.permute(0, 2, 3, 1)[b, rows[:, :, None], cols[:, None, :]]
-    return out.permute(0, 3, 1, 2).contiguous()
+    # The loader's own op, so cached views are the loader's views by construction.
+    from supkd.data.gpu import crop_flip_batch
+
+    return crop_flip_batch(images, aug, pad)
 
 
 def check_keys(index: Tensor, aug: Tensor, num_images: int, pad: int) -> None:
@@ -241,49 +233,51 @@ def build_cache_table(
 ) -> Tensor:
     """Teacher logits for every view of every image -> (N, num_views(pad), C) bfloat16.
 
-    One pass over the data per view (162 passes for pad 4), ``batch_size`` images per forward,
-    teacher in eval mode, bf16 autocast + channels_last on CUDA (as in the live KD step).
+    The N·V (image, view) pairs are enumerated flat, image-major, and run ``batch_size`` pairs
+    per forward (full batches even for small N); teacher in eval mode, bf16 autocast +
+    channels_last on CUDA, as in the live KD step.
     """
+    from supkd.data.transforms import normalize_batch
+
     device = torch.device(device)
     N = images.shape[0]
     V = num_views(pad)
     side = 2 * pad + 1
-    mean_t = torch.tensor(mean, device=device, dtype=torch.float32).view(1, -1, 1, 1)
-    std_t = torch.tensor(std, device=device, dtype=torch.float32).view(1, -1, 1, 1)
     images = images.to(device)
+    # aug of every view id, in view_ids order: id = (dy * side + dx) * 2 + flip
+    grid = torch.arange(V, device=device)
+    all_aug = torch.stack([grid // (2 * side), (grid // 2) % side, grid % 2], dim=1)
     was_training = teacher.training
     teacher.eval()
     use_cuda = device.type == "cuda"
     memory_format = torch.channels_last if use_cuda else torch.contiguous_format
-    table: Tensor | None = None
-    n_batches = (N + batch_size - 1) // batch_size
+    flat: Tensor | None = None
+    total = N * V
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=V * n_batches, desc="teacher cache", unit="batch", leave=False)
+        bar = tqdm(total=total, desc="teacher cache (views)", unit="view", leave=False)
     try:
-        for v in range(V):
-            dy, rem = divmod(v, side * 2)
-            dx, flip = divmod(rem, 2)
-            for start in range(0, N, batch_size):
-                chunk = images[start : start + batch_size]
-                aug = torch.tensor([dy, dx, flip], device=device).expand(chunk.shape[0], 3)
-                x = render_views(chunk, aug, pad).float().div_(255).sub_(mean_t).div_(std_t)
-                x = x.contiguous(memory_format=memory_format)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_cuda):
-                    logits = _teacher_logits(teacher, x)
-                if table is None:
-                    table = torch.empty(N, V, logits.shape[1], dtype=torch.bfloat16, device=device)
-                table[start : start + chunk.shape[0], v] = logits.to(torch.bfloat16)
-                if bar is not None:
-                    bar.update(1)
+        for start in range(0, total, batch_size):
+            ids = torch.arange(start, min(start + batch_size, total), device=device)
+            img, view = ids // V, ids % V
+            # the loader's crop and normalization ops: the same inputs the live teacher sees
+            x = normalize_batch(render_views(images[img], all_aug[view], pad), mean, std)
+            x = x.contiguous(memory_format=memory_format)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_cuda):
+                logits = _teacher_logits(teacher, x)
+            if flat is None:
+                flat = torch.empty(total, logits.shape[1], dtype=torch.bfloat16, device=device)
+            flat[start : start + len(ids)] = logits.to(torch.bfloat16)
+            if bar is not None:
+                bar.update(len(ids))
     finally:
         if bar is not None:
             bar.close()
         teacher.train(was_training)
-    assert table is not None
-    return table
+    assert flat is not None
+    return flat.view(N, V, -1)
 
 
 def get_teacher_cache(
@@ -295,7 +289,7 @@ def get_teacher_cache(
     augment: str,
     representation: str,
     mode: str = "auto",
-    pad: int = 4,
+    pad: int | None = None,
     batch_size: int = 1024,
     progress: bool = True,
 ) -> TeacherCache | None:
@@ -312,6 +306,7 @@ def get_teacher_cache(
         augment: the training loader's augmentation (``task.augment``); only pad-crop + flip
             (``"standard"``) has a finite view set.
         representation: the KD representation; only ``"logits"`` is cached.
+        pad: crop padding; None takes ``bundle.pad`` (4 for 32×32 data).
         mode: ``off`` never; ``on`` always (raises ``ConfigError`` when it cannot apply);
             ``auto`` reuses a stored table anywhere and builds one only on CUDA, where it costs
             ~162 teacher epochs of bf16 forwards that a grid of KD runs pays back many times
@@ -322,8 +317,11 @@ def get_teacher_cache(
     if mode == "off":
         return None
     why_not = None
-    if augment not in CROP_FLIP_AUGMENTS:
-        why_not = f"augmentation {augment!r} is not pad-crop + flip"
+    if pad is None:
+        pad = int(getattr(bundle, "pad", 4))
+    style = getattr(bundle, "style", "small")
+    if augment not in CROP_FLIP_AUGMENTS or style != "small":
+        why_not = f"augmentation {augment!r} of {style!r} images is not pad-crop + flip"
     elif representation != "logits":
         why_not = f"representation {representation!r} is not 'logits'"
     elif teacher_dir is None and mode == "auto":
