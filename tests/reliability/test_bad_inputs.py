@@ -519,15 +519,18 @@ def test_cli_distill_teacher_truncated(tiny_model_file, tmp_path, capsys):
     _cli(capsys, ["train", str(cfg), "--out", str(tmp_path / "r")], "model.pt")
 
 
-def test_cli_resume_without_checkpoint(tmp_path, capsys):
+def test_cli_train_into_existing_run_without_resume(tmp_path, capsys):
     cfg = _write_cfg(tmp_path / "c.yaml")
-    _cli(capsys, ["train", str(cfg), "--out", str(tmp_path / "never_ran"), "--resume"], "never_ran")
+    run_dir = tmp_path / "done_run"
+    assert main(["train", str(cfg), "--out", str(run_dir), "--quiet"]) == 0
+    capsys.readouterr()
+    _cli(capsys, ["train", str(cfg), "--out", str(run_dir)], "done_run", "--resume")
 
 
 def test_cli_resume_truncated_checkpoint(tmp_path, capsys):
     cfg = _write_cfg(tmp_path / "c.yaml")
     run_dir = tmp_path / "r"
-    assert main(["train", str(cfg), "--out", str(run_dir)]) == 0
+    assert main(["train", str(cfg), "--out", str(run_dir), "--quiet"]) == 0
     capsys.readouterr()
     last = run_dir / "checkpoints" / "last.pt"
     last.write_bytes(last.read_bytes()[:1000])
@@ -538,12 +541,12 @@ def test_cli_resume_truncated_checkpoint(tmp_path, capsys):
 def test_cli_resume_with_another_architecture(tmp_path, capsys):
     cfg = _write_cfg(tmp_path / "c.yaml")
     run_dir = tmp_path / "r"
-    assert main(["train", str(cfg), "--out", str(run_dir), "train.epochs=2"]) == 0
+    assert main(["train", str(cfg), "--out", str(run_dir), "--quiet"]) == 0
     capsys.readouterr()
     (run_dir / "result.json").unlink()
     _cli(
         capsys,
-        ["train", str(cfg), "--out", str(run_dir), "--resume", "model.name=resnet34"],
+        ["train", str(cfg), "model.name=resnet34", "--out", str(run_dir), "--resume"],
         "model.name",
     )
 
@@ -582,6 +585,7 @@ def test_cli_subprocess_user_error_has_no_traceback(tmp_path):
             "train",
             str(cfg),
             "task.name=distill",
+            "task.teacher=some/teacher",
             "task.alpha=-0.5",
             "--out",
             str(tmp_path / "r"),
