@@ -16,6 +16,7 @@ import torch
 
 from supkd.analysis.cka import (
     MinibatchCKA,
+    centered_gram,
     cka_from_grams,
     gram_linear,
     gram_rbf,
@@ -350,3 +351,15 @@ def test_minibatch_constant_layer_row_is_zero_and_others_unaffected(kernel: str)
 def test_cka_from_grams_rejects_mismatched_shapes() -> None:
     with pytest.raises(ValueError, match=r"\(n, n\) Grams"):
         cka_from_grams(torch.eye(4), torch.eye(5))
+
+
+def test_centered_gram_in_blocks_equals_reference() -> None:
+    x = _randn(6, 20000, seed=50) + torch.linspace(0, 5, 20000, dtype=F64)  # 3 blocks, offsets
+    xa = x.numpy()
+    xc = xa - xa.mean(axis=0, keepdims=True)
+    want = xc @ xc.T
+    got = centered_gram(x).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-8)
+    got32 = centered_gram(x.float()).numpy()
+    np.testing.assert_allclose(got32, want, rtol=1e-4, atol=1e-2 * np.abs(want).max() * 1e-3)
+    assert torch.equal(centered_gram(torch.full((5, 9000), 0.3)), torch.zeros(5, 5, dtype=F64))

@@ -58,6 +58,7 @@ from torch import Tensor
 
 __all__ = [
     "MinibatchCKA",
+    "centered_gram",
     "cka_from_grams",
     "flatten_features",
     "gram_linear",
@@ -130,6 +131,36 @@ def gram_linear(x: Tensor) -> Tensor:
     for start in range(0, p, _GRAM_BLOCK):
         blk = x[:, start:start + _GRAM_BLOCK]
         out += (blk @ blk.T).double()
+    return out
+
+
+def centered_gram(x: Tensor) -> Tensor:
+    """Gram (m, m) float64 of the column-centred features ``x`` (m, p), in feature blocks.
+
+    Equal to ``gram_linear(x - x.mean(0))`` but centres one block of features at a time, so
+    the only feature-sized temporaries are one block (not a centred copy of all p columns,
+    which for a ResNet-50 ``layer1`` batch of 256 CIFAR images would be another 268 MB).
+    Float64 input stays float64; lower precisions are multiplied in float32 per block and the
+    blocks summed in float64 (see :func:`gram_linear`). Returns exact zeros when every row of
+    ``x`` is the same (a constant representation, see the module notes).
+    """
+    if x.dim() != 2:
+        raise ValueError(f"centered_gram expects (m, p) features, got shape {tuple(x.shape)}")
+    if not x.is_floating_point() or x.dtype in (torch.float16, torch.bfloat16):
+        x = x.float()
+    m, p = x.shape
+    out = torch.zeros(m, m, dtype=torch.float64, device=x.device)
+    constant = True
+    for start in range(0, p, _GRAM_BLOCK):
+        blk = x[:, start:start + _GRAM_BLOCK]
+        if constant and not _is_constant(blk):
+            constant = False
+        # Mean in float64 so that centring adds at most one rounding of the input precision.
+        blk = blk - blk.mean(dim=0, keepdim=True, dtype=torch.float64).to(blk.dtype)
+        g = blk @ blk.T
+        out += g if g.dtype == torch.float64 else g.double()
+    if constant:
+        out.zero_()
     return out
 
 
@@ -348,7 +379,7 @@ class MinibatchCKA:
         if not isinstance(t, Tensor):
             raise ValueError(f"layers of model {side} must be tensors, got {type(t).__name__}")
         x = flatten_features(t.detach(), pool=self.pool)
-        k = gram_linear(_centered(x))
+        k = centered_gram(x)
         if self.kernel == "rbf":
             k = gram_rbf(k, self.rbf_threshold)
         k.diagonal().zero_()
