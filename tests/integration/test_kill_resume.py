@@ -88,12 +88,11 @@ def _wait_for(pred, proc: subprocess.Popen, timeout: float = 60, poll: float = 0
     raise AssertionError("timed out waiting for the training process")
 
 
-def _temp_checkpoint(run_dir: Path) -> bool:
-    ckpt = run_dir / "checkpoints"
+def _temp_files(run_dir: Path) -> set[str]:
     try:
-        return any(n.endswith(".tmp") for n in os.listdir(ckpt))
+        return {n for n in os.listdir(run_dir / "checkpoints") if n.endswith(".tmp")}
     except FileNotFoundError:
-        return False
+        return set()
 
 
 def _step(last: Path) -> int:
@@ -165,34 +164,45 @@ def reference(tmp_path_factory) -> tuple[Path, Path, float]:
     return cfg, run_dir, took
 
 
+class _WriteCounter:
+    """Counts the checkpoint writes a process starts (each creates a new temporary file in
+    checkpoints/; with a checkpoint after every step that is one per step)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.stale = _temp_files(run_dir)  # left behind by an earlier SIGKILL mid-write
+        self.seen: set[str] = set()
+
+    def at_least(self, k: int) -> bool:
+        self.seen |= _temp_files(self.run_dir) - self.stale
+        return len(self.seen) >= k
+
+
 def test_sigkill_at_random_moments_always_resumes(reference, tmp_path):
-    cfg, ref_dir, train_s = reference
+    cfg, ref_dir, _ = reference
     rng = random.Random(1234)
     run_dir = tmp_path / "run"
-    kills = {"random": 0, "mid-write": 0}
-    started = False
+    kills: list[str] = []
     for attempt in range(4):
-        proc = _start(cfg, run_dir, resume=started)
-        started = True
-        alive = _wait_for(lambda: (run_dir / "config.yaml").exists(), proc)
-        if not alive:
-            break  # already finished in an earlier attempt's resume
-        if attempt % 2 == 1:
-            # Aim at a checkpoint write: the moment a temporary file appears in checkpoints/.
-            alive = _wait_for(lambda: _temp_checkpoint(run_dir), proc, poll=0.0002)
-            kind = "mid-write"
-        else:
-            time.sleep(rng.uniform(0.0, train_s))
-            alive = proc.poll() is None
-            kind = "random"
-        if alive:
-            proc.send_signal(signal.SIGKILL)
-            kills[kind] += 1
+        writes = _WriteCounter(run_dir)
+        proc = _start(cfg, run_dir, resume=attempt > 0)
+        # Kill during the k-th checkpoint write of this process (inside atomic_torch_save),
+        # or at a random moment after it (a step, the evaluation, the final model save).
+        mid_write = attempt % 2 == 1
+        k = rng.randint(1, 3)
+        if _wait_for(lambda k=k, w=writes: w.at_least(k), proc, poll=0.0002):
+            if not mid_write:
+                time.sleep(rng.uniform(0.0, 0.2))
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                kills.append(f"{'mid-write' if mid_write else 'random'}@{k}")
         code, err = _finish(proc)
         assert "Traceback" not in err, err
         assert code in (0, -signal.SIGKILL), (code, err)
         _assert_loadable(run_dir)
-    assert kills["random"] + kills["mid-write"] >= 3, kills
+        if code == 0:
+            break  # finished before the kill
+    assert len(kills) >= 3 and any(x.startswith("mid-write") for x in kills), kills
     proc = _start(cfg, run_dir, resume=True)
     code, err = _finish(proc)
     assert code == 0, err
@@ -219,7 +229,7 @@ def test_sigterm_checkpoints_and_exits_cleanly_then_resumes(reference, tmp_path)
 
     # A second Ctrl-C exits at once; what is on disk still resumes.
     proc = _start(cfg, run_dir, resume=True)
-    if _wait_for(lambda: _step(last) > ckpt_step, proc, poll=0.01):
+    if _wait_for(lambda: _step(last) > ckpt_step, proc, poll=0.005):
         proc.send_signal(signal.SIGINT)
         proc.send_signal(signal.SIGINT)
     code, err = _finish(proc, timeout=60)
