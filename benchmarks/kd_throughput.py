@@ -338,6 +338,32 @@ def _raise_dynamo_limits() -> None:
             setattr(dcfg, name, value)
 
 
+def _timing_rounds(measures, repeats: int, best: dict[int, float]) -> None:
+    for rnd in range(repeats):
+        for row, measure in measures:
+            try:
+                per_step = measure()
+            except Exception as exc:
+                row.note = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:90]}"
+                continue
+            best[id(row)] = min(best.get(id(row), float("inf")), per_step)
+            row.rate = row.batch / best[id(row)]
+            print(
+                f"  round {rnd + 1}/{repeats} {row.group} | {row.name} b{row.batch}: "
+                f"{fmt_rate(row.batch / per_step)} img/s",
+                flush=True,
+            )
+
+
+def _sigterm_as_interrupt() -> None:
+    import signal
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     import os
 
@@ -431,6 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     if not cuda:
         torch.set_num_threads(cpus)
     _raise_dynamo_limits()
+    _sigterm_as_interrupt()
     if cuda:
         torch.backends.cudnn.benchmark = True
 
@@ -457,14 +484,22 @@ def main(argv: list[str] | None = None) -> int:
     f_student = flops_per_image(new_student(), device, train=True)
     rows: list[Row] = []
     measures: list[tuple[Row, Callable[[], float]]] = []
+    stopped: list[bool] = []
 
     def add(row: Row, make: Callable[[], Callable[[], float]]) -> None:
         """Build the row and run its first (warm-up) measurement now; time it later."""
         rows.append(row)
+        if stopped:
+            row.note = "not run (interrupted)"
+            return
         t0 = time.perf_counter()
         try:
             measure = make()
             measure()  # first call: compilation, cudnn autotuning, worker start-up
+        except KeyboardInterrupt:  # time limit: keep what is measured, report it
+            stopped.append(True)
+            row.note = "not run (interrupted)"
+            return
         except Exception as exc:  # one failing row must not lose the others
             row.note = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:90]}"
             print(f"  {row.group} | {row.name} b{row.batch}: {row.note}", flush=True)
@@ -604,20 +639,10 @@ def main(argv: list[str] | None = None) -> int:
     # Timing: every row `repeats` times, round-robin, best round kept. Interleaving makes a
     # shared machine's load hit all rows alike; the best round is the least disturbed one.
     best: dict[int, float] = {}
-    for rnd in range(repeats):
-        for row, measure in measures:
-            try:
-                per_step = measure()
-            except Exception as exc:
-                row.note = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:90]}"
-                continue
-            best[id(row)] = min(best.get(id(row), float("inf")), per_step)
-            row.rate = row.batch / best[id(row)]
-            print(
-                f"  round {rnd + 1}/{repeats} {row.group} | {row.name} b{row.batch}: "
-                f"{fmt_rate(row.batch / per_step)} img/s",
-                flush=True,
-            )
+    try:
+        _timing_rounds(measures, 1 if stopped else repeats, best)
+    except KeyboardInterrupt:  # SIGINT/SIGTERM (e.g. a suite's time limit): report what we have
+        print("interrupted: reporting the rows measured so far", flush=True)
 
     # ------------------------------------------------------------------ report
     def ref_rate(group: str, B: int | None) -> float | None:

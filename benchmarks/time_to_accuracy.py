@@ -93,7 +93,7 @@ def timing(run_dir: Path) -> dict[str, float]:
     # The first epoch carries compilation/autotuning; the last one the only evaluation.
     steady = statistics.median(times[1:-1] or times[1:] or times)
     compile_s = max(0.0, times[0] - steady)
-    rates = [float(r.get("images_per_s", 0)) for r in epochs[1:-1]] or [0.0]
+    rates = [float(r.get("images_per_s", 0)) for r in (epochs[1:-1] or epochs)]
     return {
         "train_s": sum(times) - compile_s,
         "compile_s": compile_s,
