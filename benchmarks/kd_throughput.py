@@ -640,7 +640,7 @@ def main(argv: list[str] | None = None) -> int:
     # shared machine's load hit all rows alike; the best round is the least disturbed one.
     best: dict[int, float] = {}
     try:
-        _timing_rounds(measures, 1 if stopped else repeats, best)
+        _timing_rounds(measures, 0 if stopped else repeats, best)
     except KeyboardInterrupt:  # SIGINT/SIGTERM (e.g. a suite's time limit): report what we have
         print("interrupted: reporting the rows measured so far", flush=True)
 
