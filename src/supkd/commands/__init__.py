@@ -1,0 +1,1 @@
+"""One module per `supkd` subcommand (see supkd.cli.COMMANDS)."""
