@@ -171,3 +171,24 @@ def test_cli_report(runs, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "report.md" in out and "Table I" in out
     assert (tmp_path / "cli" / "report.md").is_file()
+
+
+def test_fig2_from_cka_files(runs, tmp_path):
+    import json
+
+    for s, (a, b) in enumerate(((0.9, 0.4), (0.8, 0.6))):
+        (runs / f"kd_supcon_kd-s{s}" / "cka.json").write_text(json.dumps({
+            "stages_a": ["layer1", "layer4"], "diagonal": {"layer1": a, "layer4": b},
+            "sanity": {"layer1": 1.0, "layer4": 1.0}}))
+    (runs / "kd_logit_mse-s0" / "cka.json").write_text("{broken")  # ignored, not fatal
+    rep = write_report(runs, tmp_path / "out")
+    md = rep.markdown_path.read_text()
+    png = tmp_path / "out" / "fig2_cka.png"
+    assert png.is_file() and png.read_bytes()[:4] == b"\x89PNG"
+    assert "![Fig. 2: layer-wise CKA](fig2_cka.png)" in md
+    assert "| supcon_kd | 2 | 0.850 ± 0.071 | 0.500 ± 0.141 |" in md
+    with open(tmp_path / "out" / "fig2_cka.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["method"], r["stage"], r["n"]) for r in rows] == [
+        ("supcon_kd", "layer1", "2"), ("supcon_kd", "layer4", "2")]
+    assert float(rows[1]["std"]) == pytest.approx(math.sqrt(0.02), rel=1e-5)

@@ -40,6 +40,7 @@ separate processes (one ``concurrent.futures.ProcessPoolExecutor`` of spawned wo
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import copy
 import hashlib
 import itertools
@@ -48,7 +49,9 @@ import multiprocessing
 import os
 import re
 import shutil
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -620,16 +623,16 @@ class _Progress:
 
 def _existing(run_dir: Path, want_hash: str) -> tuple[str, dict[str, Any]]:
     """(state, result) of a run directory: ``done`` (completed/diverged with this config),
-    ``stale`` (finished with another config), ``resume`` (checkpoint, no result),
-    ``retry`` (failed, or partial), ``new``."""
+    ``stale`` (finished with another config), ``resume`` (a checkpoint of this config and
+    no final result), ``retry`` (failed, partial, or interrupted with another config),
+    ``new``."""
     rec = load_run(run_dir)
     if rec is None:
-        return "new", {}
+        return ("retry" if run_dir.exists() else "new"), {}
+    same = rec.meta.get("spec_hash") in (None, want_hash)
     if rec.status in ("completed", "diverged"):
-        if rec.meta.get("spec_hash") not in (None, want_hash):
-            return "stale", rec.result
-        return "done", rec.result
-    return ("resume" if rec.has_checkpoint else "retry"), rec.result
+        return ("done" if same else "stale"), rec.result
+    return ("resume" if same and rec.has_checkpoint else "retry"), rec.result
 
 
 def _cka_state(run: PlannedRun, runs_dir: Path) -> str:
@@ -674,6 +677,12 @@ def run_grid(
         plan = [r for r in plan if r.name in keep]
     by_name = {r.name: r for r in plan}
     statuses: dict[str, str] = {}
+    for r in plan:
+        for d in r.deps + r.soft_deps:
+            if d not in by_name:  # left out by ``only``: use what its directory holds
+                rec = load_run(runs_dir / d)
+                statuses[d] = ("cached" if rec is not None and rec.status == "completed"
+                               else "missing")
     results: dict[str, dict[str, Any]] = {}
     problems: list[str] = []
     stale: list[str] = []
@@ -705,9 +714,12 @@ def run_grid(
             if cell not in alphas:
                 scores: dict[float, list[float | None]] = {}
                 for d in run.soft_deps:
-                    a = float(by_name[d].alpha) if d in by_name else float("nan")
-                    r = results.get(d, {})
-                    v = r.get("val_acc") if r.get("status") in ("completed", "cached") else None
+                    r = results.get(d)
+                    if r is None:  # not part of this invocation (``only``): read its directory
+                        rec = load_run(runs_dir / d)
+                        r = rec.result if rec is not None else {}
+                    a = float(_alpha_of(d))
+                    v = r.get("val_acc") if r.get("status") == "completed" else None
                     scores.setdefault(a, []).append(v)
                 chosen, means = choose_alpha(scores)
                 alphas[cell] = (chosen, means)
@@ -722,8 +734,11 @@ def run_grid(
         cfg["meta"]["spec_hash"] = spec_hash(cfg)
         run_dir = runs_dir / run.name
         state, old = _existing(run_dir, cfg["meta"]["spec_hash"])
-        if state == "stale" and rerun_changed:
-            shutil.rmtree(run_dir)
+        if (state == "stale" and rerun_changed) or state == "retry":
+            # A failed or partial run starts over in a clean directory (the engine refuses
+            # to overwrite a run's files without resume, and its old checkpoint, if any,
+            # belongs to another config or to a crash being retried).
+            shutil.rmtree(run_dir, ignore_errors=True)
             state = "new"
         if state in ("done", "stale"):
             if state == "stale":
@@ -738,6 +753,10 @@ def run_grid(
 
     pending = list(plan)
     running: dict[Any, str] = {}
+    old_term = None
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM (a scheduler, `kill`) stops the grid like Ctrl-C: workers checkpoint.
+        old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
     executor: cf.Executor | None = None
     if jobs > 1:
         threads = max(1, (os.cpu_count() or 1) // jobs)
@@ -798,12 +817,20 @@ def run_grid(
                 pending.clear()
     except KeyboardInterrupt:
         if executor is not None:
-            executor.shutdown(wait=False, cancel_futures=True)
+            # Pass the interrupt on to the workers (a terminal's Ctrl-C already reaches them;
+            # a SIGTERM to this process does not), so each running run saves its checkpoint
+            # and the next `supkd grid` resumes it; then wait for them to stop.
+            for proc in list(getattr(executor, "_processes", {}).values()):
+                with contextlib.suppress(OSError):
+                    os.kill(proc.pid, signal.SIGINT)
+            executor.shutdown(wait=True, cancel_futures=True)
             executor = None
         raise
     finally:
         if executor is not None:
             executor.shutdown(wait=True)
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
     prog.say(f"grid '{spec.name}': {len(plan)} runs: "
              + ", ".join(f"{sum(s == k for s in statuses.values())} {k}"
                          for k in ("completed", "cached", "diverged", "failed", "skipped")
@@ -812,6 +839,18 @@ def run_grid(
         prog.say(f"kept {len(stale)} finished run(s) whose config differs from this grid "
                  f"(e.g. {stale[0]}); pass --rerun-changed to redo them")
     return GridResult(statuses, problems, alphas, runs_dir, stale)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _alpha_of(tune_run: str) -> float:
+    """α of a tuning run from its name (``cell-tune-a<α>-s<seed>``, see :func:`run_name`)."""
+    m = re.search(r"-tune-a([^-]+(?:e-\d+)?)-s\d+$", tune_run)
+    if m is None:
+        raise ValueError(f"not a tuning run name: {tune_run!r}")
+    return float(m.group(1))
 
 
 def _record_failure(run: PlannedRun, run_dir: Path, cfg: dict[str, Any],

@@ -30,6 +30,7 @@ from supkd.analysis.stats import (
     welch_test,
 )
 from supkd.experiments.protocols import (
+    METHOD_ORDER,
     PUBLISHED_BLOCK,
     TABLES,
     baseline_of,
@@ -379,6 +380,70 @@ def problems_markdown(col: Collected) -> str:
     return "## Runs that did not complete\n\n" + _md_table(["Run", "Status", "Why"], rows) + "\n"
 
 
+def _short_method(meta: dict[str, Any]) -> str:
+    if meta.get("method") and set(tables_of(meta)) & {"table2", "table4"}:
+        return str(meta["method"])
+    return str(meta.get("cell") or meta.get("method") or "?")
+
+
+def cka_figure(col: Collected, out: Path) -> tuple[Path | None, str, str]:
+    """Fig. 2 from the ``cka.json`` files the grid wrote into KD students' run directories:
+    same-stage CKA (teacher vs student) per stage, mean ± sample std over seeds, one line per
+    method. Returns (PNG path or None, Markdown table, CSV text)."""
+    import json
+
+    import numpy as np
+
+    per: dict[str, list[dict[str, float]]] = defaultdict(list)
+    stages: list[str] = []
+    sanity: list[float] = []
+    for rec in col.records:
+        path = rec.path / "cka.json"
+        if rec.meta.get("stage", "final") != "final" or not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            diag = {str(k): float(v) for k, v in data["diagonal"].items()}
+            order = [s for s in data.get("stages_a", diag) if s in diag]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue  # a partial or foreign file: leave it out of the figure
+        sanity += [float(v) for v in (data.get("sanity") or {}).values()]
+        stages += [s for s in order if s not in stages]
+        per[_short_method(rec.meta)].append(diag)
+    if not per:
+        return None, "", ""
+    methods = sorted(per, key=lambda m: (_index(METHOD_ORDER, m), m))
+    series: dict[str, dict[str, Any]] = {}
+    rows = []
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["method", "stage", "n", "mean", "std"])
+    for m in methods:
+        means, stds, cells = [], [], []
+        for st in stages:
+            vals = [d[st] for d in per[m] if st in d and math.isfinite(d[st])]
+            mean = float(np.mean(vals)) if vals else math.nan
+            std = float(np.std(vals, ddof=1)) if len(vals) >= 2 else math.nan
+            means.append(mean)
+            stds.append(std)
+            cells.append("–" if not vals else (f"{mean:.3f}" if len(vals) < 2
+                                               else f"{mean:.3f} ± {std:.3f}"))
+            w.writerow([m, st, len(vals), _num(mean), _num(std)])
+        series[m] = {"mean": means, "std": stds, "n": len(per[m])}
+        rows.append([m, str(len(per[m])), *cells])
+    from supkd.analysis.plots import plot_cka_per_stage
+
+    png = plot_cka_per_stage(stages, series, out / "fig2_cka.png",
+                             title="Fig. 2: layer-wise CKA, teacher vs KD student")
+    note = ("Same-stage linear CKA between the teacher and each KD student on the test split "
+            "(unbiased minibatch estimator), mean ± sample std over seeds.")
+    if sanity:
+        note += (f" Sanity check: teacher vs itself = {min(sanity):.3f}–{max(sanity):.3f} "
+                 "(should be 1).")
+    md = _md_table(["Method", "Runs", *stages], rows) + "\n\n" + note + "\n"
+    return png, md, buf.getvalue()
+
+
 @dataclass
 class Report:
     """Paths written by :func:`write_report` and the Markdown of each table."""
@@ -423,7 +488,14 @@ def write_report(
         csv_path = out / f"{t}.csv"
         atomic_write_text(csv_path, table_csv(col, t))
         files.append(csv_path)
-    for caption, png in (figures or {}).items():
+    figures = dict(figures or {})
+    png, cka_md, cka_csv = cka_figure(col, out)
+    if png is not None:
+        parts += ["### Fig. 2: layer-wise CKA between the teacher and each KD student", "",
+                  "![Fig. 2: layer-wise CKA](fig2_cka.png)", "", cka_md]
+        atomic_write_text(out / "fig2_cka.csv", cka_csv)
+        files += [png, out / "fig2_cka.csv"]
+    for caption, png in figures.items():
         rel = Path(png)
         with contextlib.suppress(ValueError):  # outside out_dir: keep the path as given
             rel = Path(png).resolve().relative_to(out.resolve())

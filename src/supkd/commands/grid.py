@@ -1,0 +1,73 @@
+"""``supkd grid CONFIG``: run a grid of runs (teachers, linear stages, students; methods x
+seeds x α) in dependency order; skips completed runs, resumes interrupted ones, records
+diverged and failed runs and goes on; then writes the report."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "run a grid spec (e.g. configs/paper/cifar10.yaml) resumably, then write its report"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", metavar="CONFIG", help="grid spec YAML")
+    parser.add_argument("--out", default=None,
+                        help="folder of the run directories (default runs/<grid name>)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs at once, each in its own process (default 1)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="override the spec's seeds, e.g. --seeds 0 1 2")
+    parser.add_argument("--only", default=None, metavar="SUBSTRING",
+                        help="run only runs whose name contains SUBSTRING (and never their "
+                             "dependencies: those must exist already)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the planned runs and their dependencies, run nothing")
+    parser.add_argument("--rerun-changed", action="store_true",
+                        help="redo finished runs whose config differs from the spec")
+    parser.add_argument("--no-report", action="store_true", help="do not write the report")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="overrides of the spec's base config, e.g. train.epochs=2")
+
+
+def run(args: argparse.Namespace) -> int:
+    import yaml
+
+    from supkd.errors import ConfigError, UserError
+    from supkd.experiments.config import parse_overrides
+    from supkd.experiments.grid import load_grid, parse_grid, plan_grid, run_grid
+    from supkd.experiments.report import write_report
+
+    if args.jobs < 1:
+        raise UserError(f"--jobs: expected a number >= 1, got {args.jobs}")
+    spec = load_grid(args.config)
+    if args.seeds is not None or args.overrides:
+        raw = yaml.safe_load(Path(args.config).read_text(encoding="utf-8"))
+        if args.seeds is not None:
+            raw["seeds"] = list(args.seeds)
+            if isinstance(raw.get("tune"), dict) and "seeds" in raw["tune"]:
+                raw["tune"]["seeds"] = [s for s in raw["tune"]["seeds"] if s in args.seeds] or [
+                    args.seeds[0]]
+        base = raw.setdefault("base", {}) or {}
+        for keys, value in parse_overrides(args.overrides):
+            node = base
+            for k in keys[:-1]:
+                nxt = node.setdefault(k, {})
+                if not isinstance(nxt, dict):
+                    raise ConfigError(f"override '{'.'.join(keys)}': '{k}' is not a section")
+                node = nxt
+            node[keys[-1]] = value
+        raw["base"] = base
+        spec = parse_grid(raw, args.config)
+    out = Path(args.out) if args.out else Path("runs") / spec.name
+    if args.dry_run:
+        for r in plan_grid(spec, out):
+            deps = ", ".join(r.deps + r.soft_deps)
+            print(f"{r.name:<40} {r.stage:<5}" + (f"  after {deps}" if deps else ""))
+        return 0
+    only = (lambda r: args.only in r.name) if args.only else None
+    res = run_grid(spec, out, jobs=args.jobs, rerun_changed=args.rerun_changed, only=only)
+    if not args.no_report:
+        rep = write_report(out)
+        print(f"report: {rep.markdown_path}")
+    return 0 if res.ok else 1
