@@ -330,3 +330,35 @@ def test_api_raises_checkpoint_error(supcon18):
     _, _, d = supcon18
     with pytest.raises(CheckpointError, match="resnet34"):
         import_teacher(d / "ckpt.pth", arch="resnet34", num_classes=10)
+
+
+def test_imported_teacher_drives_a_distill_run(tmp_path, capsys):
+    """End to end: a SupContrast CE-baseline checkpoint (1 input channel, 10 classes, as the
+    digits data) -> import-teacher -> ``supkd train`` distills a student from it."""
+    import torch.nn as nn
+    from supcontrast_reference import Encoder
+
+    torch.manual_seed(5)
+    net = SupCENet("resnet18", num_classes=10)
+    net.encoder = Encoder("resnet18", in_channels=1)
+    net.fc = nn.Linear(512, 10)
+    _save_supcontrast(net, tmp_path / "ce.pth")
+    teacher = tmp_path / "teacher"
+    assert main(["import-teacher", str(tmp_path / "ce.pth"), "--out", str(teacher)]) == 0
+    cfg = {
+        "device": "cpu",
+        "data": {"name": "digits", "subset": 32, "num_workers": 0},
+        "model": {"name": "resnet18", "width": 4},
+        "task": {
+            "name": "distill",
+            "teacher": str(teacher),
+            "loss": "logit_mse",
+            "teacher_cache": "off",
+        },
+        "train": {"epochs": 1, "batch_size": 16, "steps_per_epoch": 1, "progress": False},
+    }
+    (tmp_path / "kd.yaml").write_text(yaml.safe_dump(cfg))
+    code = main(["train", str(tmp_path / "kd.yaml"), "--out", str(tmp_path / "kd"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert json.loads((tmp_path / "kd" / "result.json").read_text())["status"] == "completed"
