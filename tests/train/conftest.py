@@ -1,0 +1,53 @@
+"""Fixtures for the engine tests: tiny digits runs (8x8 images, width-4 ResNet-18)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from supkd.experiments.config import Config, load_config
+
+TINY = [
+    "data.name=digits",
+    "data.image_size=8",
+    "data.subset=96",
+    "data.val_fraction=0.2",
+    "data.num_workers=0",
+    "model.width=4",
+    "train.batch_size=32",
+    "train.eval_batch_size=256",
+    "train.epochs=1",
+    "train.progress=false",
+    "optim.lr=0.05",
+]
+
+
+def tiny_config(*overrides: str) -> Config:
+    """A run config that trains in about a second on one CPU core."""
+    return load_config({"name": "tiny"}, [*TINY, *overrides])
+
+
+@pytest.fixture(scope="session")
+def teacher_runs(tmp_path_factory) -> dict[str, Path]:
+    """CE teacher, SupCon teacher and its linear stage (run directories), built once."""
+    from supkd.train import run
+
+    root = tmp_path_factory.mktemp("teachers")
+    runs = {
+        "ce": tiny_config("name=ce_teacher", "model.width=8"),
+        "supcon": tiny_config("name=supcon_teacher", "task.name=supcon", "model.width=8"),
+    }
+    out = {}
+    for name, cfg in runs.items():
+        res = run(cfg, root / name, quiet=True)
+        assert res["status"] == "completed", res
+        out[name] = root / name
+    res = run(
+        tiny_config("name=linear", "task.name=linear", f"task.encoder={out['supcon']}"),
+        root / "linear",
+        quiet=True,
+    )
+    assert res["status"] == "completed", res
+    out["linear"] = root / "linear"
+    return out
