@@ -606,3 +606,27 @@ def test_user_error_types_are_user_errors():
     # The CLI maps exactly these to exit 2; keep them in one family.
     for t in (ConfigError, DataError, CheckpointError):
         assert issubclass(t, UserError) and t.exit_code == 2
+
+
+def test_cli_report_unwritable_output(tmp_path, capsys):
+    (tmp_path / "runs").mkdir()
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    _cli(capsys, ["report", str(tmp_path / "runs"), "--out", str(blocker / "rep")], str(blocker))
+
+
+def test_cli_grid_spec_unknown_key(tmp_path, capsys):
+    spec = tmp_path / "g.yaml"
+    spec.write_text("grid: g\nrunz: {}\n")
+    _cli(capsys, ["grid", str(spec), "--out", str(tmp_path / "o")], "runz")
+
+
+def test_cli_import_teacher_pickled_object(tmp_path, capsys):
+    # A checkpoint holding a whole pickled module: a safe (weights_only) load refuses it.
+    torch.save({"model": torch.nn.Linear(2, 2)}, tmp_path / "whole.pth")
+    _cli(
+        capsys,
+        ["import-teacher", str(tmp_path / "whole.pth"), "--out", str(tmp_path / "t")],
+        "whole.pth",
+        "state_dict",
+    )

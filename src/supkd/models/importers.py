@@ -86,8 +86,16 @@ def load_checkpoint_file(path: str | Path) -> Any:
             f"{p}: truncated or corrupt checkpoint ({size} bytes; {first})"
         ) from None
     except Exception as exc:  # pickle errors, refused globals, bad magic numbers
-        first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
-        raise CheckpointError(f"{p}: not a loadable torch checkpoint ({first})") from None
+        text = str(exc)
+        refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        if refused:
+            raise CheckpointError(
+                f"{p}: holds a pickled Python object ({refused.group(1)}) that a safe load "
+                "refuses; save the model's state_dict() instead"
+            ) from None
+        raise CheckpointError(
+            f"{p}: not a torch checkpoint (torch.load cannot read it: {type(exc).__name__})"
+        ) from None
 
 
 def strip_module_prefix(state: Mapping[str, Any]) -> dict[str, Any]:
