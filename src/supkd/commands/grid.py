@@ -31,18 +31,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import yaml
-
     from supkd.errors import ConfigError, UserError
     from supkd.experiments.config import parse_overrides
-    from supkd.experiments.grid import load_grid, parse_grid, plan_grid, run_grid
+    from supkd.experiments.grid import load_grid, parse_grid, plan_grid, read_grid_yaml, run_grid
     from supkd.experiments.report import write_report
 
     if args.jobs < 1:
         raise UserError(f"--jobs: expected a number >= 1, got {args.jobs}")
     spec = load_grid(args.config)
     if args.seeds is not None or args.overrides:
-        raw = yaml.safe_load(Path(args.config).read_text(encoding="utf-8"))
+        raw = read_grid_yaml(args.config)
         if args.seeds is not None:
             raw["seeds"] = list(args.seeds)
             if isinstance(raw.get("tune"), dict) and "seeds" in raw["tune"]:

@@ -16,7 +16,7 @@ by its ``matrix`` and the grid's ``seeds``, into run configs (plain dicts for
         config: {task: {name: linear, encoder: "${run:supcon_teacher}"}}
         meta: {table: table1, role: teacher, kind: supcon}
       kd_{method}:
-        matrix: {method: [cosine, gram]}           # or {method: {gram: {config: ..., meta: ...}}}
+        matrix: {method: [cosine, gram]}    # or {method: {gram: {config:, meta:, alphas:}}}
         alphas: [0.5, 2.0]                         # >1 value: tuned on the validation split
         config: {task: {name: distill, teacher: "${run:supcon_teacher_linear}",
                         loss: "${method}", alpha: "${alpha}"}}
@@ -186,10 +186,10 @@ def _expand_matrix(name: str, matrix: Mapping[str, Any]) -> list[tuple[str, dict
             opts = []
             for v, extra in values.items():
                 extra = _mapping(extra, f"{where}.{v}")
-                bad = set(extra) - {"config", "meta"}
+                bad = set(extra) - {"config", "meta", "alphas"}
                 if bad:
                     raise ConfigError(f"grid field '{where}.{v}': unknown key "
-                                      f"'{sorted(bad)[0]}' (expected config, meta)")
+                                      f"'{sorted(bad)[0]}' (expected config, meta, alphas)")
                 opts.append((var, v, extra))
             axes.append(opts)
         elif isinstance(values, list) and values:
@@ -250,7 +250,10 @@ def parse_grid(raw: Mapping[str, Any], source: str = "<dict>") -> GridSpec:
                 raise ConfigError(f"grid entry '{name}': run name '{cell_name}' is used twice")
             cfg = _merge(_mapping(entry.get("config"), f"runs.{name}.config"), ext.get("config"))
             meta = _merge(_mapping(entry.get("meta"), f"runs.{name}.meta"), ext.get("meta"))
-            cells[cell_name] = Cell(cell_name, name, cfg, meta, vars_, eseeds, alphas,
+            calphas = alphas
+            if "alphas" in ext:  # per-value candidates (losses differ in scale)
+                calphas = _alpha_list(ext["alphas"], f"runs.{name}.matrix: alphas of {cell_name}")
+            cells[cell_name] = Cell(cell_name, name, cfg, meta, vars_, eseeds, calphas,
                                     entry.get("alpha_from"))
     for c in cells.values():
         if c.alpha_from is not None and c.alpha_from not in cells:
@@ -287,16 +290,32 @@ def parse_grid(raw: Mapping[str, Any], source: str = "<dict>") -> GridSpec:
     )
 
 
-def load_grid(path: str | Path) -> GridSpec:
-    """Read and validate a grid spec file."""
+def read_grid_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A grid spec file as a dict, with ``extends: other.yaml`` (relative to the file)
+    resolved: the other spec is the starting point, this file's sections are merged into it
+    key by key (``runs`` by entry name)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"grid file {path}: not found")
+    if path.resolve() in _seen:
+        raise ConfigError(f"grid file {path}: 'extends' forms a cycle")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError:
         raise ConfigError(f"grid file {path}: is not valid YAML") from None
-    return parse_grid(raw or {}, str(path))
+    if not isinstance(raw, dict):
+        raise ConfigError(f"grid file {path}: expected a mapping at the top level")
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    if not isinstance(parent, str):
+        raise ConfigError(f"grid file {path}: 'extends' expects a path")
+    return _merge(read_grid_yaml(path.parent / parent, (*_seen, path.resolve())), raw)
+
+
+def load_grid(path: str | Path) -> GridSpec:
+    """Read and validate a grid spec file."""
+    return parse_grid(read_grid_yaml(path), str(path))
 
 
 # ---------------------------------------------------------------------------------------
@@ -476,7 +495,9 @@ def _toposort(planned: dict[str, PlannedRun]) -> list[PlannedRun]:
 def spec_hash(config: Mapping[str, Any]) -> str:
     """Hash of a run's requested config (without the hash itself)."""
     cfg = dict(config)
-    cfg["meta"] = {k: v for k, v in (cfg.get("meta") or {}).items() if k != "spec_hash"}
+    # The grid's name is bookkeeping: grids that extend one another share runs.
+    cfg["meta"] = {k: v for k, v in (cfg.get("meta") or {}).items()
+                   if k not in ("spec_hash", "grid")}
     text = json.dumps(cfg, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
