@@ -137,12 +137,18 @@ def gram_linear(x: Tensor) -> Tensor:
 def centered_gram(x: Tensor) -> Tensor:
     """Gram (m, m) float64 of the column-centred features ``x`` (m, p), in feature blocks.
 
-    Equal to ``gram_linear(x - x.mean(0))`` but centres one block of features at a time, so
-    the only feature-sized temporaries are one block (not a centred copy of all p columns,
-    which for a ResNet-50 ``layer1`` batch of 256 CIFAR images would be another 268 MB).
-    Float64 input stays float64; lower precisions are multiplied in float32 per block and the
-    blocks summed in float64 (see :func:`gram_linear`). Returns exact zeros when every row of
-    ``x`` is the same (a constant representation, see the module notes).
+    Equal to ``gram_linear(x - x.mean(0))`` up to rounding, but centres one block of features
+    at a time, so the only feature-sized temporary is one block (not a centred copy of all p
+    columns: for a ResNet-50 ``layer1`` batch of 256 CIFAR images that would be another
+    268 MB). Float64 input stays float64; lower precisions are multiplied in float32 per block
+    and the blocks summed in float64 (see :func:`gram_linear`).
+
+    Centring only serves precision (smaller numbers in the float32 products): HSIC_1 is
+    exactly invariant to a common shift of the feature rows, so the block mean is taken with a
+    cheap (1, m) x (m, b) product in the input precision, and its rounding, a tiny common
+    offset, changes nothing. Returns exact zeros when every row of ``x`` is the same (a
+    constant representation, see the module notes); that exact check reads the features
+    again and so only runs when the centred energy is at rounding level.
     """
     if x.dim() != 2:
         raise ValueError(f"centered_gram expects (m, p) features, got shape {tuple(x.shape)}")
@@ -150,16 +156,19 @@ def centered_gram(x: Tensor) -> Tensor:
         x = x.float()
     m, p = x.shape
     out = torch.zeros(m, m, dtype=torch.float64, device=x.device)
-    constant = True
+    ones = torch.full((1, m), 1.0 / m, dtype=x.dtype, device=x.device)
+    offset_energy = torch.zeros((), dtype=torch.float64, device=x.device)
     for start in range(0, p, _GRAM_BLOCK):
         blk = x[:, start:start + _GRAM_BLOCK]
-        if constant and not _is_constant(blk):
-            constant = False
-        # Mean in float64 so that centring adds at most one rounding of the input precision.
-        blk = blk - blk.mean(dim=0, keepdim=True, dtype=torch.float64).to(blk.dtype)
-        g = blk @ blk.T
+        mu = ones @ blk  # (1, b) column means
+        c = blk - mu
+        g = c @ c.T
         out += g if g.dtype == torch.float64 else g.double()
-    if constant:
+        offset_energy += m * (mu.double() ** 2).sum()
+    centred_energy = torch.trace(out)
+    # ‖X‖²_F = tr(centred Gram) + m‖μ‖²; a ratio at float rounding level means the rows may
+    # all be equal: decide exactly.
+    if float(centred_energy) <= 1e-9 * float(centred_energy + offset_energy) and _is_constant(x):
         out.zero_()
     return out
 
