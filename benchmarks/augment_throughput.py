@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--workers", type=int, default=0)
+    ap.add_argument("--skip-dataloader", action="store_true", help="time the device paths only")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     images, source = cifar_images(args.batch)
@@ -104,10 +105,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return run
 
-    rows = [
-        (f"dataloader+v2 ({args.workers} workers) -> {device.type}", loader_batch("off")),
-        (f"gpu-path tensor ops on {device.type}", loader_batch("on")),
-    ]
+    rows = [(f"gpu-path tensor ops on {device.type}", loader_batch("on"))]
+    if not args.skip_dataloader:
+        name = f"dataloader+v2 ({args.workers} workers) -> {device.type}"
+        rows.insert(0, (name, loader_batch("off")))
     try:
         import kornia.augmentation as K
 
