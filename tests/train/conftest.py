@@ -51,3 +51,9 @@ def teacher_runs(tmp_path_factory) -> dict[str, Path]:
     assert res["status"] == "completed", res
     out["linear"] = root / "linear"
     return out
+
+
+@pytest.fixture
+def tiny():
+    """The :func:`tiny_config` factory (test modules here are not a package)."""
+    return tiny_config

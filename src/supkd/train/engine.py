@@ -664,7 +664,7 @@ def _versions() -> dict[str, str | None]:
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def _first_difference(a: Any, b: Any, prefix: str = "") -> str | None:
