@@ -132,13 +132,14 @@ def test_grad_clip_bounds_the_update():
 
 
 def test_run_with_huge_lr_ends_diverged_not_crashed(tmp_path, tiny):
-    res = run(tiny("optim.lr=1e6", "schedule.name=constant", "train.epochs=3"), tmp_path / "r", quiet=True)
+    cfg = tiny("optim.lr=1e6", "schedule.name=constant", "train.epochs=3")
+    res = run(cfg, tmp_path / "r", quiet=True)
     assert res["status"] == "diverged" and isinstance(res["diverged_step"], int)
     saved = json.loads((tmp_path / "r" / "result.json").read_text())
     assert saved["status"] == "diverged" and saved["diverged_step"] == res["diverged_step"]
     assert not (tmp_path / "r" / "model.pt").exists()
     # A resumed diverged run is returned as recorded, not retrained.
-    assert run(tiny("optim.lr=1e6", "schedule.name=constant", "train.epochs=3"), tmp_path / "r", resume=True) == saved
+    assert run(cfg, tmp_path / "r", resume=True) == saved
 
 
 def test_run_directory_contents_and_reuse_rules(tmp_path, tiny):
