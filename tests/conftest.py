@@ -18,8 +18,11 @@ CIFAR10_JPEG_DIR = Path(
     os.environ.get("SUPKD_CIFAR10_JPEG", REPO_ROOT.parent / "shared" / "data" / "cifar10-jpeg")
 )
 
-# Two cores are shared by everything in CI; more intra-op threads only add contention.
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# Two cores are shared by everything in CI, including the subprocesses the integration tests
+# start; OpenMP threads spin-wait when cores are contended (a 12-step run measured 40 s with
+# 2 threads under load vs 0.8 s with 1), so every process of the test suite uses one thread.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -66,7 +66,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    # key=value overrides may follow options (`supkd train cfg.yaml --out r optim.lr=0.1`);
+    # argparse stops filling a positional nargs="*" at the first option, so collect the
+    # leftovers that look like overrides and hand them to commands that take overrides.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        overrides = [a for a in extra if "=" in a and not a.startswith("-")]
+        rest = [a for a in extra if a not in overrides]
+        if rest or not hasattr(args, "overrides"):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = list(args.overrides or []) + overrides
     if getattr(args, "_module", None) is None:
         parser.print_help()
         return 2
