@@ -626,7 +626,10 @@ class _Progress:
         self.done += 1
         status = res.get("status", "?")
         acc = ""
-        for key, label in (("test_acc", "test"), ("val_acc", "val")):
+        keys = (("test_acc", "test"), ("val_acc", "val"))
+        if "-tune-" in name:  # tuning runs are judged on validation accuracy
+            keys = keys[::-1]
+        for key, label in keys:
             v = res.get(key)
             if isinstance(v, int | float) and v == v:
                 acc = f"  {label} {v:.2f}%"

@@ -109,6 +109,7 @@ def _alpha_rows(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
     label: dict[str, str] = {}
     used: dict[str, set[float]] = defaultdict(set)
     order: dict[str, list[float]] = {}
+    borrowed: dict[str, tuple[str, set[float]]] = {}
     for rec in records:
         cell = rec.meta.get("cell")
         if cell is None or rec.meta.get("alpha") is None:
@@ -119,6 +120,8 @@ def _alpha_rows(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
             if rec.status != UNFINISHED:
                 tune[cell].setdefault(alpha, []).append(val)
             label.setdefault(cell, _cell_label(rec.meta))
+        elif rec.meta.get("alpha_from"):
+            borrowed.setdefault(cell, (str(rec.meta["alpha_from"]), set()))[1].add(alpha)
         elif rec.meta.get("stage", "final") == "final":
             used[cell].add(alpha)
             if rec.meta.get("alpha_candidates"):
@@ -139,6 +142,10 @@ def _alpha_rows(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
             "used": sorted(used.get(cell, set())),
             "tune_runs": sum(len(v) for v in scores.values()),
         })
+    for cell, (src, alphas) in sorted(borrowed.items()):
+        rows.append({"cell": cell, "label": label.get(cell, cell), "candidates": [],
+                     "val_acc": {}, "chosen": math.nan, "used": sorted(alphas),
+                     "tune_runs": 0, "alpha_from": src})
     return rows
 
 
@@ -265,6 +272,10 @@ def alpha_markdown(col: Collected) -> str:
         return ""
     rows = []
     for r in col.alpha_rows:
+        if r.get("alpha_from"):
+            used = ", ".join(f"{a:g}" for a in r["used"])
+            rows.append([r["label"], f"α of {r['alpha_from']}", "–", "–", used])
+            continue
         scores = ", ".join(
             f"α={a:g}: {v:.2f}" if math.isfinite(v) else f"α={a:g}: failed"
             for a, v in r["val_acc"].items())
@@ -285,6 +296,9 @@ def alpha_csv(col: Collected) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["cell", "alpha", "val_acc_mean", "chosen", "used"])
     for r in col.alpha_rows:
+        if r.get("alpha_from"):
+            for a in r["used"]:
+                w.writerow([r["cell"], f"{a:g}", "", f"from {r['alpha_from']}", True])
         for a in r["candidates"]:
             w.writerow([r["cell"], f"{a:g}", _num(r["val_acc"].get(a, math.nan)),
                         a == r["chosen"], a in r["used"]])
