@@ -1,0 +1,1 @@
+"""Representation analysis: CKA (cka.py, layerwise.py), plots, and statistics (stats.py)."""

@@ -1,0 +1,1 @@
+"""Experiments: configs, grids of runs, the run store, reports and the demo."""
