@@ -203,3 +203,25 @@ def test_parallel_jobs_run_every_run_once(tmp_path, log):
     names = [c["name"] for c in _calls(log)]
     assert len(names) == len(set(names)) == 10
     assert Path(tmp_path / "runs" / "abl-s0" / "result.json").is_file()
+
+
+def test_imported_teacher_is_used_and_never_deleted(tmp_path, log):
+    runs = tmp_path / "runs"
+    (runs / "t-s0").mkdir(parents=True)
+    (runs / "t-s0" / "model.pt").write_bytes(b"weights")
+    (runs / "t-s0" / "result.json").write_text(json.dumps(
+        {"status": "imported", "test_acc": None, "meta": {"imported": True}}))
+    spec = parse_grid({"seeds": [0], "runs": {
+        "t": {"config": {"task": {"name": "ce"}}},
+        "s": {"config": {"task": {"name": "x", "teacher": "${run:t}"}}}}})
+    res = run_grid(spec, runs, run_fn=_accepting_run, stream=None, rerun_changed=True)
+    assert res.statuses == {"t-s0": "cached", "s-s0": "completed"}
+    assert (runs / "t-s0" / "model.pt").read_bytes() == b"weights"
+    assert [c["name"] for c in _calls(log)] == ["s-s0"]
+
+
+def _accepting_run(config, run_dir, resume):
+    """fake_run, but accepting an imported teacher."""
+    config = json.loads(json.dumps(config))
+    config["task"].pop("teacher")
+    return fake_run(config, run_dir, resume)

@@ -653,6 +653,8 @@ def _existing(run_dir: Path, want_hash: str) -> tuple[str, dict[str, Any]]:
     rec = load_run(run_dir)
     if rec is None:
         return ("retry" if run_dir.exists() else "new"), {}
+    if rec.status == "imported":  # the user's own model stands in: never redo or delete it
+        return "done", rec.result
     same = rec.meta.get("spec_hash") in (None, want_hash)
     if rec.status in ("completed", "diverged"):
         return ("done" if same else "stale"), rec.result
@@ -705,8 +707,8 @@ def run_grid(
         for d in r.deps + r.soft_deps:
             if d not in by_name:  # left out by ``only``: use what its directory holds
                 rec = load_run(runs_dir / d)
-                statuses[d] = ("cached" if rec is not None and rec.status == "completed"
-                               else "missing")
+                statuses[d] = ("cached" if rec is not None
+                               and rec.status in ("completed", "imported") else "missing")
     results: dict[str, dict[str, Any]] = {}
     problems: list[str] = []
     stale: list[str] = []
@@ -717,7 +719,7 @@ def run_grid(
     def finish(name: str, res: dict[str, Any], note: str = "") -> None:
         statuses[name] = res.get("status", "failed")
         results[name] = res
-        if statuses[name] not in ("completed", "cached"):
+        if statuses[name] not in ("completed", "cached", "imported"):
             why = res.get("error") or (f"diverged at step {res.get('diverged_step')}"
                                        if statuses[name] == "diverged" else "")
             problems.append(f"{name}: {statuses[name]}" + (f" ({why})" if why else ""))
@@ -770,7 +772,7 @@ def run_grid(
             res = {**old, "status": old.get("status", "completed")}
             finish(run.name, res, "  (kept: config changed)" if state == "stale" else
                    "  (already done)")
-            if res["status"] == "completed":
+            if res["status"] in ("completed", "imported"):
                 statuses[run.name] = "cached"
             return None
         return cfg, state == "resume"

@@ -23,7 +23,9 @@ import yaml
 from supkd.errors import DataError
 
 # Final states written by the engine, plus the states this module infers.
-FINAL_STATUSES = ("completed", "diverged", "failed")
+# "imported": a teacher brought in by `supkd import-teacher` (no accuracies; a finished run
+# that a grid uses as is and never retrains or deletes).
+FINAL_STATUSES = ("completed", "diverged", "failed", "imported")
 UNFINISHED = "unfinished"  # config.yaml (or a checkpoint) but no result.json yet
 CORRUPT = "corrupt"  # result.json or config.yaml present but unreadable
 
