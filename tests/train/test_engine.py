@@ -175,3 +175,14 @@ def cfg_with(cfg, *overrides):
     from supkd.experiments.config import load_config
 
     return load_config(cfg, list(overrides))
+
+
+def test_save_best_keeps_the_best_validation_checkpoint(tmp_path, tiny):
+    from supkd.train.checkpoint import load_checkpoint
+
+    res = run(tiny("train.epochs=3", "train.save_best=true"), tmp_path / "r", quiet=True)
+    vals = [json.loads(x)["val_acc"] for x in
+            (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert res["best_val_acc"] == max(vals) and res["val_acc"] == vals[-1]
+    best = load_checkpoint(tmp_path / "r" / "checkpoints" / "best.pt")
+    assert best["val_acc"] == max(vals) and best["epoch"] == vals.index(max(vals)) + 1
