@@ -745,7 +745,8 @@ def run(
                 prior = json.loads(result_path.read_text(encoding="utf-8"))
             except (json.JSONDecodeError, OSError):
                 prior = {}
-            if resume and prior.get("status") in ("completed", "diverged"):
+            # "imported": a teacher brought in by `supkd import-teacher`; never retrained.
+            if resume and prior.get("status") in ("completed", "diverged", "imported"):
                 return prior
             if not resume and prior:
                 raise UserError(
