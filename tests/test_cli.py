@@ -1,0 +1,49 @@
+"""The CLI dispatcher: version, help, exit codes, overrides placed after options."""
+
+from __future__ import annotations
+
+import pytest
+
+from supkd import __version__
+from supkd.cli import COMMANDS, main
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"supkd {__version__}"
+
+
+def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    out = capsys.readouterr().out
+    for name in COMMANDS:
+        assert name in out
+
+
+def test_override_after_options_reaches_the_config(
+    tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The unknown key can only be reported if the override placed after --out was passed on.
+    cfg = REPO / "configs" / "fast" / "cifar10_ce_teacher.yaml"
+    code = main(["train", str(cfg), "--out", str(tmp_path / "r"), "optim.bogus_key=1"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "optim.bogus_key" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_unknown_option_is_an_argparse_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["losses", "--bogus"])
+    assert exc.value.code == 2
+    assert "--bogus" in capsys.readouterr().err
+
+
+def test_override_to_command_without_overrides_is_rejected() -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["losses", "a=b"])
+    assert exc.value.code == 2
