@@ -192,3 +192,19 @@ def test_fig2_from_cka_files(runs, tmp_path):
     assert [(r["method"], r["stage"], r["n"]) for r in rows] == [
         ("supcon_kd", "layer1", "2"), ("supcon_kd", "layer4", "2")]
     assert float(rows[1]["std"]) == pytest.approx(math.sqrt(0.02), rel=1e-5)
+
+
+def test_report_out_under_a_file_is_a_user_error(tmp_path, capsys):
+    # A folder can never be made under a regular file (root ignores permission bits, so this
+    # is the unwritable --out that also fails in CI containers).
+    write_run(tmp_path / "runs", "t-s0", {"table": "table1", "role": "teacher", "kind": "ce",
+                                          "seed": 0}, test_acc=90.0)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    from supkd.errors import UserError
+
+    with pytest.raises(UserError, match=r"cannot write to folder .*file/rep"):
+        write_report(tmp_path / "runs", blocker / "rep")
+    assert main(["report", str(tmp_path / "runs"), "--out", str(blocker / "rep")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and str(blocker / "rep") in err

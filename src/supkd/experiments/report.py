@@ -29,6 +29,7 @@ from supkd.analysis.stats import (
     summarize,
     welch_test,
 )
+from supkd.errors import UserError
 from supkd.experiments.protocols import (
     METHOD_ORDER,
     PUBLISHED_BLOCK,
@@ -481,6 +482,18 @@ def write_report(
     runs_dir = Path(runs_dir)
     out = Path(out_dir) if out_dir is not None else runs_dir / "report"
     records = [r for r in scan_runs(runs_dir) if out not in r.path.parents]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        return _write_report(runs_dir, out, records, figures, title)
+    except OSError as exc:
+        # A path under a regular file, a read-only or full disk: the user's --out, not a bug.
+        raise UserError(f"report: cannot write to folder {out} "
+                        f"({exc.strerror or type(exc).__name__}); pass --out a writable "
+                        "folder") from None
+
+
+def _write_report(runs_dir: Path, out: Path, records: list[RunRecord],
+                  figures: dict[str, Path] | None, title: str | None) -> Report:
     col = collect(records)
     files: list[Path] = []
     tables = {t: table_markdown(col, t) for t in col.tables}
