@@ -112,6 +112,33 @@ def test_pack_roundtrip_and_bad_packs(tmp_path: Path) -> None:
         build_data(DataConfig(name="cifar10-jpeg", root=str(tmp_path / "nope")), seed=0)
 
 
+@pytest.mark.parametrize(
+    "kind", ["not_a_zip", "zip_header_only", "truncated_npz", "corrupt_member", "plain_npy"]
+)
+def test_pack_that_is_not_an_npz_names_the_file(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "train.npz"
+    if kind == "not_a_zip":
+        path.write_bytes(b"just some text, not an archive")
+    elif kind == "zip_header_only":
+        path.write_bytes(b"PK\x03\x04 truncated zip")  # zipfile.BadZipFile inside numpy
+    elif kind == "plain_npy":
+        with path.open("wb") as f:
+            np.save(f, np.zeros(4))
+    else:
+        _write_pack(path)
+        data = bytearray(path.read_bytes())
+        if kind == "truncated_npz":
+            data = data[: len(data) // 2]
+        else:  # flip bytes inside the first member's data: CRC / format error on read
+            data[100:140] = bytes(40)
+        path.write_bytes(bytes(data))
+    with pytest.raises(DataError) as err:
+        load_jpeg_pack(path)
+    msg = str(err.value)
+    assert str(path) in msg and "\n" not in msg
+    assert "not a readable .npz" in msg or "missing array" in msg or "array '" in msg
+
+
 def test_cifar10_absent_offline_names_folder(tmp_path: Path) -> None:
     cfg = DataConfig(name="cifar10", root=str(tmp_path), download=False)
     with pytest.raises(DataError) as err:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import warnings
+import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -237,9 +239,15 @@ def load_jpeg_pack(path: Path, image_size: int | None = None) -> _Source:
         raise DataError(f"JPEG pack file {path} not found (expected train.npz and test.npz there)")
     try:
         z = np.load(path, allow_pickle=False)
-        arrays = {k: z[k] for k in z.files if k in PACK_ARRAYS}
-    except (OSError, ValueError) as e:
-        raise DataError(f"JPEG pack file {path}: not a readable .npz ({e})") from None
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise ValueError("a single .npy array, not an archive of named arrays")
+        with z:
+            arrays = {k: z[k] for k in z.files if k in PACK_ARRAYS}
+    # A damaged zip raises zipfile.BadZipFile (not an OSError), a truncated member EOFError
+    # or zlib.error: all mean the same to the user, so they get the same DataError.
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        reason = str(e).strip().splitlines()[-1][:120] if str(e).strip() else type(e).__name__
+        raise DataError(f"JPEG pack file {path}: not a readable .npz ({reason})") from None
     for k in PACK_ARRAYS:
         if k not in arrays:
             raise DataError(
