@@ -47,20 +47,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_torchrun_two_cpu_processes_end_in_sync(tmp_path):
+def _torchrun_train(tmp_path, out, *args: str) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node 2 -m supkd train CONFIG --out OUT ARGS`` on CPU."""
     cfg = tmp_path / "ddp.yaml"
     cfg.write_text(yaml.safe_dump(CONFIG))
-    out = tmp_path / "run"
     cmd = [
         sys.executable, "-m", "torch.distributed.run",  # what the `torchrun` script runs
         "--nproc_per_node", "2", "--nnodes", "1",
         "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-        "-m", "supkd", "train", str(cfg), "--out", str(out), "--quiet",
+        "-m", "supkd", "train", str(cfg), "--out", str(out), *args,
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
+    return subprocess.run(
         cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180, check=False
     )
+
+
+def test_torchrun_two_cpu_processes_end_in_sync(tmp_path):
+    out = tmp_path / "run"
+    proc = _torchrun_train(tmp_path, out, "--quiet")
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     result = json.loads((out / "result.json").read_text())
@@ -78,3 +83,39 @@ def test_torchrun_two_cpu_processes_end_in_sync(tmp_path):
     assert len(lines) == 1
     assert json.loads(lines[0])["train_loss"] > 0
     assert (out / "checkpoints" / "last.pt").is_file()
+
+
+def _finished_run(out) -> str:
+    """A run directory as a finished run leaves it (only result.json is looked at)."""
+    out.mkdir()
+    text = json.dumps({"status": "completed", "test_acc": 12.5, "name": "ddp-cli"})
+    (out / "result.json").write_text(text)
+    return text
+
+
+def test_torchrun_resume_on_a_finished_run_exits_0_on_every_rank(tmp_path):
+    # Rank 0 alone reads result.json; rank 1 must return with it, not wait in a collective
+    # for a rank 0 that has already left.
+    out = tmp_path / "run"
+    text = _finished_run(out)
+    proc = _torchrun_train(tmp_path, out, "--resume")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert (out / "result.json").read_text() == text  # returned as recorded, not retrained
+    assert not (out / "checkpoints").exists()
+
+
+def test_torchrun_user_error_seen_by_rank_0_exits_2_on_every_rank(tmp_path):
+    # Without --resume a finished run directory is a user error that only rank 0 detects;
+    # every rank must print the one-line message and exit 2, none with a traceback.
+    out = tmp_path / "run"
+    text = _finished_run(out)
+    proc = _torchrun_train(tmp_path, out, "--quiet")
+    assert proc.returncode != 0  # torchrun's own exit code (1) says a worker failed
+    # torchrun's failure summary lists each worker's exit code (it prints its own
+    # traceback, whose frames are torch's; a worker's traceback would name supkd files).
+    assert proc.stderr.count("exitcode  : 2 ") == 2, proc.stderr[-3000:]
+    assert proc.stderr.count("already holds a run") == 2, proc.stderr[-3000:]
+    frames = [ln for ln in proc.stderr.splitlines() if ln.strip().startswith("File ")]
+    assert not [ln for ln in frames if "supkd" in ln], proc.stderr[-3000:]
+    assert (out / "result.json").read_text() == text

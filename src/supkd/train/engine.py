@@ -705,6 +705,45 @@ def _check_resume_config(run_dir: Path, cfg: Config) -> None:
         )
 
 
+def _prepare_run_dir(run_dir: Path, cfg: Config, resume: bool) -> tuple[str, Any]:
+    """Rank 0's look at the run directory: ``("go", None)`` or ``("done", prior result)``.
+
+    Raises UserError (run() sends it to every rank) for a directory that cannot be used.
+    """
+    result_path = run_dir / "result.json"
+    if result_path.is_file():
+        import json
+
+        try:
+            prior = json.loads(result_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, OSError):
+            prior = {}
+        # "imported": a teacher brought in by `supkd import-teacher`; never retrained.
+        if resume and prior.get("status") in ("completed", "diverged", "imported"):
+            return ("done", prior)
+        if not resume and prior:
+            raise UserError(
+                f"run directory {run_dir}: already holds a run (result.json); use "
+                "--resume to continue or another output directory"
+            )
+    elif not resume and (run_dir / "checkpoints" / "last.pt").is_file():
+        raise UserError(
+            f"run directory {run_dir}: holds an interrupted run; use --resume to "
+            "continue it or another output directory"
+        )
+    if resume:
+        _check_resume_config(run_dir, cfg)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_yaml(run_dir / "config.yaml", cfg.to_dict())
+    except OSError as exc:
+        msg = f"run directory {run_dir}: cannot be written ({exc.strerror})"
+        raise UserError(msg) from None
+    if result_path.is_file():
+        result_path.unlink()  # a failed run being retried
+    return ("go", None)
+
+
 def run(
     cfg: Config | dict[str, Any] | str | Path,
     run_dir: str | Path,
@@ -737,38 +776,19 @@ def run(
     main = dist_utils.is_main()
     result_path = run_dir / "result.json"
 
+    outcome: tuple[str, Any] = ("go", None)
     if main:
-        if result_path.is_file():
-            import json
-
-            try:
-                prior = json.loads(result_path.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, OSError):
-                prior = {}
-            # "imported": a teacher brought in by `supkd import-teacher`; never retrained.
-            if resume and prior.get("status") in ("completed", "diverged", "imported"):
-                return prior
-            if not resume and prior:
-                raise UserError(
-                    f"run directory {run_dir}: already holds a run (result.json); use "
-                    "--resume to continue or another output directory"
-                )
-        elif not resume and (run_dir / "checkpoints" / "last.pt").is_file():
-            raise UserError(
-                f"run directory {run_dir}: holds an interrupted run; use --resume to "
-                "continue it or another output directory"
-            )
-        if resume:
-            _check_resume_config(run_dir, cfg)
         try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_yaml(run_dir / "config.yaml", cfg.to_dict())
-        except OSError as exc:
-            msg = f"run directory {run_dir}: cannot be written ({exc.strerror})"
-            raise UserError(msg) from None
-        if result_path.is_file():
-            result_path.unlink()  # a failed run being retried
-    dist_utils.barrier()
+            outcome = _prepare_run_dir(run_dir, cfg, resume)
+        except UserError as exc:
+            outcome = ("error", exc)
+    # Only rank 0 looks at the directory, but every rank must take the same branch: a rank
+    # left behind would wait in the next collective for one that has returned or raised.
+    outcome = dist_utils.broadcast_object(outcome)
+    if outcome[0] == "done":
+        return outcome[1]
+    if outcome[0] == "error":
+        raise outcome[1]
 
     seeds = expand_seed(cfg.seed)
     set_deterministic(cfg.deterministic)
