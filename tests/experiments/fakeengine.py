@@ -2,7 +2,8 @@
 no training. Module level (picklable) so that ``--jobs 2`` worker processes can run it.
 
 Behaviour comes from the run config's ``task`` section: ``acc`` (test accuracy base),
-``diverge: true`` (ends diverged at step 7), ``fail: true`` (raises). Validation accuracy
+``diverge: true`` (ends diverged at step 7), ``fail: true`` (raises), ``die: true`` (kills
+its own process with SIGKILL, as the OOM killer would: only for ``--jobs`` > 1). Validation accuracy
 peaks at α = 1 (90 − |log10 α|) so the α choice is known. Every call is appended to the
 file named by $SUPKD_FAKE_LOG; $SUPKD_FAKE_KILL_AT names a run that is "killed" after its
 first checkpoint (KeyboardInterrupt), like Ctrl-C in the middle of a grid.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,8 @@ def fake_run(config: dict[str, Any], run_dir: Path, resume: bool) -> dict[str, A
         raise KeyboardInterrupt
     if task.get("fail"):
         raise RuntimeError("simulated crash")
+    if task.get("die"):
+        os.kill(os.getpid(), signal.SIGKILL)
     alpha = config.get("meta", {}).get("alpha")
     val = 90.0 - abs(math.log10(alpha)) if alpha else 85.0
     status = "diverged" if task.get("diverge") else "completed"

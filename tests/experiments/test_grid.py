@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 from pathlib import Path
 
 import pytest
@@ -225,3 +226,36 @@ def _accepting_run(config, run_dir, resume):
     config = json.loads(json.dumps(config))
     config["task"].pop("teacher")
     return fake_run(config, run_dir, resume)
+
+
+def test_dead_worker_fails_its_run_only_and_the_rest_is_requeued(tmp_path, log):
+    spec = parse_grid({
+        "grid": "w", "seeds": [0, 1, 2],
+        "runs": {"a": {}, "oom": {"seeds": [0], "config": {"task": {"die": True}}}, "b": {}},
+    })
+    out = io.StringIO()
+    res = run_grid(spec, tmp_path / "runs", jobs=2, run_fn=fake_run, stream=out)
+    assert res.statuses.pop("oom-s0") == "failed"
+    assert set(res.statuses.values()) == {"completed"} and len(res.statuses) == 6
+    assert res.problems == ["oom-s0: failed (worker died: its process was killed by SIGKILL "
+                            "(the kernel's out-of-memory killer sends SIGKILL))"]
+    # The dead run leaves a record (the report lists it) and the next grid retries it only.
+    rec = json.loads((tmp_path / "runs" / "oom-s0" / "result.json").read_text())
+    assert rec["status"] == "failed" and "SIGKILL" in rec["error"]
+    calls = [json.loads(x)["name"] for x in Path(log).read_text().splitlines()]
+    # Every innocent run ended completed exactly once, though a requeued one may have started
+    # twice (its first worker was stopped with the pool).
+    assert {c for c in calls if c != "oom-s0"} == {f"{n}-s{s}" for n in "ab" for s in range(3)}
+    Path(log).write_text("")
+    res2 = run_grid(spec, tmp_path / "runs", jobs=2, run_fn=fake_run, stream=None)
+    assert res2.statuses["oom-s0"] == "failed"
+    assert [json.loads(x)["name"] for x in Path(log).read_text().splitlines()] == ["oom-s0"]
+
+
+def test_worker_death_descriptions():
+    from supkd.experiments.grid import _death
+
+    assert _death(None) is None and _death(0) is None
+    assert _death(-signal.SIGTERM) is None  # the pool stopping its other workers
+    assert "SIGSEGV" in _death(-signal.SIGSEGV)
+    assert _death(3) == "its process exited with code 3"

@@ -51,9 +51,11 @@ import re
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -620,6 +622,12 @@ class _Progress:
                  + (" (resuming from its checkpoint)" if resume else "")
                  + (f"  | also running: {', '.join(others)}" if others else ""))
 
+    def requeue(self, name: str, culprit: str) -> None:
+        if name in self.running:
+            self.running.remove(name)
+        self.say(f"[{self.done}/{self.total}] requeued  {name}  (its worker pool broke when "
+                 f"the worker of {culprit} died; it will start again)")
+
     def end(self, name: str, res: Mapping[str, Any], note: str = "") -> None:
         if name in self.running:
             self.running.remove(name)
@@ -694,7 +702,12 @@ def run_grid(
     ``rerun_changed``, which deletes and reruns them.
     """
     runs_dir = Path(runs_dir)
-    runs_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"grid: cannot create the runs folder {runs_dir} "
+                        f"({exc.strerror or type(exc).__name__}); pass --out a writable "
+                        "folder") from None
     run_fn = run_fn or train_job
     analysis_fn = analysis_fn or cka_job
     plan = plan_grid(spec, runs_dir)
@@ -779,16 +792,66 @@ def run_grid(
 
     pending = list(plan)
     running: dict[Any, str] = {}
+    submitted: dict[str, dict[str, Any]] = {}  # run -> the config its worker got
+    strikes: dict[str, int] = {}  # run -> pool breakages it was caught in, cause unknown
     old_term = None
     if threading.current_thread() is threading.main_thread():
         # SIGTERM (a scheduler, `kill`) stops the grid like Ctrl-C: workers checkpoint.
         old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
-    executor: cf.Executor | None = None
+    executor: cf.ProcessPoolExecutor | None = None
+    tracker: Path | None = None
     if jobs > 1:
+        # Each worker notes here which run it is on, so that when one dies (OOM kill,
+        # segfault) the grid can tell its run from the runs it took down with the pool.
+        tracker = Path(tempfile.mkdtemp(prefix="supkd-grid-workers-"))
         threads = max(1, (os.cpu_count() or 1) // jobs)
-        executor = cf.ProcessPoolExecutor(
-            max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_worker_init, initargs=(threads,))
+
+        def new_pool() -> cf.ProcessPoolExecutor:
+            return cf.ProcessPoolExecutor(
+                max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_worker_init, initargs=(threads,))
+
+        executor = new_pool()
+
+    def settle(name: str, res: dict[str, Any]) -> None:
+        run = by_name[name]
+        _record_failure(run, runs_dir / name.split("/")[0], submitted.get(name, run.config), res)
+        finish(name, res)
+
+    def recover() -> None:
+        """A worker died and ``concurrent.futures`` broke the whole pool: fail the run of the
+        dead worker, put the runs that only shared the pool back in the queue (they resume
+        from their checkpoints), and start a new pool."""
+        nonlocal executor
+        assert executor is not None and tracker is not None
+        procs = dict(getattr(executor, "_processes", None) or {})
+        # Lets the pool finish terminating the other workers; then every future is done.
+        executor.shutdown(wait=True, cancel_futures=True)
+        owners = _worker_runs(tracker)
+        dead = {owners[pid]: _death(p.exitcode) for pid, p in procs.items()
+                if pid in owners and _death(p.exitcode) is not None}
+        requeued = []
+        for fut in list(running):
+            name = running.pop(fut)
+            exc = None if fut.cancelled() else fut.exception()
+            if not fut.cancelled() and exc is None:
+                settle(name, fut.result())
+            elif name in dead:
+                settle(name, {"status": "failed", "error": f"worker died: {dead[name]}"})
+            elif fut.cancelled() or isinstance(exc, BrokenProcessPool):
+                strikes[name] = strikes.get(name, 0) + 1
+                if strikes[name] >= 2:  # the likely culprit: do not let it break a third pool
+                    settle(name, {"status": "failed", "error": "worker died: the pool broke "
+                                  "twice while this run was in it (cause not identified)"})
+                else:
+                    requeued.append(name)
+            else:
+                settle(name, {"status": "failed", "error": f"worker died: {exc!r}"})
+        for name in reversed(requeued):
+            pending.insert(0, by_name[name])
+            prog.requeue(name, ", ".join(dead) or "an unidentified worker")
+        executor = new_pool()
+
     try:
         while pending or running:
             progressed = False
@@ -816,25 +879,36 @@ def run_grid(
                 cfg, resume = prepared
                 fn = analysis_fn if run.stage == "cka" else run_fn
                 target = runs_dir / run.name.split("/")[0]
-                prog.start(run.name, resume)
+                submitted[run.name] = cfg
                 if executor is None:
-                    res = _call(fn, cfg, target, resume)
-                    _record_failure(run, target, cfg, res)
-                    finish(run.name, res)
-                else:
-                    running[executor.submit(_call, fn, cfg, target, resume)] = run.name
-                    by_name[run.name].config = cfg
+                    prog.start(run.name, resume)
+                    settle(run.name, _call(fn, cfg, target, resume))
+                    continue
+                try:
+                    fut = executor.submit(_pooled_call, str(tracker), run.name, fn, cfg,
+                                          target, resume)
+                except BrokenProcessPool:
+                    # The pool broke since the last wait: its futures say which runs it
+                    # took; this one never started.
+                    pending.insert(0, run)
+                    if not running:
+                        recover()
+                    break
+                prog.start(run.name, resume)
+                running[fut] = run.name
             if running:
                 done, _ = cf.wait(list(running), return_when=cf.FIRST_COMPLETED)
+                broken = False
                 for fut in done:
+                    exc = fut.exception()
+                    if isinstance(exc, BrokenProcessPool):
+                        broken = True  # handled below, with every other run of the pool
+                        continue
                     name = running.pop(fut)
-                    try:
-                        res = fut.result()
-                    except Exception as exc:  # the worker process died (OOM kill, segfault)
-                        res = {"status": "failed", "error": f"worker died: {exc!r}"}
-                    run = by_name[name]
-                    _record_failure(run, runs_dir / name.split("/")[0], run.config, res)
-                    finish(name, res)
+                    settle(name, fut.result() if exc is None else
+                           {"status": "failed", "error": f"worker died: {exc!r}"})
+                if broken:
+                    recover()
                 progressed = True
             if not progressed and pending and not running:
                 # Cannot happen after the topological sort; guard against an endless loop.
@@ -846,7 +920,7 @@ def run_grid(
             # Pass the interrupt on to the workers (a terminal's Ctrl-C already reaches them;
             # a SIGTERM to this process does not), so each running run saves its checkpoint
             # and the next `supkd grid` resumes it; then wait for them to stop.
-            for proc in list(getattr(executor, "_processes", {}).values()):
+            for proc in list((getattr(executor, "_processes", None) or {}).values()):
                 with contextlib.suppress(OSError):
                     os.kill(proc.pid, signal.SIGINT)
             executor.shutdown(wait=True, cancel_futures=True)
@@ -855,6 +929,8 @@ def run_grid(
     finally:
         if executor is not None:
             executor.shutdown(wait=True)
+        if tracker is not None:
+            shutil.rmtree(tracker, ignore_errors=True)
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
     prog.say(f"grid '{spec.name}': {len(plan)} runs: "
@@ -865,6 +941,40 @@ def run_grid(
         prog.say(f"kept {len(stale)} finished run(s) whose config differs from this grid "
                  f"(e.g. {stale[0]}); pass --rerun-changed to redo them")
     return GridResult(statuses, problems, alphas, runs_dir, stale)
+
+
+def _pooled_call(tracker: str, name: str, fn: RunFn, config: dict[str, Any], run_dir: Path,
+                 resume: bool) -> dict[str, Any]:
+    """:func:`_call` in a pool worker, after noting in ``tracker/<pid>`` which run this
+    worker is on (written before the job starts, so it survives the worker's death)."""
+    with contextlib.suppress(OSError):
+        (Path(tracker) / str(os.getpid())).write_text(name)
+    return _call(fn, config, run_dir, resume)
+
+
+def _worker_runs(tracker: Path) -> dict[int, str]:
+    """pid -> the run that pool worker started last (see :func:`_pooled_call`)."""
+    out = {}
+    for f in tracker.iterdir():
+        with contextlib.suppress(OSError, ValueError):
+            out[int(f.name)] = f.read_text()
+    return out
+
+
+def _death(exitcode: int | None) -> str | None:
+    """How a pool worker ended, when that is what broke the pool; None for a worker that is
+    alive, exited normally (0) or was stopped by the pool itself (SIGTERM) after another
+    worker broke it."""
+    if exitcode is None or exitcode == 0 or exitcode == -signal.SIGTERM:
+        return None
+    if exitcode < 0:
+        try:
+            sig = signal.Signals(-exitcode).name
+        except ValueError:
+            sig = f"signal {-exitcode}"
+        hint = " (the kernel's out-of-memory killer sends SIGKILL)" if sig == "SIGKILL" else ""
+        return f"its process was killed by {sig}{hint}"
+    return f"its process exited with code {exitcode}"
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
