@@ -21,7 +21,9 @@ and ``run`` return that result and never raise for it.
 Interruption: SIGINT (Ctrl-C) or SIGTERM during ``fit`` lets the current step finish, writes
 ``checkpoints/last.pt`` (mid-epoch position included) and raises
 :class:`TrainingInterrupted` (a ``KeyboardInterrupt``; the CLI exits 130); ``--resume``
-continues from there. A second signal exits at once.
+continues from there. A second signal exits at once. Under DDP the ranks combine their stop
+flags (an all-reduce max; every step on CPU, every ``log_every`` steps and at epoch ends on
+CUDA), so all ranks stop after the same step even when the signal reached only one of them.
 
 Resume is exact: the checkpoint holds model, optimizer, scheduler, scaler, EMA, task state,
 every RNG state and the position inside the epoch; loaders draw each epoch's order and
@@ -449,6 +451,26 @@ def fit(
     status, diverged_step, error = "completed", None, None
     t_epoch = time.perf_counter()
     signals = _StopSignals(quiet) if handle_signals else contextlib.nullcontext()
+
+    def stop_reason(epoch_end: bool) -> str | None:
+        """Why to stop after this step (signal or callback), or None; the same on every rank.
+
+        Under DDP a signal reaches the ranks at different steps (or only one rank), and a
+        rank that left alone would leave the others waiting in the next all-reduce. So the
+        flag is combined over ranks (max), at steps every rank agrees on: every step on
+        CPU; on CUDA, where the read is a host sync, every ``log_every`` steps and at each
+        epoch's end (which synchronizes anyway).
+        """
+        local = signals_requested(signals) or ("stopped by a callback" if state.stop else None)
+        if not dinfo.enabled:
+            return local
+        if not _stop_check_due(state.step, epoch_end, train.log_every, cuda):
+            return None
+        flag = torch.full((), 1.0 if local else 0.0, device=device)
+        if float(dist_utils.all_reduce_max(flag).item()) > 0:
+            return local or "stop requested on another rank"
+        return None
+
     try:
         with signals:
             while state.epoch < train.epochs:
@@ -522,8 +544,8 @@ def fit(
                             bar.set_postfix(loss=f"{float(loss.detach().item()):.4f}")
                     for cb in callbacks:
                         cb(state)
-                    if signals_requested(signals) or state.stop:
-                        reason = signals_requested(signals) or "stopped by a callback"
+                    reason = stop_reason(state.batch_in_epoch == steps_per_epoch)
+                    if reason is not None:
                         path = save_last()
                         raise TrainingInterrupted(state.step, path, reason)
                     if (
@@ -619,6 +641,16 @@ def fit(
 
 def signals_requested(signals: Any) -> str | None:
     return getattr(signals, "requested", None)
+
+
+def _stop_check_due(step: int, epoch_end: bool, log_every: int, cuda: bool) -> bool:
+    """Whether the DDP ranks combine their stop flags after optimizer step ``step``.
+
+    Depends only on values every rank shares, so all ranks take part in the same
+    all-reduces. CPU: every step (the read is free). CUDA: every ``log_every`` steps and at
+    each epoch's end, so a stop request costs no extra host sync per step.
+    """
+    return not cuda or epoch_end or step % log_every == 0
 
 
 def _rewrite_metrics(path: Path, records: list[dict[str, Any]]) -> None:
