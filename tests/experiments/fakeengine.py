@@ -3,7 +3,9 @@ no training. Module level (picklable) so that ``--jobs 2`` worker processes can 
 
 Behaviour comes from the run config's ``task`` section: ``acc`` (test accuracy base),
 ``diverge: true`` (ends diverged at step 7), ``fail: true`` (raises), ``die: true`` (kills
-its own process with SIGKILL, as the OOM killer would: only for ``--jobs`` > 1). Validation accuracy
+its own process with SIGKILL, as the OOM killer would: only for ``--jobs`` > 1), ``sleep: S``
+(a long run: S seconds unless resumed; Ctrl-C/SIGINT saves a checkpoint, like the engine).
+Validation accuracy
 peaks at α = 1 (90 − |log10 α|) so the α choice is known. Every call is appended to the
 file named by $SUPKD_FAKE_LOG; $SUPKD_FAKE_KILL_AT names a run that is "killed" after its
 first checkpoint (KeyboardInterrupt), like Ctrl-C in the middle of a grid.
@@ -15,6 +17,7 @@ import json
 import math
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,15 @@ def fake_run(config: dict[str, Any], run_dir: Path, resume: bool) -> dict[str, A
             assert res["status"] == "completed", (name, key)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config))
+    if task.get("sleep") and not resume:
+        deadline = time.monotonic() + float(task["sleep"])
+        try:
+            while time.monotonic() < deadline:
+                time.sleep(0.05)
+        except KeyboardInterrupt:
+            (run_dir / "checkpoints").mkdir(exist_ok=True)
+            (run_dir / "checkpoints" / "last.pt").write_bytes(b"checkpoint")
+            raise
     if os.environ.get("SUPKD_FAKE_KILL_AT") == name:
         (run_dir / "checkpoints").mkdir(exist_ok=True)
         (run_dir / "checkpoints" / "last.pt").write_bytes(b"checkpoint")
