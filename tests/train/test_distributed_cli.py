@@ -102,6 +102,7 @@ def test_torchrun_resume_on_a_finished_run_exits_0_on_every_rank(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     assert (out / "result.json").read_text() == text  # returned as recorded, not retrained
+    assert proc.stdout.count("run 'ddp-cli' completed: test accuracy 12.50%") == 1, proc.stdout
     assert not (out / "checkpoints").exists()
 
 

@@ -45,17 +45,22 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / cfg.name
     try:
         result = run_training(cfg, out, resume=args.resume, quiet=args.quiet)
+        # Asked before cleanup(): after it every process reads as rank 0. The messages are
+        # printed once per run, not once per torchrun process.
+        main = dist_utils.is_main()
     finally:
         dist_utils.cleanup()
     status = result.get("status")
     if status == "diverged":
+        if not main:
+            return EXIT_DIVERGED
         print(
             f"supkd train: run '{cfg.name}' diverged at step {result.get('diverged_step')} "
             f"(non-finite loss); see {out / 'result.json'}",
             file=sys.stderr,
         )
         return EXIT_DIVERGED
-    if not args.quiet:
+    if not args.quiet and main:
         acc = result.get("test_acc")
         acc_text = f"test accuracy {acc:.2f}%" if acc is not None else "no classifier accuracy"
         print(f"run '{cfg.name}' {status}: {acc_text}; results in {out}")
