@@ -89,7 +89,17 @@ def normalize_batch(
     c = x.shape[-3]
     if len(mean) != c or len(std) != c:
         raise ValueError(f"normalization has {len(mean)} channels, images have {c}")
-    shape = (c, 1, 1)
-    m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(shape)
-    s = torch.tensor(std, dtype=torch.float32, device=x.device).view(shape)
-    return torch.addcmul(-m / s, x.float(), 1.0 / (s * scale))
+    shift, mult = normalization_affine(mean, std, x.device, scale)
+    return torch.addcmul(shift, x.float(), mult)
+
+
+def normalization_affine(
+    mean: Sequence[float], std: Sequence[float], device: torch.device | str, scale: float = 255.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(shift, mult)``, each float32 (C, 1, 1) on ``device``, with ``(x / scale - mean) / std
+    = shift + x * mult``: ``shift = -mean / std``, ``mult = 1 / (std * scale)``. Made once by
+    loaders that normalize every batch (building them is a host-to-device copy)."""
+    shape = (len(mean), 1, 1)
+    m = torch.tensor(mean, dtype=torch.float32, device=device).view(shape)
+    s = torch.tensor(std, dtype=torch.float32, device=device).view(shape)
+    return -m / s, 1.0 / (s * scale)
