@@ -67,7 +67,13 @@ from supkd.train.seeding import (
     set_deterministic,
     set_rng_state,
 )
-from supkd.utils.atomic import append_jsonl, atomic_write_json, atomic_write_yaml, read_jsonl
+from supkd.utils.atomic import (
+    append_jsonl,
+    atomic_write_json,
+    atomic_write_yaml,
+    read_jsonl,
+    sweep_stale_temps,
+)
 
 __all__ = [
     "COMPILE_AUTO_MIN_STEPS",
@@ -765,6 +771,9 @@ def _prepare_run_dir(run_dir: Path, cfg: Config, resume: bool) -> tuple[str, Any
         )
     if resume:
         _check_resume_config(run_dir, cfg)
+    # Temporary files of writes a SIGKILL cut short (a checkpoint's can be hundreds of MB).
+    # Only this run's own directory: no other process writes there while it starts.
+    sweep_stale_temps(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_yaml(run_dir / "config.yaml", cfg.to_dict())

@@ -2,18 +2,27 @@
 
 A reader (or a resumed run) therefore sees either the old file or the complete new one,
 never a half-written file, even if the process is killed mid-write (POSIX rename semantics).
+A SIGKILL mid-write does leave the temporary file behind (``.NAME.XXXXXXXX.tmp``, as large
+as the file being written, e.g. a checkpoint); :func:`sweep_stale_temps` removes them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+# The names atomic_write_bytes gives its temporary files: tempfile.mkstemp with prefix
+# ".NAME." and suffix ".tmp" inserts 8 characters from [a-z0-9_] (CPython's
+# tempfile._RandomNameSequence).
+_TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
@@ -28,10 +37,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
     return path
 
@@ -83,3 +90,27 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue
     return out
+
+
+def sweep_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary files that interrupted atomic writes left in ``folder`` and in
+    ``folder/checkpoints``; return the removed paths.
+
+    Only names of the form ``.NAME.XXXXXXXX.tmp`` (what :func:`atomic_write_bytes` creates)
+    are removed; other files and sub-folders are left alone. Call it only on a folder that
+    no other process is writing to at the time (e.g. a run directory when its run starts):
+    a write in progress has a temporary file of the same form.
+    """
+    removed: list[Path] = []
+    base = Path(folder)
+    for d in (base, base / "checkpoints"):
+        if not d.is_dir():
+            continue
+        for entry in d.iterdir():
+            if _TEMP_NAME.fullmatch(entry.name) and entry.is_file() and not entry.is_symlink():
+                try:
+                    entry.unlink()
+                except FileNotFoundError:
+                    continue
+                removed.append(entry)
+    return sorted(removed)
