@@ -310,3 +310,57 @@ def test_cache_keys_match_the_training_loader(tmp_path: Path, gpu_resident: str)
             )
             seen += len(batch.y)
     assert seen == 32  # 2 epochs x 2 full batches of 8 (drop_last)
+
+
+def test_auto_on_cpu_without_a_stored_table_reads_and_hashes_nothing(
+    tmp_path: Path, monkeypatch
+) -> None:
+    teacher, bundle = TinyTeacher().eval(), make_bundle()
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the training images were read or hashed")
+
+    monkeypatch.setattr(tc, "cache_key", fail)
+    monkeypatch.setattr(tc, "dataset_images", fail)
+    monkeypatch.setattr(tc, "build_cache_table", fail)
+
+    def auto(teacher_dir):
+        return tc.get_teacher_cache(
+            teacher, bundle, teacher_dir=teacher_dir, device="cpu", augment="standard",
+            representation="logits", mode="auto", progress=False,
+        )  # fmt: skip
+
+    assert auto(tmp_path) is None  # no teacher_cache/ folder
+    folder = tmp_path / "teacher_cache"
+    folder.mkdir()
+    assert auto(tmp_path) is None  # an empty one
+    (folder / ".0123abcd.pt.abcd1234.tmp").write_bytes(b"x")  # a killed write's leftover
+    assert auto(tmp_path) is None
+    # With a stored table present the key must be computed: the failing hash now runs.
+    (folder / "0123abcd.pt").write_bytes(b"x")
+    with pytest.raises(AssertionError, match="hashed"):
+        auto(tmp_path)
+
+
+def test_auto_on_cpu_does_not_rebuild_another_teachers_table(
+    tmp_path: Path, monkeypatch
+) -> None:
+    bundle = make_bundle()
+    other = build(tmp_path, TinyTeacher(seed=1).eval(), bundle)  # a table, not this teacher's
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("built on CPU in mode auto")
+
+    monkeypatch.setattr(tc, "build_cache_table", no_build)
+    common = {"device": "cpu", "augment": "standard", "representation": "logits"}
+    teacher = TinyTeacher(seed=0).eval()
+    assert tc.get_teacher_cache(
+        teacher, bundle, teacher_dir=tmp_path, mode="auto", progress=False, **common
+    ) is None
+    # This teacher's own table, stored under its key but damaged: skipped, not rebuilt.
+    key = tc.cache_key(tc.dataset_images(bundle.train), teacher, MEAN, STD, PAD)
+    (tmp_path / "teacher_cache" / f"{key[:32]}.pt").write_bytes(b"damaged")
+    assert tc.get_teacher_cache(
+        teacher, bundle, teacher_dir=tmp_path, mode="auto", progress=False, **common
+    ) is None
+    assert other.path.is_file()

@@ -280,6 +280,13 @@ def build_cache_table(
     return flat.view(N, V, -1)
 
 
+def _has_stored_tables(folder: Path | None) -> bool:
+    """Whether ``folder`` holds any stored table (``<key>.pt``), without reading one."""
+    if folder is None or not folder.is_dir():
+        return False
+    return any(p.is_file() for p in folder.glob("*.pt"))
+
+
 def get_teacher_cache(
     teacher: nn.Module,
     bundle: object,
@@ -310,7 +317,10 @@ def get_teacher_cache(
         mode: ``off`` never; ``on`` always (raises ``ConfigError`` when it cannot apply);
             ``auto`` reuses a stored table anywhere and builds one only on CUDA, where it costs
             ~162 teacher epochs of bf16 forwards that a grid of KD runs pays back many times
-            (on CPU the same build would take hours).
+            (on CPU the same build would take hours). Off CUDA, ``auto`` first lists
+            ``teacher_cache/`` and returns None without reading or hashing the training
+            images when it holds no table; a stored table that does not match (or is
+            damaged) is not rebuilt there either.
     """
     if mode not in MODES:
         raise ConfigError(f"teacher cache mode: expected one of {'|'.join(MODES)}, got {mode!r}")
@@ -332,15 +342,24 @@ def get_teacher_cache(
         return None
 
     device = torch.device(device)
-    images = dataset_images(bundle.train)  # type: ignore[attr-defined]
-    mean, std = list(bundle.mean), list(bundle.std)  # type: ignore[attr-defined]
-    key = cache_key(images, teacher, mean, std, pad)
-    path = None
+    # auto off CUDA only ever reuses a stored table, never builds one.
+    may_build = mode == "on" or device.type == "cuda"
+    folder = None
     if teacher_dir is not None:
         root = Path(teacher_dir)
         if root.is_file():
             root = root.parent
-        path = root / "teacher_cache" / f"{key[:32]}.pt"
+        folder = root / "teacher_cache"
+    if not may_build and not _has_stored_tables(folder):
+        # The key hashes every training image (minutes on the full CIFAR-10): skip it when
+        # a folder listing already shows there is no table it could find.
+        return None
+    images = dataset_images(bundle.train)  # type: ignore[attr-defined]
+    mean, std = list(bundle.mean), list(bundle.std)  # type: ignore[attr-defined]
+    key = cache_key(images, teacher, mean, std, pad)
+    path = None
+    if folder is not None:
+        path = folder / f"{key[:32]}.pt"
         if path.is_file():
             try:
                 stored = torch.load(path, map_location=device, weights_only=True)
@@ -349,10 +368,10 @@ def get_teacher_cache(
                     num_views(pad),
                 ):
                     return TeacherCache(stored["logits"], pad=pad, key=key, path=path)
-                log.warning("teacher cache %s does not match this teacher/data; rebuilding", path)
-            except Exception as exc:  # a damaged file is rebuilt, not fatal
-                log.warning("teacher cache %s unreadable (%s); rebuilding", path, exc)
-        elif mode == "auto" and device.type != "cuda":
+                log.warning("teacher cache %s does not match this teacher/data", path)
+            except Exception as exc:  # a damaged file is rebuilt (or skipped), not fatal
+                log.warning("teacher cache %s unreadable (%s)", path, exc)
+        if not may_build:
             return None
     t0 = time.perf_counter()
     table = build_cache_table(
