@@ -5,7 +5,8 @@
 logs the mean of every part per epoch and evaluates ``task.predict``.
 
 Fast path (CUDA, the default there): bf16 autocast, channels_last, fused SGD/AdamW, cuDNN
-autotuning, ``torch.compile`` for runs long enough to repay the compile time, and no host
+autotuning, ``torch.compile`` for runs long enough to repay the compile time (at least
+:data:`COMPILE_AUTO_MIN_STEPS` steps, an unmeasured guess), and no host
 synchronization inside the step: the loss parts are summed on the device and read every
 ``train.log_every`` steps.
 
@@ -86,7 +87,10 @@ __all__ = [
 
 #: ``train.compile: auto`` compiles on CUDA only for runs of at least this many optimizer
 #: steps: compiling a ResNet takes on the order of a minute, which a short run never earns
-#: back. Heuristic; benchmarks/time_to_accuracy.py measures both settings.
+#: back. The value is a guess, not a measurement: it awaits a GPU run of
+#: benchmarks/time_to_accuracy.py with ``--compile on`` and ``--compile off`` (compile
+#: seconds vs. per-step saving gives the break-even step count). Use ``on``/``off`` to
+#: choose explicitly.
 COMPILE_AUTO_MIN_STEPS = 5000
 
 
