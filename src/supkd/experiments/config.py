@@ -184,7 +184,9 @@ class ScheduleConfig:
 class TrainConfig:
     """The loop. On CUDA the fast path is the default (``auto``): bf16 autocast,
     channels_last, fused optimizer, and ``torch.compile`` for runs long enough to repay
-    its compile time. On CPU everything runs in float32 and eager mode."""
+    its compile time (``compile: auto`` compiles runs of at least
+    ``supkd.train.engine.COMPILE_AUTO_MIN_STEPS`` = 5,000 steps; that threshold is a guess
+    awaiting a GPU measurement). On CPU everything runs in float32 and eager mode."""
 
     epochs: int = 10
     batch_size: int = 128  # global batch (split over DDP ranks)
