@@ -5,13 +5,18 @@ One batch of 512 CIFAR images (cifar10-jpeg when present, else random uint8 imag
 turned into two SupCon views (RandomResizedCrop 0.2-1, flip, ColorJitter(0.4, 0.4, 0.4, 0.1)
 p 0.8, grayscale p 0.2) and normalized, by:
 
-- ``dataloader+v2``: supkd's DataLoader path (per-image torchvision.transforms.v2 on uint8,
-  ``num_workers`` workers, then the batch is moved to the device and normalized);
+- ``dataloader+v2``: supkd's DataLoader path (per-image torchvision.transforms.v2
+  functional ops on uint8 with a per-sample generator, ``num_workers`` workers, then the
+  batch is moved to the device and normalized);
 - ``gpu-path tensor``: supkd's GPU-resident loader (batched tensor ops) on ``--device``;
 - ``kornia``: kornia.augmentation with the same recipe on ``--device``, for the backend
   choice recorded in src/supkd/data/gpu.py.
 
+A second table times whole SupCon epochs (two views) on digits (1,294 training images,
+1x16x16) through both paths, with ``--digits-epochs`` epochs (0 skips it).
+
 Usage: python benchmarks/augment_throughput.py [--device cpu|cuda] [--reps 5] [--workers 0]
+       [--digits-epochs 3]
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from supkd.data import DataBundle, DataConfig, TensorImageDataset, make_loader
+from supkd.data import DataBundle, DataConfig, TensorImageDataset, build_data, make_loader
 from supkd.data.datasets import NORMALIZATION, load_jpeg_pack
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--skip-dataloader", action="store_true", help="time the device paths only")
+    ap.add_argument("--digits-epochs", type=int, default=3, help="digits epochs to time (0: none)")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     images, source = cifar_images(args.batch)
@@ -140,7 +146,47 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"| {name:<44} | {t * 1e3:9.1f} | {args.batch / t:10.0f} | {2 * args.batch / t:10.0f} |"
         )
+    if args.digits_epochs > 0:
+        digits_epochs(args, device)
     return 0
+
+
+def digits_epochs(args: argparse.Namespace, device: torch.device) -> None:
+    """Median seconds per SupCon epoch (two views, batch 256) on digits, both paths."""
+    bundle = build_data(DataConfig(name="digits"), seed=0)
+    n = len(bundle.train)
+    print(
+        f"\nSupCon epoch on digits ({n} training images, 2 views, batch 256); "
+        f"median of {args.digits_epochs} epochs after one warm-up"
+    )
+    print(f"| {'path':<44} | {'s/epoch':>9} | {'images/s':>10} |")
+    print(f"|{'-' * 46}|{'-' * 11}|{'-' * 12}|")
+    paths = [("on", f"gpu-path tensor ops on {device.type}")]
+    if not args.skip_dataloader:
+        paths.insert(0, ("off", f"dataloader+v2 ({args.workers} workers) -> {device.type}"))
+    for gpu, name in paths:
+        loader = make_loader(
+            bundle,
+            "train",
+            256,
+            train=True,
+            views=2,
+            augment="supcon",
+            device=device,
+            num_workers=args.workers,
+            gpu_resident=gpu,
+        )
+        times = []
+        for epoch in range(args.digits_epochs + 1):
+            loader.set_epoch(epoch)
+            sync(device)
+            t = time.perf_counter()
+            for _ in loader:
+                pass
+            sync(device)
+            times.append(time.perf_counter() - t)
+        t = statistics.median(times[1:])
+        print(f"| {name:<44} | {t:9.3f} | {n / t:10.0f} |")
 
 
 if __name__ == "__main__":

@@ -16,12 +16,11 @@ from supkd.data.gpu import GpuLoader
 from supkd.data.sampling import EpochPlan, make_plan, num_batches, split_batches
 from supkd.data.transforms import (
     AUGMENTS,
+    RandomResizedCropFlip,
+    SupconAugment,
     crop_flip,
     eval_transform,
-    imagenet_train_transform,
     normalize_batch,
-    seeded,
-    supcon_transform,
 )
 from supkd.errors import ConfigError, DataError
 
@@ -52,7 +51,10 @@ class _PlannedDataset(Dataset):
         if self.mode == "crop_flip":
             out = [crop_flip(image, *a, self.pad) for a in aug]  # type: ignore[union-attr]
         elif self.mode == "random":
-            out = [seeded(self.transform, image, seed + v) for v in range(self.views)]
+            # A generator of the sample's own: its views are a function of (seed, epoch,
+            # index) whatever worker draws them, and torch's global generator is untouched.
+            g = torch.Generator().manual_seed(seed)
+            out = [self.transform(image, g) for _ in range(self.views)]
         else:
             out = [self.transform(image)] * self.views
         x = torch.stack(out) if self.views > 1 else out[0]
@@ -140,9 +142,9 @@ class Loader:
         if augment == "standard" and bundle.style == "small":
             mode, transform = "crop_flip", None
         elif augment == "standard":
-            mode, transform = "random", imagenet_train_transform(size)
+            mode, transform = "random", RandomResizedCropFlip(size)
         elif augment == "supcon":
-            mode, transform = "random", supcon_transform(size, bundle.in_channels)
+            mode, transform = "random", SupconAugment(size, bundle.in_channels)
         else:
             mode, transform = "fixed", eval_transform(bundle.style, size)
         self._mode = mode

@@ -1,5 +1,10 @@
-"""Per-sample transforms of the DataLoader path (torchvision.transforms.v2 on uint8 tensors)
-and the batch normalization both paths share.
+"""Per-sample transforms of the DataLoader path (torchvision.transforms.v2 functional ops on
+uint8 tensors) and the batch normalization both paths share.
+
+The random transforms take a ``torch.Generator`` (seeded per sample from the epoch plan)
+instead of drawing from torch's global generator like v2's transform classes: reseeding the
+global generator per sample (``torch.manual_seed``, which also seeds every accelerator) cost
+more than the transforms themselves.
 
 - ``standard`` on small images: pad ``pad`` (zeros) + random crop back to size + horizontal
   flip (He et al., 2016, Sec. 4.2), parameters from the epoch plan so they can be reported
@@ -14,6 +19,7 @@ and the batch normalization both paths share.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -27,6 +33,11 @@ SUPCON_JITTER = (0.4, 0.4, 0.4, 0.1)  # brightness, contrast, saturation, hue
 SUPCON_P_JITTER = 0.8
 SUPCON_P_GRAY = 0.2
 AUGMENTS = ("standard", "supcon", "none")
+_ATTEMPTS = 10  # RandomResizedCrop tries, as torchvision
+#: Uniforms one view of each random transform draws (fixed, whatever the outcome).
+RESIZED_CROP_DRAWS = 2 * _ATTEMPTS + 2
+CROP_FLIP_DRAWS = RESIZED_CROP_DRAWS + 1
+SUPCON_DRAWS = CROP_FLIP_DRAWS + 10
 
 
 def crop_flip(image: torch.Tensor, dy: int, dx: int, flip: int, pad: int) -> torch.Tensor:
@@ -36,24 +47,88 @@ def crop_flip(image: torch.Tensor, dy: int, dx: int, flip: int, pad: int) -> tor
     return TF.horizontal_flip(out) if flip else out
 
 
-def supcon_transform(size: int, in_channels: int = 3) -> Callable[[torch.Tensor], torch.Tensor]:
-    """One SupCon view, uint8 (C, H, W) -> uint8 (C, size, size). On one channel only
-    brightness and contrast apply (saturation, hue and grayscale need color)."""
-    b, c, s, h = SUPCON_JITTER
-    jitter = v2.ColorJitter(b, c, s, h) if in_channels == 3 else v2.ColorJitter(b, c)
-    ops: list[Callable] = [
-        v2.RandomResizedCrop(size, scale=SUPCON_SCALE, ratio=SUPCON_RATIO, antialias=True),
-        v2.RandomHorizontalFlip(),
-        v2.RandomApply([jitter], p=SUPCON_P_JITTER),
-    ]
-    if in_channels == 3:
-        ops.append(v2.RandomGrayscale(p=SUPCON_P_GRAY))
-    return v2.Compose(ops)
+def resized_crop_box(
+    u: Sequence[float],
+    height: int,
+    width: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float] = SUPCON_RATIO,
+) -> tuple[int, int, int, int]:
+    """``(top, left, h, w)`` of a RandomResizedCrop from :data:`RESIZED_CROP_DRAWS` uniforms
+    in [0, 1): ``u[2k]`` the area fraction and ``u[2k+1]`` the log aspect ratio of try k
+    (10 tries), ``u[20], u[21]`` the corner. Same distribution as torchvision's
+    ``RandomResizedCrop.get_params`` (area ~ U(scale), log ratio ~ U(log ratio), the first
+    try that fits, corner uniform over the valid positions; else the centered largest box of
+    aspect within ``ratio``). Written out in Python floats because get_params draws from
+    torch's global generator, which would need a global reseed per sample."""
+    area = height * width
+    lo, hi = math.log(ratio[0]), math.log(ratio[1])
+    for k in range(_ATTEMPTS):
+        target = area * (scale[0] + (scale[1] - scale[0]) * u[2 * k])
+        aspect = math.exp(lo + (hi - lo) * u[2 * k + 1])
+        w = round(math.sqrt(target * aspect))
+        h = round(math.sqrt(target / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(u[2 * _ATTEMPTS] * (height - h + 1))
+            left = int(u[2 * _ATTEMPTS + 1] * (width - w + 1))
+            return top, left, h, w
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        w, h = width, round(width / ratio[0])
+    elif in_ratio > ratio[1]:
+        w, h = round(height * ratio[1]), height
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
 
 
-def imagenet_train_transform(size: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    """RandomResizedCrop(size) (scale 0.08-1) + flip: torchvision's ImageNet recipe."""
-    return v2.Compose([v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()])
+class RandomResizedCropFlip:
+    """One view: RandomResizedCrop(size, ``scale``) + horizontal flip with p 1/2, uint8
+    (C, H, W) -> (C, size, size), randomness from ``generator`` only (``scale`` (0.08, 1):
+    torchvision's ImageNet recipe). Draws exactly :data:`CROP_FLIP_DRAWS` uniforms."""
+
+    def __init__(self, size: int, scale: tuple[float, float] = (0.08, 1.0)) -> None:
+        self.size, self.scale = size, scale
+
+    def view(self, image: torch.Tensor, u: Sequence[float]) -> torch.Tensor:
+        top, left, h, w = resized_crop_box(u, image.shape[-2], image.shape[-1], self.scale)
+        x = TF.resized_crop(image, top, left, h, w, [self.size, self.size], antialias=True)
+        return TF.horizontal_flip(x) if u[RESIZED_CROP_DRAWS] < 0.5 else x
+
+    def __call__(self, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return self.view(image, torch.rand(CROP_FLIP_DRAWS, generator=generator).tolist())
+
+
+class SupconAugment(RandomResizedCropFlip):
+    """One SupCon view, uint8 (C, H, W) -> uint8 (C, size, size), randomness from
+    ``generator`` only: RandomResizedCrop(scale 0.2-1) + flip, ColorJitter(0.4, 0.4, 0.4,
+    0.1) in a random order with p 0.8, grayscale with p 0.2 (Khosla et al., 2020, public
+    code; DESIGN.md §5), drawn as torchvision.transforms.v2 draws them and applied with its
+    functional ops. On one channel only brightness and contrast apply (saturation, hue and
+    grayscale need color). Draws exactly :data:`SUPCON_DRAWS` uniforms per view, whatever
+    is applied, so the stream of later views does not depend on earlier ones' outcomes."""
+
+    def __init__(self, size: int, in_channels: int = 3) -> None:
+        super().__init__(size, SUPCON_SCALE)
+        self.in_channels = in_channels
+
+    def __call__(self, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        u = torch.rand(SUPCON_DRAWS, generator=generator).tolist()
+        x = self.view(image, u)
+        j = u[CROP_FLIP_DRAWS:]  # apply, 4 factors, 4 order keys, gray
+        if j[0] < SUPCON_P_JITTER:
+            ops = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
+            # Factors ~ U[1 - s, 1 + s] (hue: U[-h, h]) and a uniformly random op order
+            # (argsort of 4 uniforms), as v2.ColorJitter's randperm(4).
+            for k in sorted(range(4), key=lambda k: j[5 + k]):
+                if k >= 2 and self.in_channels != 3:
+                    continue
+                s = SUPCON_JITTER[k]
+                f = (2 * j[1 + k] - 1) * s if k == 3 else 1 - s + 2 * s * j[1 + k]
+                x = ops[k](x, f)
+        if self.in_channels == 3 and j[9] < SUPCON_P_GRAY:
+            x = TF.rgb_to_grayscale(x, num_output_channels=3)
+        return x
 
 
 def eval_transform(style: str, size: int) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -68,17 +143,6 @@ def eval_transform(style: str, size: int) -> Callable[[torch.Tensor], torch.Tens
         return TF.resize(image, [size, size], antialias=True)
 
     return fit
-
-
-def seeded(
-    transform: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, seed: int
-) -> torch.Tensor:
-    """Apply a v2 transform (which draws from torch's global generator) with its randomness
-    fixed by ``seed``, leaving the caller's global generator state untouched: per-sample
-    seeds make the views a function of (seed, epoch, index), independent of workers."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return transform(image)
 
 
 def normalize_batch(
