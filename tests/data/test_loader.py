@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from supkd.data import Batch, DataConfig, build_data, make_loader
+from supkd.data.sampling import mix_seed, sample_crop_flip
 from supkd.errors import ConfigError
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:torchvision")
@@ -165,3 +166,72 @@ def test_batch_from_any() -> None:
         Batch.from_any({"x": x})
     with pytest.raises(ValueError):
         Batch.from_any(x)
+
+
+def _epoch(bundle, gpu: str, augment: str, seed: int, aug_seed: int | None, views: int = 1):
+    loader = make_loader(
+        bundle,
+        "train",
+        64,
+        train=True,
+        views=views,
+        augment=augment,
+        seed=seed,
+        aug_seed=aug_seed,
+        gpu_resident=gpu,
+        drop_last=False,
+    )
+    loader.set_epoch(2)
+    batches = list(loader)
+    index = torch.cat([b.index for b in batches])
+    x = torch.cat([b.x for b in batches])
+    by_index = x[torch.argsort(index)]  # row i: the view(s) of data set sample i
+    return index, by_index, loader
+
+
+@pytest.mark.parametrize(
+    ("gpu", "augment"), [("off", "standard"), ("on", "standard"), ("off", "supcon")]
+)
+def test_aug_seed_moves_augmentation_only_and_seed_order_only(digits, gpu, augment) -> None:
+    views = 2 if augment == "supcon" else 1
+    order, views_of, _ = _epoch(digits, gpu, augment, seed=1, aug_seed=10, views=views)
+    # Another aug_seed: same order, other views.
+    order2, views_of2, _ = _epoch(digits, gpu, augment, seed=1, aug_seed=11, views=views)
+    assert torch.equal(order, order2)
+    differ = (views_of != views_of2).flatten(1).any(1).float().mean()
+    assert differ > 0.5
+    # Another seed: other order, each sample's views unchanged.
+    order3, views_of3, _ = _epoch(digits, gpu, augment, seed=2, aug_seed=10, views=views)
+    assert not torch.equal(order, order3) and torch.equal(order.sort().values, order3.sort().values)
+    assert torch.equal(views_of, views_of3)
+
+
+def test_aug_seed_on_the_gpu_supcon_path_fixes_the_parameter_stream(digits) -> None:
+    """GPU SupCon parameters are drawn per batch slot: aug_seed alone fixes them, seed alone
+    fixes the order."""
+
+    def params(seed: int, aug_seed: int):
+        _, _, loader = _epoch(digits, "on", "supcon", seed=seed, aug_seed=aug_seed, views=2)
+        ep = loader._gpu.prepare(loader._plan(2))
+        return ep.order, ep.supcon, ep.orders
+
+    o1, p1, j1 = params(1, 10)
+    o2, p2, j2 = params(2, 10)
+    o3, p3, _ = params(1, 11)
+    assert not torch.equal(o1, o2) and torch.equal(o1, o3)
+    assert j1 == j2 and all(torch.equal(p1[k], p2[k]) for k in p1)
+    assert not torch.equal(p1["box"], p3["box"])
+
+
+def test_aug_seed_default_keeps_the_single_stream(digits) -> None:
+    # None: order and augmentation both from seed, as before aug_seed existed; any int
+    # (even equal to seed) gives the augmentation its own stream.
+    a = make_loader(digits, "train", 64, train=True, seed=4, gpu_resident="on")
+    b = make_loader(digits, "train", 64, train=True, seed=4, aug_seed=4, gpu_resident="on")
+    pa, pb = a._plan(0), b._plan(0)
+    assert torch.equal(pa.order, pb.order) and not torch.equal(pa.aug, pb.aug)
+    g = torch.Generator().manual_seed(mix_seed(4, 0))
+    torch.randperm(len(digits.train), generator=g)
+    assert torch.equal(pa.aug, sample_crop_flip(len(digits.train), digits.pad, g).view(1, -1, 3))
+    with pytest.raises(ValueError, match="aug_seed"):
+        make_loader(digits, "train", 8, train=True, aug_seed=1.5)

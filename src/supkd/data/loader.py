@@ -106,6 +106,7 @@ class Loader:
         augment: str,
         device: torch.device,
         seed: int,
+        aug_seed: int | None,
         epoch_seeded: bool,
         num_workers: int,
         gpu_resident: bool,
@@ -117,6 +118,7 @@ class Loader:
         self.bundle, self.split = bundle, split
         self.batch_size, self.train, self.views, self.augment = batch_size, train, views, augment
         self.device, self.seed, self.epoch_seeded = device, seed, epoch_seeded
+        self.aug_seed = aug_seed
         self.drop_last, self.rank, self.world_size = drop_last, rank, world_size
         self.gpu_resident = gpu_resident
         self._epoch, self._explicit_epoch = 0, False
@@ -172,6 +174,7 @@ class Loader:
             rank=self.rank,
             world_size=self.world_size,
             even_shards=self.train,
+            aug_seed=self.aug_seed,
         )
 
     def _shard_len(self) -> int:
@@ -256,6 +259,7 @@ def make_loader(
     augment: str | None = None,
     device: torch.device | str = "cpu",
     seed: int = 0,
+    aug_seed: int | None = None,
     epoch_seeded: bool = True,
     num_workers: int | None = None,
     gpu_resident: str | None = None,
@@ -266,6 +270,11 @@ def make_loader(
     """An iterable of :class:`Batch` over ``bundle``'s ``split`` (train / val / test).
 
     - ``train``: shuffle (a permutation drawn from (seed, epoch)); evaluation keeps order.
+    - ``aug_seed``: seed of the augmentation, independent of the order's ``seed`` (None:
+      both from ``seed``). Each sample's pad-crop + flip (and, on the DataLoader path, every
+      random view) is then a function of (aug_seed, epoch, index); the GPU path's SupCon
+      parameters are drawn per batch slot from the (aug_seed, epoch) stream, so there the
+      same stream meets the images in the order ``seed`` gives.
     - ``views``: V > 1 gives x of shape (B, V, C, H, W) (SupCon's two views).
     - ``augment``: ``standard`` | ``supcon`` | ``none`` (None: ``standard`` when training,
       ``none`` otherwise).
@@ -276,6 +285,8 @@ def make_loader(
     """
     if augment is None:
         augment = "standard" if train else "none"
+    if aug_seed is not None and (isinstance(aug_seed, bool) or not isinstance(aug_seed, int)):
+        raise ValueError(f"aug_seed must be an int or None, got {aug_seed!r}")
     if augment not in AUGMENTS:
         raise ValueError(f"augment must be one of {', '.join(AUGMENTS)}, got {augment!r}")
     if not isinstance(batch_size, int) or batch_size <= 0:
@@ -302,6 +313,7 @@ def make_loader(
         augment=augment,
         device=device,
         seed=seed,
+        aug_seed=aug_seed,
         epoch_seeded=epoch_seeded,
         num_workers=workers,
         gpu_resident=_use_gpu(ds, device, mode),

@@ -1,10 +1,13 @@
 """Epoch plans: the order, shard and augmentation parameters of one epoch.
 
-Everything random about an epoch is drawn here from one generator seeded by ``(seed,
-epoch)``, in a fixed order (permutation, then crop/flip table, then per-sample seeds), so a
-resumed run replays the same batches and views, every DDP rank computes the same permutation
-and takes its own shard of it, and the DataLoader and GPU-resident paths see the same plan
-(identical batches for pad-crop + flip).
+Everything random about an epoch is drawn here, in a fixed order (permutation, then
+crop/flip table, then per-sample seeds), from one generator seeded by ``(seed, epoch)``, or,
+given an ``aug_seed``, the permutation from ``(seed, epoch)`` and the rest from its own
+generator seeded by ``(aug_seed, epoch)`` (data order and augmentation as independent
+streams, the airbench convention of DESIGN.md §9). So a resumed run replays the same batches
+and views, every DDP rank computes the same permutation and takes its own shard of it, and
+the DataLoader and GPU-resident paths see the same plan (identical batches for pad-crop +
+flip).
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ from dataclasses import dataclass
 import torch
 
 _MASK63 = (1 << 63) - 1
+# Extra part mixed into the augmentation stream's seed, so that aug_seed == seed still gives
+# a stream unrelated to the order's.
+_AUG_STREAM = 1
 
 
 def mix_seed(*parts: int) -> int:
@@ -40,7 +46,8 @@ def sample_crop_flip(n: int, pad: int, generator: torch.Generator) -> torch.Tens
 class EpochPlan:
     """``order`` (M,): this rank's data set indices in visiting order; ``aug`` (V, N, 3)
     pad-crop + flip parameters per view and data set index; ``seeds`` (N,) per-sample seeds
-    for the other augmentations; ``generator``: the rest of the epoch's stream."""
+    for the other augmentations; ``generator``: the rest of the epoch's augmentation
+    stream."""
 
     order: torch.Tensor
     aug: torch.Tensor
@@ -59,8 +66,14 @@ def make_plan(
     rank: int = 0,
     world_size: int = 1,
     even_shards: bool = True,
+    aug_seed: int | None = None,
 ) -> EpochPlan:
     """Plan one epoch over a data set of ``n`` samples.
+
+    ``aug_seed``: None draws everything from the ``(seed, epoch)`` stream; an int draws the
+    augmentation (``aug``, ``seeds``, ``generator``) from an ``(aug_seed, epoch)`` stream, so
+    that the order depends on ``seed`` only and the augmentation of each sample on
+    ``aug_seed`` only.
 
     Sharding (DDP): rank r takes ``perm[r::world_size]``. With ``even_shards`` (training)
     the permutation is first cut to a multiple of ``world_size`` so that every rank runs the
@@ -71,6 +84,8 @@ def make_plan(
         raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
     g = torch.Generator().manual_seed(mix_seed(seed, epoch))
     perm = torch.randperm(n, generator=g) if shuffle else torch.arange(n)
+    if aug_seed is not None:
+        g = torch.Generator().manual_seed(mix_seed(aug_seed, epoch, _AUG_STREAM))
     aug = sample_crop_flip(views * n, pad, g).view(views, n, 3)
     seeds = torch.randint(0, 1 << 62, (n,), generator=g)
     if world_size > 1:
