@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -218,3 +219,37 @@ def test_corrupt_jpeg_fails_fast_naming_file(tmp_path: Path, workers: int) -> No
             list(make_loader(b, split, 2, train=split == "train", num_workers=workers))
     msg = str(err.value)
     assert "\n" not in msg and msg.startswith("cannot decode image file") and "/a/2.jpg" in msg
+
+
+def test_our_decode_calls_emit_no_codec_deprecation_warning(tmp_path: Path) -> None:
+    """torchvision 0.29 warns on every image codec call; the data code silences its own
+    decodes (ImageFolder reads, JPEG pack batches, the per-image search for a bad one)."""
+    _write_tree(tmp_path / "tree", {"a": 3, "b": 3})
+    (tmp_path / "tree" / "b" / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    (tmp_path / "pack").mkdir()
+    _write_pack(tmp_path / "pack" / "train.npz")
+    _write_pack(tmp_path / "pack" / "test.npz")
+    z = dict(np.load(tmp_path / "pack" / "test.npz"))
+    z["jpeg"][z["offsets"][2] : z["offsets"][2] + 4] = 0
+    np.savez(tmp_path / "pack" / "bad.npz", **z)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        tree = build_data(
+            DataConfig(name="imagefolder", root=str(tmp_path / "tree"), val_fraction=0), seed=0
+        )
+        decoded = 0
+        for ds in (tree.train, tree.test):
+            for i in range(len(ds)):
+                try:
+                    ds[i]
+                    decoded += 1
+                except DataError:
+                    pass
+        pack = build_data(
+            DataConfig(name="cifar10-jpeg", root=str(tmp_path / "pack"), val_fraction=0), seed=0
+        )
+        with pytest.raises(DataError, match="image 2"):
+            load_jpeg_pack(tmp_path / "pack" / "bad.npz").take(torch.arange(6))
+    assert decoded == 6 and len(pack.train) == 6
+    codec = [w for w in seen if issubclass(w.category, DeprecationWarning)]
+    assert codec == [], [str(w.message)[:80] for w in codec]
