@@ -9,7 +9,10 @@ from __future__ import annotations
 
 
 class UserError(Exception):
-    """A problem with the user's input; the message names the field or file and what was expected."""
+    """A problem with the user's input.
+
+    The message names the field or file and what was expected.
+    """
 
     exit_code = 2
 
@@ -26,7 +29,7 @@ class CheckpointError(UserError):
     """A checkpoint or run directory that is missing, truncated or of another architecture."""
 
 
-class RunDiverged(Exception):
+class RunDiverged(Exception):  # noqa: N818 (a signal, not an error: public name)
     """Raised inside the engine when the loss becomes NaN/Inf; carries the global step."""
 
     def __init__(self, step: int, value: float) -> None:
