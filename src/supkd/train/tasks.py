@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from supkd.errors import CheckpointError, ConfigError
+from supkd.errors import CheckpointError, ConfigError, UserError
 from supkd.experiments.config import Config, TaskConfig, check_range
 from supkd.models import ModelOutput, as_model_output, create_model
 from supkd.train import distributed as dist_utils
@@ -616,28 +616,46 @@ class DistillTask(Task):
 def _teacher_cache(
     teacher: nn.Module, bundle: Any, teacher_dir: Path | None, device: torch.device, cfg: Config
 ) -> Any:
-    """The exact teacher-logit cache when it applies, else None (teacher runs live)."""
+    """The exact teacher-logit cache when it applies, else None (teacher runs live).
+
+    Under DDP rank 0 alone builds (or loads) and writes the table, then the others read it.
+    Rank 0's outcome, ok or its UserError, is broadcast first so that every rank raises the
+    same error or goes on (as ``engine._prepare_run_dir``): a rank left waiting for a rank 0
+    that has raised would die in the torn-down process group, with a traceback, or hang.
+    """
     if cfg.task.teacher_cache == "off":
         return None
     try:
         from supkd.train.teacher_cache import get_teacher_cache
     except ImportError:  # cache module absent in a trimmed install: the teacher runs live
         return None
-    # Only rank 0 may build and write the table; the others wait, then read it.
-    if not dist_utils.is_main():
-        dist_utils.barrier()
-    cache = get_teacher_cache(
-        teacher,
-        bundle,
-        teacher_dir=teacher_dir,
-        device=device,
-        augment=DistillTask.augment,
-        representation=cfg.task.representation,
-        mode=cfg.task.teacher_cache,
-        progress=cfg.train.progress,
-    )
+
+    def get() -> Any:
+        return get_teacher_cache(
+            teacher,
+            bundle,
+            teacher_dir=teacher_dir,
+            device=device,
+            augment=DistillTask.augment,
+            representation=cfg.task.representation,
+            mode=cfg.task.teacher_cache,
+            progress=cfg.train.progress,
+        )
+
+    if not dist_utils.is_enabled():
+        return get()
+    cache, error = None, None
     if dist_utils.is_main():
-        dist_utils.barrier()
+        try:
+            cache = get()
+        except UserError as exc:
+            error = exc
+    # Also the wait: the other ranks read the table only once rank 0 has written it.
+    error = dist_utils.broadcast_object(error)
+    if error is not None:
+        raise error
+    if not dist_utils.is_main():
+        cache = get()
     return cache
 
 
@@ -674,4 +692,3 @@ def distill_task_from_modules(
 def task_config_fields(name: str) -> list[str]:
     """Field names of a task's config (for help texts and the grid)."""
     return [f.name for f in dataclasses.fields(TASKS[name].Config)]
-

@@ -1,0 +1,81 @@
+"""Teacher-cache setup under ``torchrun --nproc_per_node 2`` on CPU (gloo, loopback).
+
+Only rank 0 loads or builds the teacher cache; the other ranks wait for it. When rank 0
+finds that the cache cannot be used (here ``task.teacher_cache: on`` with a representation
+that is not cached), every rank must stop with the same one-line user error and exit code 2:
+not rank 0 alone, with the others left in a collective until the process group is torn down
+under them (a hang, or tracebacks from inside supkd).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from supkd.models import create_model
+from supkd.train.checkpoint import save_model
+
+pytestmark = pytest.mark.slow
+
+EXPECTED = (
+    "supkd train: error: teacher cache mode 'on': cannot apply, representation "
+    "'embedding' is not 'logits'"
+)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _config(teacher: str, **task) -> dict:
+    return {
+        "name": "ddp-cache",
+        "seed": 0,
+        "device": "cpu",
+        "data": {"name": "digits", "subset": 64, "val_fraction": 0.0, "num_workers": 0},
+        "model": {"name": "resnet18", "width": 4},
+        "train": {"epochs": 1, "batch_size": 16, "steps_per_epoch": 1, "progress": False},
+        "task": {"name": "distill", "teacher": teacher, "loss": "logit_mse", **task},
+    }
+
+
+def _torchrun_train(tmp_path, cfg: dict, out) -> subprocess.CompletedProcess:
+    path = tmp_path / "ddp.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run",  # what the `torchrun` script runs
+        "--nproc_per_node", "2", "--nnodes", "1",
+        "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+        "-m", "supkd", "train", str(path), "--out", str(out), "--quiet",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_cache_error_on_rank_0_is_the_same_user_error_on_every_rank(tmp_path):
+    # A CE teacher for the digits data (1 channel, 10 classes): its encoder is trained, so
+    # the task is valid and only the teacher cache (rank 0's decision) refuses it.
+    teacher = create_model("resnet18", num_classes=10, width=4, in_channels=1)
+    save_model(tmp_path / "teacher" / "model.pt", teacher, {"task": "ce"})
+    cfg = _config(str(tmp_path / "teacher"), representation="embedding", teacher_cache="on")
+    out = tmp_path / "run"
+    proc = _torchrun_train(tmp_path, cfg, out)
+
+    assert proc.returncode != 0  # torchrun's own exit code (1) says a worker failed
+    # torchrun's failure summary lists each worker's exit code; a worker that died in a
+    # torn-down collective would show 1 (or a signal) and a traceback through supkd files.
+    assert proc.stderr.count("exitcode  : 2 ") == 2, proc.stderr[-3000:]
+    lines = [ln.strip() for ln in proc.stderr.splitlines() if "supkd train: error:" in ln]
+    assert lines == [EXPECTED, EXPECTED], proc.stderr[-3000:]
+    frames = [ln for ln in proc.stderr.splitlines() if ln.strip().startswith("File ")]
+    assert not [ln for ln in frames if "supkd" in ln], proc.stderr[-3000:]
+    assert not (out / "checkpoints").exists()  # no rank went on to train
