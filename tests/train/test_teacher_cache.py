@@ -9,6 +9,7 @@ import pytest
 import torch
 import torchvision.transforms.functional as TF
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from supkd.errors import ConfigError
 from supkd.train import teacher_cache as tc
@@ -150,15 +151,24 @@ def test_cached_and_live_teacher_give_same_kd_losses(tmp_path: Path) -> None:
         torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-3, msg=name)
 
 
-def test_bad_keys_raise(tmp_path: Path) -> None:
-    cache = build(tmp_path, TinyTeacher().eval(), make_bundle())
+def bad_value_keys() -> list[tuple[torch.Tensor, torch.Tensor, str]]:
+    """Keys of the right shapes and dtypes whose values are out of range (12 images)."""
     index, aug = random_keys(12, 4, seed=0)
-    bad = [
+    return [
         (torch.tensor([0, 1, 2, 12]), aug, "index out of range"),
         (torch.tensor([0, 1, 2, -1]), aug, "index out of range"),
         (index, aug.clone().index_fill_(1, torch.tensor([0]), 9), "offsets"),
         (index, aug.clone().index_fill_(1, torch.tensor([1]), -1), "offsets"),
         (index, aug.clone().index_fill_(1, torch.tensor([2]), 2), "flip"),
+        (index, aug.clone().index_fill_(1, torch.tensor([2]), -1), "flip"),
+    ]
+
+
+def test_bad_keys_raise(tmp_path: Path) -> None:
+    cache = build(tmp_path, TinyTeacher().eval(), make_bundle())
+    index, aug = random_keys(12, 4, seed=0)
+    bad = [
+        *bad_value_keys(),
         (index, aug[:, :2], "expected index"),
         (index[:3], aug, "expected index"),
         (index.float(), aug, "integer"),
@@ -168,6 +178,110 @@ def test_bad_keys_raise(tmp_path: Path) -> None:
             cache.lookup(idx, a)
     with pytest.raises(ValueError):
         tc.render_views(torch.zeros(2, 3, 8, 8), torch.zeros(3, 3, dtype=torch.long), PAD)
+
+
+class HostReads(TorchDispatchMode):
+    """Records the ops that copy a tensor's value to the host (``.item()``, ``int()``)
+    and the device-side asserts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+    @property
+    def reads(self) -> int:
+        return sum("_local_scalar_dense" in op for op in self.ops)
+
+    @property
+    def asserts(self) -> int:
+        return sum("_assert_async" in op for op in self.ops)
+
+
+def test_keys_valid_agrees_with_a_per_key_reference_and_reads_nothing() -> None:
+    def reference(index: torch.Tensor, aug: torch.Tensor, n: int) -> bool:
+        rows = zip(index.tolist(), aug.tolist(), strict=True)
+        return all(
+            0 <= i < n and 0 <= dy <= 2 * PAD and 0 <= dx <= 2 * PAD and f in (0, 1)
+            for i, (dy, dx, f) in rows
+        )
+
+    g = torch.Generator().manual_seed(5)
+    cases = [(idx, a) for idx, a, _ in bad_value_keys()]
+    # the range ends themselves are valid
+    cases.append((torch.tensor([0, 11]), torch.tensor([[0, 0, 0], [2 * PAD, 2 * PAD, 1]])))
+    for _ in range(200):  # a few entries just outside the ranges, most inside
+        index = torch.randint(-1, 13, (3,), generator=g)
+        aug = torch.stack(
+            [
+                torch.randint(-1, 2 * PAD + 2, (3,), generator=g),
+                torch.randint(-1, 2 * PAD + 2, (3,), generator=g),
+                torch.randint(-1, 3, (3,), generator=g),
+            ],
+            dim=1,
+        )
+        cases.append((index, aug))
+    seen = set()
+    for index, aug in cases:
+        with HostReads() as watch:
+            ok = tc.keys_valid(index, aug, 12, PAD)
+        assert watch.reads == 0 and ok.shape == () and ok.dtype == torch.bool
+        want = reference(index, aug, 12)
+        assert bool(ok) == want, (index, aug)
+        seen.add(want)
+    assert seen == {True, False}
+
+
+def test_lookup_off_the_cpu_reads_no_key_back_to_the_host() -> None:
+    # A meta tensor has no data: any .item()/int() of it raises, and HostReads counts them.
+    n, c = 12, 5
+    meta = tc.TeacherCache(
+        torch.empty(n, tc.num_views(PAD), c, dtype=torch.bfloat16, device="meta"),
+        pad=PAD,
+        key="k",
+    )
+    index, aug = random_keys(n, 8, seed=2)
+    for keys in [(index, aug), (index.to("meta"), aug.to("meta"))]:
+        with HostReads() as default:
+            out = meta.lookup(*keys)
+        assert out.shape == (8, c) and out.dtype == torch.float32 and out.is_meta
+        assert default.reads == 0 and default.asserts == 0  # no check by default off CPU
+        with HostReads() as checked:
+            meta.lookup(*keys, check=True)
+        assert checked.reads == 0 and checked.asserts == 1  # checked, device-side
+    with pytest.raises(ValueError, match="expected index"):  # shapes: host metadata only
+        meta.lookup(index.to("meta")[:3], aug.to("meta"), check=True)
+
+    # The same lookup on a CPU table checks by default, on the host, with exact messages.
+    cpu = tc.TeacherCache(
+        torch.zeros(n, tc.num_views(PAD), c, dtype=torch.bfloat16), pad=PAD, key="k"
+    )
+    with HostReads() as host:
+        cpu.lookup(index, aug)
+    assert host.reads > 0 and host.asserts == 0
+    with HostReads() as off:
+        cpu.lookup(index, aug, check=False)
+    assert off.reads == 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_checked_lookup_on_cuda_does_not_synchronize() -> None:
+    n, c = 12, 5
+    table = torch.randn(n, tc.num_views(PAD), c, device="cuda").to(torch.bfloat16)
+    cache = tc.TeacherCache(table, pad=PAD, key="k")
+    index, aug = (t.cuda() for t in random_keys(n, 8, seed=3))
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any synchronizing call raises
+    try:
+        out = cache.lookup(index, aug)
+        checked = cache.lookup(index, aug, check=True)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.testing.assert_close(out, checked)
+    torch.testing.assert_close(out, table[index, tc.view_ids(aug, PAD)].float())
 
 
 def test_cache_file_is_reused_not_rebuilt(tmp_path: Path, monkeypatch) -> None:
@@ -342,9 +456,7 @@ def test_auto_on_cpu_without_a_stored_table_reads_and_hashes_nothing(
         auto(tmp_path)
 
 
-def test_auto_on_cpu_does_not_rebuild_another_teachers_table(
-    tmp_path: Path, monkeypatch
-) -> None:
+def test_auto_on_cpu_does_not_rebuild_another_teachers_table(tmp_path: Path, monkeypatch) -> None:
     bundle = make_bundle()
     other = build(tmp_path, TinyTeacher(seed=1).eval(), bundle)  # a table, not this teacher's
 
@@ -354,13 +466,19 @@ def test_auto_on_cpu_does_not_rebuild_another_teachers_table(
     monkeypatch.setattr(tc, "build_cache_table", no_build)
     common = {"device": "cpu", "augment": "standard", "representation": "logits"}
     teacher = TinyTeacher(seed=0).eval()
-    assert tc.get_teacher_cache(
-        teacher, bundle, teacher_dir=tmp_path, mode="auto", progress=False, **common
-    ) is None
+    assert (
+        tc.get_teacher_cache(
+            teacher, bundle, teacher_dir=tmp_path, mode="auto", progress=False, **common
+        )
+        is None
+    )
     # This teacher's own table, stored under its key but damaged: skipped, not rebuilt.
     key = tc.cache_key(tc.dataset_images(bundle.train), teacher, MEAN, STD, PAD)
     (tmp_path / "teacher_cache" / f"{key[:32]}.pt").write_bytes(b"damaged")
-    assert tc.get_teacher_cache(
-        teacher, bundle, teacher_dir=tmp_path, mode="auto", progress=False, **common
-    ) is None
+    assert (
+        tc.get_teacher_cache(
+            teacher, bundle, teacher_dir=tmp_path, mode="auto", progress=False, **common
+        )
+        is None
+    )
     assert other.path.is_file()

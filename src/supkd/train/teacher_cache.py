@@ -79,8 +79,31 @@ def render_views(images: Tensor, aug: Tensor, pad: int) -> Tensor:
     return crop_flip_batch(images, aug, pad)
 
 
+def keys_valid(index: Tensor, aug: Tensor, num_images: int, pad: int) -> Tensor:
+    """0-dim bool tensor on the keys' device: every ``index`` (B,) in ``[0, num_images)``,
+    every ``aug`` (B, 3) offset ``dy, dx`` in ``[0, 2·pad]`` and flip in ``{0, 1}``.
+
+    Computed without reading anything back to the host, so it can be asserted device-side.
+    """
+    shifts, flip = aug[:, :2], aug[:, 2]
+    return (
+        (index >= 0).all()
+        & (index < num_images).all()
+        & (shifts >= 0).all()
+        & (shifts <= 2 * pad).all()
+        & ((flip == 0) | (flip == 1)).all()
+    )
+
+
 def check_keys(index: Tensor, aug: Tensor, num_images: int, pad: int) -> None:
-    """Raise ``ValueError`` unless ``index`` (B,) and ``aug`` (B, 3) are valid cache keys."""
+    """Raise ``ValueError`` unless ``index`` (B,) and ``aug`` (B, 3) are valid cache keys.
+
+    Shapes and dtypes are checked on the host (metadata only). Values: on CPU they are read
+    and a ``ValueError`` names the bad range; on any other device they are asserted
+    device-side (``torch._assert_async``), so the step does not wait for the device; a bad
+    key then fails at a later synchronization (on CUDA as a device-side assert, which ends
+    the process's CUDA context: a debugging aid, not an error to recover from).
+    """
     if index.ndim != 1 or aug.ndim != 2 or aug.shape != (index.shape[0], 3):
         raise ValueError(
             f"teacher cache: expected index (B,) and aug (B, 3), got "
@@ -89,6 +112,16 @@ def check_keys(index: Tensor, aug: Tensor, num_images: int, pad: int) -> None:
     if index.dtype.is_floating_point or aug.dtype.is_floating_point:
         raise ValueError("teacher cache: index and aug must be integer tensors")
     if index.numel() == 0:
+        return
+    if index.device.type != "cpu" or aug.device.type != "cpu":
+        # int()/.item() here would synchronize with the device on every lookup.
+        device = aug.device if index.device.type == "cpu" else index.device
+        index, aug = index.to(device, non_blocking=True), aug.to(device, non_blocking=True)
+        torch._assert_async(
+            keys_valid(index, aug, num_images, pad),
+            f"teacher cache: a key is out of range (image index in [0, {num_images}), "
+            f"crop offsets in [0, {2 * pad}], flip in {{0, 1}})",
+        )
         return
     if int(index.min()) < 0 or int(index.max()) >= num_images:
         raise ValueError(
@@ -151,18 +184,21 @@ class TeacherCache:
     def lookup(self, index: Tensor, aug: Tensor, *, check: bool | None = None) -> Tensor:
         """Cached teacher logits of the views ``aug`` (B, 3) of images ``index`` (B,) -> (B, C).
 
-        ``check`` validates the keys (raises ``ValueError``); it reads values back to the host,
-        so it defaults to True on CPU and False on CUDA, where the step must not synchronize
-        (there the loader is the only producer of keys, and out-of-range image indices still
-        trip the indexing kernel's bounds check).
+        ``check`` validates the keys (:func:`check_keys`). None (default): True when the
+        table is on the CPU, False elsewhere. On CPU the check reads the keys and raises
+        ``ValueError``; off the CPU (``check=True``) it is a device-side assert with no host
+        synchronization, but it still costs a few small kernels per step, so it is off by
+        default there: the loader is the only producer of keys, and out-of-range image
+        indices still trip the indexing kernel's bounds check.
         """
         if check is None:
             check = self.logits.device.type == "cpu"
-        if check:
-            check_keys(index, aug, self.num_images, self.pad)
         index = index.to(self.logits.device, non_blocking=True)
-        views = view_ids(aug.to(self.logits.device, non_blocking=True), self.pad)
-        return self.logits[index, views].float()
+        aug = aug.to(self.logits.device, non_blocking=True)
+        if check:
+            # on the table's device: a host check on CPU, a device-side assert elsewhere
+            check_keys(index, aug, self.num_images, self.pad)
+        return self.logits[index, view_ids(aug, self.pad)].float()
 
 
 # ---------------------------------------------------------------------------------------------
