@@ -208,3 +208,15 @@ def test_report_out_under_a_file_is_a_user_error(tmp_path, capsys):
     assert main(["report", str(tmp_path / "runs"), "--out", str(blocker / "rep")]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and str(blocker / "rep") in err
+
+
+def test_report_names_loss_arguments(tmp_path):
+    # A row-normalized Gram is not the raw Gram of Eq. 4: the report must say which was run.
+    meta = {"table": "table2", "method": "gram", "teacher_kind": "supcon", "cell": "kd_gram"}
+    for s in (0, 1):
+        write_run(tmp_path / "runs", f"kd_gram-s{s}", {**meta, "seed": s}, test_acc=90.0 + s,
+                  config={"task": {"name": "distill", "loss": "gram",
+                                   "loss_args": {"normalize": True}}})
+    md = write_report(tmp_path / "runs").markdown_path.read_text()
+    assert "Loss arguments set by the grid" in md
+    assert "kd_gram: `gram` normalize=True." in md

@@ -376,6 +376,17 @@ def setup_markdown(col: Collected) -> str:
     lines += ["", "Budgets used:", "",
               _md_table(["Entry", "Task", "Model", "Data", "Epochs", "Batch", "Optimizer",
                          "Runs", "Mean wall time per run (s)"], rows)]
+    # Loss arguments change what a row means (e.g. a row-normalized Gram): say which were set.
+    settings: dict[str, str] = {}
+    for r in recs:
+        args = _get(r.config, "task.loss_args")
+        if _get(r.config, "task.name") == "distill" and isinstance(args, dict) and args:
+            cell = str(r.meta.get("cell") or r.name)
+            settings.setdefault(cell, f"`{_get(r.config, 'task.loss')}` "
+                                + ", ".join(f"{k}={v}" for k, v in sorted(args.items())))
+    if settings:
+        lines += ["", "Loss arguments set by the grid (others are the loss defaults): "
+                  + "; ".join(f"{c}: {v}" for c, v in sorted(settings.items())) + "."]
     return "\n".join(lines) + "\n"
 
 
