@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from supkd.errors import ConfigError
 
@@ -31,6 +31,23 @@ class DataConfig:
       CPU; ``off``: DataLoader path).
     - ``split_seed``: seed of the validation split and of ``subset`` (None: the run's seed).
       Fixed by default so that teachers and students of every seed hold out the same images.
+    - ``flip``: horizontal flip (p 1/2) in the standard augmentation (pad-crop + flip, or
+      RandomResizedCrop + flip for image folders). False for data whose classes a mirror
+      changes (digits): ``Batch.aug``'s flip column is then always 0.
+    - ``supcon_scale``: ``[lo, hi]`` area fraction of the SupCon views' RandomResizedCrop,
+      ``0 < lo <= hi <= 1`` (Khosla et al., 2020: [0.2, 1]).
+    - ``supcon_flip``: horizontal flip (p 1/2) in the SupCon views.
+    - ``supcon_jitter``: ColorJitter strength s in [0, 1] of the SupCon views: brightness,
+      contrast and saturation factors ~ U[1 - s, 1 + s] and hue shift ~ U[-s/4, s/4], so
+      the default 0.4 is the recipe's (0.4, 0.4, 0.4, 0.1) and one number scales all four;
+      applied with p 0.8. 0 turns the jitter off. One-channel images see brightness and
+      contrast only.
+    - ``supcon_grayscale``: probability in [0, 1] that a SupCon view is made gray (three
+      channels only).
+
+    The defaults reproduce the CIFAR recipes of DESIGN.md §5 draw for draw: every view
+    consumes the same random numbers whatever these options say, so turning one off changes
+    only what it controls.
     """
 
     name: str = "digits"
@@ -42,6 +59,11 @@ class DataConfig:
     num_workers: int = -1
     gpu_resident: str = "auto"
     split_seed: int | None = 0
+    flip: bool = True
+    supcon_scale: list[float] = field(default_factory=lambda: [0.2, 1.0])
+    supcon_flip: bool = True
+    supcon_jitter: float = 0.4
+    supcon_grayscale: float = 0.2
 
     def __post_init__(self) -> None:
         self.validate()
@@ -64,11 +86,11 @@ class DataConfig:
                 "config field 'data.val_fraction': expected a number in [0, 1), "
                 f"got {self.val_fraction}"
             )
-        for field in ("subset", "image_size"):
-            v = getattr(self, field)
+        for name in ("subset", "image_size"):
+            v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
                 raise ConfigError(
-                    f"config field 'data.{field}': expected a positive int or null, got {v!r}"
+                    f"config field 'data.{name}': expected a positive int or null, got {v!r}"
                 )
         if not isinstance(self.download, bool):
             raise ConfigError(
@@ -94,3 +116,32 @@ class DataConfig:
             raise ConfigError(
                 f"config field 'data.split_seed': expected an int or null, got {self.split_seed!r}"
             )
+        for field_name in ("flip", "supcon_flip"):
+            v = getattr(self, field_name)
+            if not isinstance(v, bool):
+                raise ConfigError(
+                    f"config field 'data.{field_name}': expected true or false, got {v!r}"
+                )
+        scale = self.supcon_scale
+        if (
+            not isinstance(scale, list | tuple)
+            or len(scale) != 2
+            or any(isinstance(v, bool) or not isinstance(v, int | float) for v in scale)
+        ):
+            raise ConfigError(
+                f"config field 'data.supcon_scale': expected [lo, hi], two numbers, got {scale!r}"
+            )
+        if not 0.0 < scale[0] <= scale[1] <= 1.0:
+            raise ConfigError(
+                "config field 'data.supcon_scale': expected 0 < lo <= hi <= 1 (area fractions), "
+                f"got {list(scale)}"
+            )
+        for field_name, what in (
+            ("supcon_jitter", "a jitter strength"),
+            ("supcon_grayscale", "a probability"),
+        ):
+            v = getattr(self, field_name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not 0.0 <= v <= 1.0:
+                raise ConfigError(
+                    f"config field 'data.{field_name}': expected {what} in [0, 1], got {v!r}"
+                )

@@ -32,10 +32,10 @@ from supkd.data.batch import Batch
 from supkd.data.sampling import EpochPlan, num_batches
 from supkd.data.transforms import (
     SUPCON_JITTER,
-    SUPCON_P_GRAY,
     SUPCON_P_JITTER,
     SUPCON_RATIO,
     SUPCON_SCALE,
+    SupconRecipe,
     normalization_affine,
 )
 
@@ -264,16 +264,29 @@ SUPCON_KEYS = ("box", "flip", "brightness", "contrast", "saturation", "hue", "ap
 
 
 def sample_supcon(
-    n: int, height: int, width: int, generator: torch.Generator
+    n: int,
+    height: int,
+    width: int,
+    generator: torch.Generator,
+    recipe: SupconRecipe | None = None,
 ) -> tuple[dict[str, torch.Tensor], list[int]]:
     """The random parameters of ``n`` SupCon views of (height, width) images, drawn from
     ``generator`` in a fixed order (crop box, flip, jitter, grayscale): ``(params, order)``
     with ``params[k]`` of first dimension n for k in :data:`SUPCON_KEYS` (box (n, 4) float,
-    flip/apply/gray (n,) bool, jitter factors (n,) float) and the jitter op ``order``."""
-    box = sample_resized_crop(n, height, width, generator)
+    flip/apply/gray (n,) bool, jitter factors (n,) float) and the jitter op ``order``.
+    ``recipe`` (None: the CIFAR recipe) sets the crop scale, flip, jitter strength and gray
+    probability; the same numbers are drawn whatever it says (a disabled flip or a jitter of
+    strength 0 still consumes its draws), so the stream stays aligned with the defaults'."""
+    recipe = recipe or SupconRecipe()
+    box = sample_resized_crop(n, height, width, generator, scale=recipe.scale)
     flip = torch.rand(n, generator=generator) < 0.5
-    jit = sample_jitter(n, generator)
-    gray = torch.rand(n, generator=generator) < SUPCON_P_GRAY
+    if not recipe.flip:
+        flip = torch.zeros_like(flip)
+    jit = sample_jitter(n, generator, strength=recipe.strength, p=recipe.p_jitter)
+    if recipe.jitter == 0:
+        # Every factor is the identity: turn the ops off instead of computing them.
+        jit["apply"] = torch.zeros_like(jit["apply"])
+    gray = torch.rand(n, generator=generator) < recipe.p_gray
     order = jit.pop("order").tolist()
     return {"box": box, "flip": flip, "gray": gray, **jit}, order
 
@@ -284,29 +297,37 @@ def apply_supcon(
     params: dict[str, torch.Tensor],
     order: Sequence[int],
     size: int | None = None,
+    jitter: bool = True,
 ) -> torch.Tensor:
     """Render :func:`sample_supcon`'s parameters (B*V views, image-major) on a uint8 batch
     (B, C, H, W) -> float (B, V, C, S, S) in [0, 1]. Parameters already on the images'
-    device are used in place (no copy)."""
+    device are used in place (no copy). ``jitter`` False skips the color jitter (for a
+    recipe of strength 0, whose ``apply`` is all false anyway)."""
     B, C, H, _ = images.shape
     S = size or H
     src = images.repeat_interleave(views, dim=0) if views > 1 else images
     x = resized_crop_flip(src.float().div_(255.0), params["box"], params["flip"], S)
-    x = color_jitter(x, params, order)
+    if jitter:
+        x = color_jitter(x, params, order)
     if C == 3:
         x = torch.where(params["gray"].to(x.device).view(-1, 1, 1, 1), grayscale(x).expand_as(x), x)
     return x.view(B, views, C, S, S)
 
 
 def supcon_views(
-    images: torch.Tensor, views: int, generator: torch.Generator, size: int | None = None
+    images: torch.Tensor,
+    views: int,
+    generator: torch.Generator,
+    size: int | None = None,
+    recipe: SupconRecipe | None = None,
 ) -> torch.Tensor:
     """SupCon augmentation of a uint8 batch (B, C, H, W) -> float (B, V, C, S, S) in [0, 1]:
     per view and image RandomResizedCrop(scale 0.2-1) + flip, ColorJitter(0.4, 0.4, 0.4,
-    0.1) with p 0.8, grayscale with p 0.2 (DESIGN.md §5). All V*B views in one batch."""
+    0.1) with p 0.8, grayscale with p 0.2 (DESIGN.md §5; ``recipe`` changes these). All
+    V*B views in one batch."""
     B, _, H, W = images.shape
-    params, order = sample_supcon(B * views, H, W, generator)
-    return apply_supcon(images, views, params, order, size)
+    params, order = sample_supcon(B * views, H, W, generator, recipe)
+    return apply_supcon(images, views, params, order, size, (recipe or SupconRecipe()).jitter > 0)
 
 
 # ------------------------------------------------------------------------------ loader
@@ -357,6 +378,7 @@ class GpuLoader:
         drop_last: bool,
         plan_fn,
         size: int | None = None,
+        recipe: SupconRecipe | None = None,
     ) -> None:
         self.images = images.to(device)
         self.labels = labels.to(device).long()
@@ -369,6 +391,7 @@ class GpuLoader:
         self.drop_last = drop_last
         self.plan_fn = plan_fn
         self.size = size
+        self.recipe = recipe or SupconRecipe()
         # Normalization constants made once (a torch.tensor(..., device=cuda) per batch is
         # a host-to-device copy per batch).
         self._affine = {
@@ -397,7 +420,9 @@ class GpuLoader:
             ep.aug = self._to_device(plan.aug)
         elif self.augment == "supcon":
             _, _, H, W = self.images.shape
-            drawn = [sample_supcon(n * self.views, H, W, plan.generator) for _, n in batches]
+            drawn = [
+                sample_supcon(n * self.views, H, W, plan.generator, self.recipe) for _, n in batches
+            ]
             ep.orders = [order for _, order in drawn]
             ep.supcon = {
                 k: self._to_device(torch.cat([p[k] for p, _ in drawn]))
@@ -434,7 +459,7 @@ class GpuLoader:
             elif self.augment == "supcon":
                 assert ep.supcon is not None and ep.orders is not None
                 params = {k: t.narrow(0, start * V, n * V) for k, t in ep.supcon.items()}
-                x = apply_supcon(imgs, V, params, ep.orders[b], self.size)
+                x = apply_supcon(imgs, V, params, ep.orders[b], self.size, self.recipe.jitter > 0)
                 x = self._normalize(x, 1.0)
                 if V == 1:
                     x = x[:, 0]

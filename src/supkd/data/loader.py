@@ -18,6 +18,7 @@ from supkd.data.transforms import (
     AUGMENTS,
     RandomResizedCropFlip,
     SupconAugment,
+    SupconRecipe,
     crop_flip,
     eval_transform,
     normalize_batch,
@@ -123,6 +124,7 @@ class Loader:
         self.gpu_resident = gpu_resident
         self._epoch, self._explicit_epoch = 0, False
         size = bundle.image_size
+        recipe = SupconRecipe.from_config(bundle.config)
         if gpu_resident:
             ds = self.dataset
             assert isinstance(ds, TensorImageDataset)
@@ -139,14 +141,15 @@ class Loader:
                 drop_last=drop_last,
                 plan_fn=self._plan,
                 size=size,
+                recipe=recipe,
             )
             return
         if augment == "standard" and bundle.style == "small":
             mode, transform = "crop_flip", None
         elif augment == "standard":
-            mode, transform = "random", RandomResizedCropFlip(size)
+            mode, transform = "random", RandomResizedCropFlip(size, flip=bundle.config.flip)
         elif augment == "supcon":
-            mode, transform = "random", SupconAugment(size, bundle.in_channels)
+            mode, transform = "random", SupconAugment(size, bundle.in_channels, recipe)
         else:
             mode, transform = "fixed", eval_transform(bundle.style, size)
         self._mode = mode
@@ -175,6 +178,7 @@ class Loader:
             world_size=self.world_size,
             even_shards=self.train,
             aug_seed=self.aug_seed,
+            flip=self.bundle.config.flip,
         )
 
     def _shard_len(self) -> int:

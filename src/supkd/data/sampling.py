@@ -67,6 +67,7 @@ def make_plan(
     world_size: int = 1,
     even_shards: bool = True,
     aug_seed: int | None = None,
+    flip: bool = True,
 ) -> EpochPlan:
     """Plan one epoch over a data set of ``n`` samples.
 
@@ -74,6 +75,9 @@ def make_plan(
     augmentation (``aug``, ``seeds``, ``generator``) from an ``(aug_seed, epoch)`` stream, so
     that the order depends on ``seed`` only and the augmentation of each sample on
     ``aug_seed`` only.
+
+    ``flip``: False sets every flip of ``aug`` to 0 (data whose classes a mirror changes);
+    the flips are still drawn, so the crops, seeds and generator are those of ``flip=True``.
 
     Sharding (DDP): rank r takes ``perm[r::world_size]``. With ``even_shards`` (training)
     the permutation is first cut to a multiple of ``world_size`` so that every rank runs the
@@ -87,6 +91,8 @@ def make_plan(
     if aug_seed is not None:
         g = torch.Generator().manual_seed(mix_seed(aug_seed, epoch, _AUG_STREAM))
     aug = sample_crop_flip(views * n, pad, g).view(views, n, 3)
+    if not flip:
+        aug[..., 2] = 0
     seeds = torch.randint(0, 1 << 62, (n,), generator=g)
     if world_size > 1:
         if even_shards:

@@ -12,7 +12,8 @@ more than the transforms themselves.
 - ``standard`` on ImageNet-style trees: RandomResizedCrop(size) + horizontal flip;
 - ``supcon``: two (or V) views of RandomResizedCrop(scale 0.2-1) + flip +
   ColorJitter(0.4, 0.4, 0.4, 0.1) with p 0.8 + grayscale with p 0.2 (Khosla et al., 2020,
-  public code; DESIGN.md §5);
+  public code; DESIGN.md §5), softened per data set by :class:`SupconRecipe` (``data:``
+  options ``supcon_scale``, ``supcon_flip``, ``supcon_jitter``, ``supcon_grayscale``);
 - ``none`` / evaluation: nothing for small images; resize to size/0.875 + center crop for
   ImageNet-style trees (the 256 -> 224 protocol).
 """
@@ -21,10 +22,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
+
+from supkd.data.config import DataConfig
 
 # SupCon augmentation constants (DESIGN.md §5).
 SUPCON_SCALE = (0.2, 1.0)
@@ -38,6 +42,45 @@ _ATTEMPTS = 10  # RandomResizedCrop tries, as torchvision
 RESIZED_CROP_DRAWS = 2 * _ATTEMPTS + 2
 CROP_FLIP_DRAWS = RESIZED_CROP_DRAWS + 1
 SUPCON_DRAWS = CROP_FLIP_DRAWS + 10
+
+
+@dataclass(frozen=True)
+class SupconRecipe:
+    """How strong the SupCon views are; the defaults are Khosla et al.'s CIFAR recipe.
+
+    - ``scale``: RandomResizedCrop area fractions ``(lo, hi)``;
+    - ``flip``: horizontal flip with p 1/2;
+    - ``jitter``: ColorJitter strength s: brightness, contrast, saturation ~ U[1 - s, 1 + s],
+      hue ~ U[-s/4, s/4] (s = 0.4 gives the recipe's (0.4, 0.4, 0.4, 0.1): one number keeps
+      the recipe's proportions), applied with probability ``p_jitter``;
+    - ``p_gray``: probability of a grayscale view (three channels only).
+
+    Options change what a draw does, never how many numbers are drawn, so both loader paths
+    stay in step and the defaults reproduce the fixed recipe bit for bit.
+    """
+
+    scale: tuple[float, float] = SUPCON_SCALE
+    flip: bool = True
+    jitter: float = SUPCON_JITTER[0]
+    p_jitter: float = SUPCON_P_JITTER
+    p_gray: float = SUPCON_P_GRAY
+
+    @property
+    def strength(self) -> tuple[float, float, float, float]:
+        """(brightness, contrast, saturation, hue) of ColorJitter."""
+        s = float(self.jitter)
+        return (s, s, s, s / 4)  # s / 4 is exact in binary: 0.4 -> 0.1 bit for bit
+
+    @classmethod
+    def from_config(cls, cfg: DataConfig) -> SupconRecipe:
+        """The recipe of a ``data:`` section (its ``supcon_*`` fields)."""
+        lo, hi = cfg.supcon_scale
+        return cls(
+            scale=(float(lo), float(hi)),
+            flip=bool(cfg.supcon_flip),
+            jitter=float(cfg.supcon_jitter),
+            p_gray=float(cfg.supcon_grayscale),
+        )
 
 
 def crop_flip(image: torch.Tensor, dy: int, dx: int, flip: int, pad: int) -> torch.Tensor:
@@ -83,17 +126,20 @@ def resized_crop_box(
 
 
 class RandomResizedCropFlip:
-    """One view: RandomResizedCrop(size, ``scale``) + horizontal flip with p 1/2, uint8
-    (C, H, W) -> (C, size, size), randomness from ``generator`` only (``scale`` (0.08, 1):
-    torchvision's ImageNet recipe). Draws exactly :data:`CROP_FLIP_DRAWS` uniforms."""
+    """One view: RandomResizedCrop(size, ``scale``) + horizontal flip with p 1/2 (never
+    when ``flip`` is False), uint8 (C, H, W) -> (C, size, size), randomness from
+    ``generator`` only (``scale`` (0.08, 1): torchvision's ImageNet recipe). Draws exactly
+    :data:`CROP_FLIP_DRAWS` uniforms, flip or not."""
 
-    def __init__(self, size: int, scale: tuple[float, float] = (0.08, 1.0)) -> None:
-        self.size, self.scale = size, scale
+    def __init__(
+        self, size: int, scale: tuple[float, float] = (0.08, 1.0), flip: bool = True
+    ) -> None:
+        self.size, self.scale, self.flip = size, scale, flip
 
     def view(self, image: torch.Tensor, u: Sequence[float]) -> torch.Tensor:
         top, left, h, w = resized_crop_box(u, image.shape[-2], image.shape[-1], self.scale)
         x = TF.resized_crop(image, top, left, h, w, [self.size, self.size], antialias=True)
-        return TF.horizontal_flip(x) if u[RESIZED_CROP_DRAWS] < 0.5 else x
+        return TF.horizontal_flip(x) if self.flip and u[RESIZED_CROP_DRAWS] < 0.5 else x
 
     def __call__(self, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return self.view(image, torch.rand(CROP_FLIP_DRAWS, generator=generator).tolist())
@@ -103,30 +149,34 @@ class SupconAugment(RandomResizedCropFlip):
     """One SupCon view, uint8 (C, H, W) -> uint8 (C, size, size), randomness from
     ``generator`` only: RandomResizedCrop(scale 0.2-1) + flip, ColorJitter(0.4, 0.4, 0.4,
     0.1) in a random order with p 0.8, grayscale with p 0.2 (Khosla et al., 2020, public
-    code; DESIGN.md §5), drawn as torchvision.transforms.v2 draws them and applied with its
-    functional ops. On one channel only brightness and contrast apply (saturation, hue and
-    grayscale need color). Draws exactly :data:`SUPCON_DRAWS` uniforms per view, whatever
-    is applied, so the stream of later views does not depend on earlier ones' outcomes."""
+    code; DESIGN.md §5; ``recipe`` changes these), drawn as torchvision.transforms.v2 draws
+    them and applied with its functional ops. On one channel only brightness and contrast
+    apply (saturation, hue and grayscale need color). Draws exactly :data:`SUPCON_DRAWS`
+    uniforms per view, whatever is applied, so the stream of later views does not depend on
+    earlier ones' outcomes."""
 
-    def __init__(self, size: int, in_channels: int = 3) -> None:
-        super().__init__(size, SUPCON_SCALE)
-        self.in_channels = in_channels
+    def __init__(self, size: int, in_channels: int = 3, recipe: SupconRecipe | None = None) -> None:
+        recipe = recipe or SupconRecipe()
+        super().__init__(size, recipe.scale, recipe.flip)
+        self.in_channels, self.recipe = in_channels, recipe
 
     def __call__(self, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         u = torch.rand(SUPCON_DRAWS, generator=generator).tolist()
         x = self.view(image, u)
         j = u[CROP_FLIP_DRAWS:]  # apply, 4 factors, 4 order keys, gray
-        if j[0] < SUPCON_P_JITTER:
+        strength = self.recipe.strength
+        # Strength 0 makes every op the identity: skipped (the draws are still consumed).
+        if j[0] < self.recipe.p_jitter and self.recipe.jitter > 0:
             ops = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
             # Factors ~ U[1 - s, 1 + s] (hue: U[-h, h]) and a uniformly random op order
             # (argsort of 4 uniforms), as v2.ColorJitter's randperm(4).
             for k in sorted(range(4), key=lambda k: j[5 + k]):
                 if k >= 2 and self.in_channels != 3:
                     continue
-                s = SUPCON_JITTER[k]
+                s = strength[k]
                 f = (2 * j[1 + k] - 1) * s if k == 3 else 1 - s + 2 * s * j[1 + k]
                 x = ops[k](x, f)
-        if self.in_channels == 3 and j[9] < SUPCON_P_GRAY:
+        if self.in_channels == 3 and j[9] < self.recipe.p_gray:
             x = TF.rgb_to_grayscale(x, num_output_channels=3)
         return x
 
