@@ -653,6 +653,10 @@ def _teacher_cache(
     # Also the wait: the other ranks read the table only once rank 0 has written it.
     error = dist_utils.broadcast_object(error)
     if error is not None:
+        # A broadcast's sender may finish before the others have even reached it: without
+        # this, rank 0 can exit while a slower rank is still building its task, and torchrun
+        # then kills that rank before it prints the error.
+        dist_utils.barrier()
         raise error
     if not dist_utils.is_main():
         cache = get()
