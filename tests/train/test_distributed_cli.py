@@ -55,6 +55,10 @@ def _torchrun_train(tmp_path, out, *args: str) -> subprocess.CompletedProcess:
         sys.executable, "-m", "torch.distributed.run",  # what the `torchrun` script runs
         "--nproc_per_node", "2", "--nnodes", "1",
         "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+        # torchrun kills the other workers as soon as one exits with an error, looking every
+        # 0.1 s by default; under load the ranks leave the same error up to a second apart,
+        # so look every 3 s and let every rank print its own message.
+        "--monitor-interval", "3",
         "-m", "supkd", "train", str(cfg), "--out", str(out), *args,
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

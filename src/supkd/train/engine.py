@@ -833,6 +833,10 @@ def run(
     if outcome[0] == "done":
         return outcome[1]
     if outcome[0] == "error":
+        # Every rank leaves with the same error at about the same time: without this barrier
+        # rank 0 can exit right after sending the broadcast, and torchrun then kills the
+        # slower ranks before they print the message.
+        dist_utils.barrier()
         raise outcome[1]
 
     seeds = expand_seed(cfg.seed)
