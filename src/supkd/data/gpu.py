@@ -36,6 +36,7 @@ from supkd.data.transforms import (
     SUPCON_RATIO,
     SUPCON_SCALE,
     SupconRecipe,
+    center_fallback_box,
     normalization_affine,
 )
 
@@ -97,15 +98,7 @@ def sample_resized_crop(
     u = torch.rand(n, 2, generator=generator)
     top = torch.floor(u[:, 0] * (height - h + 1))
     left = torch.floor(u[:, 1] * (width - w + 1))
-    # torchvision's fallback: whole image when its aspect ratio is inside `ratio`.
-    in_ratio = width / height
-    if in_ratio < ratio[0]:
-        fw, fh = width, round(width / ratio[0])
-    elif in_ratio > ratio[1]:
-        fw, fh = round(height * ratio[1]), height
-    else:
-        fw, fh = width, height
-    ftop, fleft = (height - fh) // 2, (width - fw) // 2
+    ftop, fleft, fh, fw = center_fallback_box(height, width, ratio)
     box = torch.stack([top, left, h, w], dim=1)
     fallback = torch.tensor([ftop, fleft, fh, fw], dtype=box.dtype)
     return torch.where(any_ok[:, None], box, fallback)

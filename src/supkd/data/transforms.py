@@ -115,6 +115,14 @@ def resized_crop_box(
             top = int(u[2 * _ATTEMPTS] * (height - h + 1))
             left = int(u[2 * _ATTEMPTS + 1] * (width - w + 1))
             return top, left, h, w
+    return center_fallback_box(height, width, ratio)
+
+
+def center_fallback_box(
+    height: int, width: int, ratio: Sequence[float]
+) -> tuple[int, int, int, int]:
+    """torchvision RandomResizedCrop's fallback when no try fits: the central crop of the
+    whole image clamped to the aspect-ratio range. Returns ``(top, left, h, w)``."""
     in_ratio = width / height
     if in_ratio < ratio[0]:
         w, h = width, round(width / ratio[0])

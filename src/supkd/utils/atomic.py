@@ -2,7 +2,7 @@
 
 A reader (or a resumed run) therefore sees either the old file or the complete new one,
 never a half-written file, even if the process is killed mid-write (POSIX rename semantics).
-A SIGKILL mid-write does leave the temporary file behind (``.NAME.XXXXXXXX.tmp``, as large
+A SIGKILL mid-write does leave the temporary file behind (``.NAME.<random>.tmp``, as large
 as the file being written, e.g. a checkpoint); :func:`sweep_stale_temps` removes them.
 """
 
@@ -96,7 +96,7 @@ def sweep_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
     """Remove the temporary files that interrupted atomic writes left in ``folder`` and in
     ``folder/checkpoints``; return the removed paths.
 
-    Only names of the form ``.NAME.XXXXXXXX.tmp`` (what :func:`atomic_write_bytes` creates)
+    Only names of the form ``.NAME.<random>.tmp`` (what :func:`atomic_write_bytes` creates)
     are removed; other files and sub-folders are left alone. Call it only on a folder that
     no other process is writing to at the time (e.g. a run directory when its run starts):
     a write in progress has a temporary file of the same form.
