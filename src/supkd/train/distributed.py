@@ -405,13 +405,18 @@ def gather_with_grad(x: torch.Tensor, *, check_shapes: bool = True) -> torch.Ten
     return _gather_no_grad(x, world)
 
 
-def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
-    """Sum of ``x`` over ranks (a new tensor; ``x`` itself in a single process)."""
+def _all_reduce(x: torch.Tensor, op: Any) -> torch.Tensor:
+    """``op`` of ``x`` over ranks, as a new tensor (``x`` itself in a single process)."""
     if not is_enabled():
         return x
     out = x.detach().clone()
-    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    dist.all_reduce(out, op=op)
     return out
+
+
+def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
+    """Sum of ``x`` over ranks (a new tensor; ``x`` itself in a single process)."""
+    return _all_reduce(x, dist.ReduceOp.SUM)
 
 
 def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
@@ -423,20 +428,12 @@ def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
 
 def all_reduce_min(x: torch.Tensor) -> torch.Tensor:
     """Element-wise minimum over ranks (e.g. the first non-finite step any rank saw)."""
-    if not is_enabled():
-        return x
-    out = x.detach().clone()
-    dist.all_reduce(out, op=dist.ReduceOp.MIN)
-    return out
+    return _all_reduce(x, dist.ReduceOp.MIN)
 
 
 def all_reduce_max(x: torch.Tensor) -> torch.Tensor:
     """Element-wise maximum over ranks (e.g. "did any rank ask to stop")."""
-    if not is_enabled():
-        return x
-    out = x.detach().clone()
-    dist.all_reduce(out, op=dist.ReduceOp.MAX)
-    return out
+    return _all_reduce(x, dist.ReduceOp.MAX)
 
 
 def broadcast_object(obj: Any, src: int = 0) -> Any:
