@@ -2,6 +2,10 @@
 
 >>> net = create_model("resnet18", stem="cifar", num_classes=10, projection_dim=128)
 >>> out = net(x)   # ModelOutput(logits (B, 10), embedding (B, 512), projection (B, 128))
+
+``create_model(..., input_affine={"scale": [...], "shift": [...]})`` builds a network that
+first maps supkd-normalized inputs onto another normalization (:class:`InputAffine`): how an
+imported teacher sees the inputs it was trained on.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import torch
 
 from supkd.models.heads import ProjectionHead, make_classifier
 from supkd.models.resnet import (
+    InputAffine,
     ModelOutput,
     ResNetEncoder,
     SupKDResNet,
@@ -42,6 +47,7 @@ def as_model_output(out: ModelOutput | torch.Tensor | tuple) -> ModelOutput:
 
 
 __all__ = [
+    "InputAffine",
     "ModelOutput",
     "ProjectionHead",
     "ResNetEncoder",

@@ -11,10 +11,16 @@ Recognition"). Stems:
 ``width`` is the number of channels of the first stage (64 in the paper's networks); stage i
 has ``width * 2**i`` channels (times 4 for the Bottleneck's expansion), so ``width=8`` gives a
 ResNet-18 with ~1/64 of the parameters for CPU demos.
+
+``input_affine`` (optional) maps supkd-normalized images onto the normalization an imported
+teacher was trained with (:class:`InputAffine`); a network trained by supkd has none.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -46,11 +52,101 @@ class ModelOutput(NamedTuple):
     projection: torch.Tensor | None
 
 
+def check_input_affine(value: Any, in_channels: int) -> dict[str, list[float]] | None:
+    """Validate an ``input_affine`` spec and return it as plain lists of floats.
+
+    ``value`` is None or ``{"scale": [C floats > 0], "shift": [C floats]}`` with
+    ``C = in_channels``, all finite. Raises ValueError naming the field otherwise.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or set(value) != {"scale", "shift"}:
+        got = sorted(value) if isinstance(value, Mapping) else type(value).__name__
+        raise ValueError(
+            f"input_affine: expected None or a dict with keys 'scale' and 'shift', got {got}"
+        )
+    out: dict[str, list[float]] = {}
+    for name in ("scale", "shift"):
+        raw = value[name]
+        what = "finite numbers > 0" if name == "scale" else "finite numbers"
+        expected = f"input_affine.{name}: expected {in_channels} {what} (one per input channel)"
+        if isinstance(raw, str | bytes) or not isinstance(raw, Sequence | torch.Tensor):
+            raise ValueError(f"{expected}, got {raw!r}")
+        items = raw.tolist() if isinstance(raw, torch.Tensor) else list(raw)
+        if len(items) != in_channels:
+            raise ValueError(f"{expected}, got {len(items)}: {items!r}")
+        # bool is an int subclass, but True as a scale is a mistake, not 1.0.
+        if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in items):
+            raise ValueError(f"{expected}, got {items!r}")
+        floats = [float(v) for v in items]
+        if not all(math.isfinite(v) for v in floats) or (
+            name == "scale" and not all(v > 0 for v in floats)
+        ):
+            raise ValueError(f"{expected}, got {floats!r}")
+        out[name] = floats
+    return out
+
+
+class InputAffine(nn.Module):
+    """Per-channel ``x * scale + shift``: x (B, C, H, W) -> (B, C, H, W).
+
+    Why: a teacher trained elsewhere expects inputs normalized with the statistics of its own
+    training, ``x_t = (p - mu_t) / sigma_t`` for raw pixels ``p``, while supkd's loaders give
+    ``x = (p - mu_d) / sigma_d`` with the data set's statistics (``supkd.data.datasets.
+    NORMALIZATION``). Substituting ``p = x * sigma_d + mu_d``::
+
+        x_t = (x * sigma_d + mu_d - mu_t) / sigma_t
+            = x * (sigma_d / sigma_t) + (mu_d - mu_t) / sigma_t
+
+    so ``scale = sigma_d / sigma_t`` and ``shift = (mu_d - mu_t) / sigma_t``, per channel,
+    applied before the first convolution, give the teacher exactly the inputs it was trained
+    on. ``scale`` and ``shift`` are (1, C, 1, 1) non-persistent buffers: they follow
+    ``.to(device)`` but stay out of ``state_dict`` (the values live in the model's ``spec``),
+    so weight files keep their keys. Plain tensor ops: works with channels_last, autocast and
+    ``torch.compile``.
+    """
+
+    def __init__(self, scale: Sequence[float], shift: Sequence[float]) -> None:
+        super().__init__()
+        if len(scale) != len(shift) or not scale:
+            raise ValueError(
+                f"InputAffine: scale and shift must have one value per channel, got "
+                f"{len(scale)} and {len(shift)}"
+            )
+        self.values = (tuple(float(v) for v in scale), tuple(float(v) for v in shift))
+        c = len(scale)
+        self.register_buffer("scale", torch.tensor(self.values[0]).view(1, c, 1, 1), False)
+        self.register_buffer("shift", torch.tensor(self.values[1]).view(1, c, 1, 1), False)
+
+    def _apply(  # type: ignore[override]
+        self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True
+    ) -> InputAffine:
+        super()._apply(fn, recurse)
+        # A dtype change (``.double()``) converts the float32 buffers, float32 rounding
+        # included; refill them from the exact values so a float64 model is float64-exact.
+        for name, values in zip(("scale", "shift"), self.values):
+            buf = getattr(self, name)
+            if buf.is_floating_point() and buf.device.type != "meta":
+                with torch.no_grad():
+                    buf.copy_(torch.tensor(values, dtype=buf.dtype).view(buf.shape))
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + self.shift
+
+    def extra_repr(self) -> str:
+        return f"scale={list(self.values[0])}, shift={list(self.values[1])}"
+
+
 class ResNetEncoder(nn.Module):
     """Image (B, in_channels, H, W) -> embedding (B, F) with F = 8 * width * expansion.
 
     Submodule names follow torchvision's ``ResNet`` (``conv1, bn1, layer1..layer4``), so a
-    torchvision state dict maps onto ``encoder.<name>`` one to one.
+    torchvision state dict maps onto ``encoder.<name>`` one to one. ``input_affine``
+    (:class:`InputAffine`, or None) is applied first, in ``forward`` and ``stages``: every
+    caller of the encoder (the model's ``forward`` and ``forward_intermediates``, the linear
+    stage's ``encoder(x)``, CKA, the teacher cache) then feeds the weights the inputs they
+    were trained on.
     """
 
     def __init__(
@@ -61,6 +157,7 @@ class ResNetEncoder(nn.Module):
         stem: str = "cifar",
         width: int = 64,
         in_channels: int = 3,
+        input_affine: Mapping[str, Sequence[float]] | None = None,
     ) -> None:
         super().__init__()
         if stem not in STEMS:
@@ -69,6 +166,11 @@ class ResNetEncoder(nn.Module):
             raise ValueError(f"width must be a positive number of channels, got {width}")
         if in_channels <= 0:
             raise ValueError(f"in_channels must be > 0, got {in_channels}")
+        affine = check_input_affine(input_affine, in_channels)
+        # None keeps the module tree (and so any hooks or names users rely on) unchanged.
+        self.input_affine: InputAffine | None = (
+            InputAffine(affine["scale"], affine["shift"]) if affine is not None else None
+        )
         self.inplanes = width
         if stem == "imagenet":
             self.conv1 = nn.Conv2d(in_channels, width, 7, stride=2, padding=3, bias=False)
@@ -111,6 +213,8 @@ class ResNetEncoder(nn.Module):
     def stages(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Named stage outputs ``stem, layer1..layer4``, each (B, C, H, W)."""
         out: dict[str, torch.Tensor] = {}
+        if self.input_affine is not None:
+            x = self.input_affine(x)
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         out["stem"] = x
         for name in STAGES[1:]:
@@ -123,6 +227,8 @@ class ResNetEncoder(nn.Module):
         return torch.flatten(self.avgpool(x), 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_affine is not None:
+            x = self.input_affine(x)
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.pool(x)
@@ -133,7 +239,9 @@ class SupKDResNet(nn.Module):
 
     ``forward(x)``: x (B, in_channels, H, W) -> ``ModelOutput(logits (B, C), embedding (B, F),
     projection (B, P) | None)``; the classifier reads the embedding (not the projection), as
-    in SupCon's linear evaluation and in a plain CE network.
+    in SupCon's linear evaluation and in a plain CE network. x is normalized with supkd's
+    statistics of the data set; an imported teacher trained with other statistics carries an
+    ``input_affine`` (``spec["input_affine"]``, applied inside ``encoder``) that converts them.
     """
 
     def __init__(
@@ -196,11 +304,18 @@ def create_model(
     projection_dim: int | None = None,
     width: int = 64,
     in_channels: int = 3,
+    input_affine: Mapping[str, Sequence[float]] | None = None,
 ) -> SupKDResNet:
     """Build a ResNet (``resnet18|resnet34|resnet50``) with the given stem and heads.
 
     ``projection_dim``: add a SupCon projection head with this output size (None: no head).
     ``width``: channels of the first stage (64 = the standard network).
+    ``input_affine``: None, or ``{"scale": [C floats > 0], "shift": [C floats]}`` with
+    ``C = in_channels``: the network computes ``x * scale + shift`` per channel (scale and
+    shift as (1, C, 1, 1)) before its first convolution, to give a teacher trained with other
+    input statistics the inputs it expects (see :class:`InputAffine` for the derivation). It
+    is kept in ``spec`` (only when given, so specs without it are unchanged) and so
+    survives ``save_model``/``load_model``; it adds no ``state_dict`` keys.
     Unknown names or bad values raise ValueError listing what is valid.
     """
     if name not in ARCHS:
@@ -213,8 +328,11 @@ def create_model(
         raise ValueError(f"projection_dim must be a positive int or None, got {projection_dim!r}")
     if not isinstance(width, int) or width <= 0:
         raise ValueError(f"width must be a positive int, got {width!r}")
+    affine = check_input_affine(input_affine, in_channels)
     block, layers = ARCHS[name]
-    encoder = ResNetEncoder(block, layers, stem=stem, width=width, in_channels=in_channels)
+    encoder = ResNetEncoder(
+        block, layers, stem=stem, width=width, in_channels=in_channels, input_affine=affine
+    )
     head = ProjectionHead(encoder.out_dim, projection_dim) if projection_dim else None
     classifier = make_classifier(encoder.out_dim, num_classes)
     spec = {
@@ -225,4 +343,6 @@ def create_model(
         "width": width,
         "in_channels": in_channels,
     }
+    if affine is not None:
+        spec["input_affine"] = affine
     return SupKDResNet(encoder, classifier, head, spec)
