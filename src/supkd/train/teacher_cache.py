@@ -350,7 +350,8 @@ def get_teacher_cache(
             (``"standard"``) has a finite view set.
         representation: the KD representation; only ``"logits"`` is cached.
         pad: crop padding; None takes ``bundle.pad`` (4 for 32×32 data).
-        mode: ``off`` never; ``on`` always (raises ``ConfigError`` when it cannot apply);
+        mode: ``off`` never; ``on`` always (raises ``ConfigError`` when it cannot apply,
+            e.g. with ``bundle.config.cutout`` > 0: the table holds un-erased views);
             ``auto`` reuses a stored table anywhere and builds one only on CUDA, where it costs
             ~162 teacher epochs of bf16 forwards that a grid of KD runs pays back many times
             (on CPU the same build would take hours). Off CUDA, ``auto`` first lists
@@ -370,6 +371,13 @@ def get_teacher_cache(
         why_not = f"augmentation {augment!r} of {style!r} images is not pad-crop + flip"
     elif representation != "logits":
         why_not = f"representation {representation!r} is not 'logits'"
+    elif cutout := getattr(getattr(bundle, "config", None), "cutout", 0):
+        # The table holds the 162 un-erased views; cutout erases a random square of each.
+        why_not = (
+            f"data.cutout = {cutout} erases a square of every view after the "
+            "crop + flip, so the teacher must see the erased view live (data.cutout=0 or "
+            "task.teacher_cache=auto|off)"
+        )
     elif teacher_dir is None and mode == "auto":
         why_not = "no teacher directory to store it in"
     if why_not is not None:
