@@ -17,8 +17,9 @@ class Batch:
     - ``y``: (B,) long labels.
     - ``index``: (B,) long indices into the split's data set, or None (user loaders).
     - ``aug``: (B, 3) long ``[dy, dx, flip]`` of the pad-crop + flip augmentation when it is
-      the only augmentation (the teacher cache looks views up by it), else None. ``dy, dx``
-      index the top-left corner of the crop in the padded image.
+      the only augmentation (the teacher cache looks views up by it), else None (also with
+      ``data.cutout``: the erased view is not the cached one). ``dy, dx`` index the top-left
+      corner of the crop in the padded image.
     """
 
     x: torch.Tensor

@@ -8,6 +8,9 @@ from supkd.errors import ConfigError
 
 DATASETS = ("digits", "cifar10", "cifar100", "cifar10-jpeg", "imagefolder")
 GPU_RESIDENT = ("auto", "on", "off")
+#: Side of each data set's images when ``image_size`` is None (the loaders' defaults), so
+#: that ``cutout`` can be checked when the config is read rather than when data is loaded.
+NATIVE_SIZES = {"digits": 16, "cifar10": 32, "cifar100": 32, "cifar10-jpeg": 32, "imagefolder": 224}
 
 
 @dataclass
@@ -44,6 +47,20 @@ class DataConfig:
       contrast only.
     - ``supcon_grayscale``: probability in [0, 1] that a SupCon view is made gray (three
       channels only).
+    - ``cutout``: side L in pixels of one square erased from every training view of the
+      ``standard`` augmentation, after the crop + flip (DeVries & Taylor, 2017, "Improved
+      Regularization of Convolutional Neural Networks with Cutout", arXiv:1708.04552);
+      0 (default) turns it off, else ``0 < L < image size``. The square's centre is uniform
+      over the image's pixels and the square is clipped at the borders (it may lie partly
+      outside), as in the paper's code. Erased pixels are 0 *after* normalization, i.e. the
+      data set's mean colour, because the paper's code applies it after Normalize (a zero
+      before normalization would be black, a strong out-of-distribution signal). Rows
+      ``cy - L//2 .. cy - L//2 + L - 1`` (columns alike): for even L exactly the paper's
+      square; for odd L the paper's ``cy ± L//2`` gives side L - 1, here it is L. Not
+      applied to ``none`` (evaluation); with ``supcon`` views it is a ConfigError (the
+      SupCon recipe has no cutout). The teacher cache holds un-erased views, so
+      ``task.teacher_cache: auto`` runs the teacher live and ``on`` is a ConfigError, and
+      ``Batch.aug`` is None (the crop + flip is no longer the only augmentation).
 
     The defaults reproduce the CIFAR recipes of DESIGN.md §5 draw for draw: every view
     consumes the same random numbers whatever these options say, so turning one off changes
@@ -64,6 +81,7 @@ class DataConfig:
     supcon_flip: bool = True
     supcon_jitter: float = 0.4
     supcon_grayscale: float = 0.2
+    cutout: int = 0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -145,3 +163,14 @@ class DataConfig:
                 raise ConfigError(
                     f"config field 'data.{field_name}': expected {what} in [0, 1], got {v!r}"
                 )
+        if isinstance(self.cutout, bool) or not isinstance(self.cutout, int) or self.cutout < 0:
+            raise ConfigError(
+                "config field 'data.cutout': expected an int >= 0 (side of the erased square "
+                f"in pixels, 0: off), got {self.cutout!r}"
+            )
+        side = self.image_size or NATIVE_SIZES[self.name]
+        if self.cutout >= side:
+            raise ConfigError(
+                f"config field 'data.cutout': expected a side smaller than the {side}-pixel "
+                f"images, got {self.cutout}"
+            )

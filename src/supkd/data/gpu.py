@@ -9,7 +9,8 @@ closed form; kornia validates parameters per op and warps with per-sample 3x3 ma
 the tensor path is kept. On an H200 the tensor path made 230,000 images/s at batch 512 and
 586,000 at batch 4096 (kornia was not installed on that machine, so not compared there).
 Owning the ops also lets the crop parameters come from our seeded epoch plan, so this path
-yields the same pad-crop + flip batches as the DataLoader path. The ops follow
+yields the same pad-crop + flip batches as the DataLoader path (with or without cutout,
+whose centres are also in the plan). The ops follow
 torchvision's definitions (tests compare them with torchvision.transforms.v2.functional).
 
 The random parameters are drawn on the CPU from the epoch's generator (a few numbers per
@@ -37,6 +38,7 @@ from supkd.data.transforms import (
     SUPCON_SCALE,
     SupconRecipe,
     center_fallback_box,
+    erase,
     normalization_affine,
 )
 
@@ -65,6 +67,22 @@ def crop_flip_batch(images: torch.Tensor, aug: torch.Tensor, pad: int) -> torch.
     c = cols.clamp(0, W - 1)[:, None, None, :].expand(B, C, H, W)
     out = images.gather(2, r).gather(3, c)
     return out * valid[:, None].to(out.dtype)
+
+
+# ------------------------------------------------------------------------------- cutout
+def cutout_mask_batch(centres: torch.Tensor, height: int, width: int, length: int) -> torch.Tensor:
+    """Cutout squares of a batch (DeVries & Taylor, 2017, arXiv:1708.04552): centres (B, 2)
+    long ``[cy, cx]`` -> bool (B, H, W), True on rows ``cy - length // 2`` to ``cy - length
+    // 2 + length - 1`` and the same columns; the parts outside the image simply match no
+    pixel (the clipping). Equal to :func:`supkd.data.transforms.cutout_mask` per sample,
+    computed on the centres' device from two comparisons (no host read, no copy)."""
+    top = centres[:, 0:1] - length // 2  # (B, 1)
+    left = centres[:, 1:2] - length // 2
+    r = torch.arange(height, device=centres.device)
+    c = torch.arange(width, device=centres.device)
+    rows = (r >= top) & (r < top + length)  # (B, H)
+    cols = (c >= left) & (c < left + length)  # (B, W)
+    return rows[:, :, None] & cols[:, None, :]
 
 
 # ------------------------------------------------------------------- random resized crop
@@ -329,7 +347,8 @@ class EpochTensors:
     """One epoch of a :class:`GpuLoader`, everything per-batch on the loader's device.
 
     ``batches``: (start, length) of each batch in ``order``; ``order`` (M,) long data set
-    indices; ``aug`` (V, N, 3) pad-crop + flip table (``standard`` only); ``supcon``: per-view
+    indices; ``aug`` (V, N, 3) pad-crop + flip table (``standard`` only); ``cutout`` (V, N, 2)
+    cutout centres (``standard`` with cutout only); ``supcon``: per-view
     parameters of the whole epoch, batch after batch (batch b's views at ``start * V``), and
     ``orders`` the jitter op order of each batch as Python ints (``supcon`` only).
     """
@@ -339,9 +358,11 @@ class EpochTensors:
     aug: torch.Tensor | None = None
     supcon: dict[str, torch.Tensor] | None = None
     orders: list[list[int]] | None = None
+    cutout: torch.Tensor | None = None
 
     def device_tensors(self) -> list[torch.Tensor]:
         out = [self.order] + ([self.aug] if self.aug is not None else [])
+        out += [self.cutout] if self.cutout is not None else []
         return out + list((self.supcon or {}).values())
 
 
@@ -354,6 +375,10 @@ class GpuLoader:
 
     :meth:`prepare` moves an epoch's plan to the device (once per epoch); :meth:`batches`
     then only slices device tensors, so no step waits on a host-to-device copy.
+
+    ``cutout``: side of the square erased per ``standard`` view after normalization (0:
+    none; DeVries & Taylor, 2017); the batches then carry no ``aug`` (the crop + flip is not
+    the only augmentation, so the teacher cache must not look them up).
     """
 
     def __init__(
@@ -372,6 +397,7 @@ class GpuLoader:
         plan_fn,
         size: int | None = None,
         recipe: SupconRecipe | None = None,
+        cutout: int = 0,
     ) -> None:
         self.images = images.to(device)
         self.labels = labels.to(device).long()
@@ -385,6 +411,7 @@ class GpuLoader:
         self.plan_fn = plan_fn
         self.size = size
         self.recipe = recipe or SupconRecipe()
+        self.cutout = cutout if augment == "standard" else 0
         # Normalization constants made once (a torch.tensor(..., device=cuda) per batch is
         # a host-to-device copy per batch).
         self._affine = {
@@ -411,6 +438,10 @@ class GpuLoader:
         ep = EpochTensors(batches, self._to_device(plan.order))
         if self.augment == "standard":
             ep.aug = self._to_device(plan.aug)
+            if self.cutout:
+                if plan.cutout is None:
+                    raise ValueError("cutout needs a plan with cutout centres (cutout_size > 0)")
+                ep.cutout = self._to_device(plan.cutout)
         elif self.augment == "supcon":
             _, _, H, W = self.images.shape
             drawn = [
@@ -446,9 +477,16 @@ class GpuLoader:
                     for v in range(V)
                 ]
                 x = torch.stack(views, 1) if V > 1 else views[0]
-                if V == 1:
+                if V == 1 and ep.cutout is None:
                     aug = ep.aug[0].index_select(0, idx)
                 x = self._normalize(x, 255.0)
+                if ep.cutout is not None:
+                    H, W = x.shape[-2:]
+                    masks = [
+                        cutout_mask_batch(ep.cutout[v].index_select(0, idx), H, W, self.cutout)
+                        for v in range(V)
+                    ]
+                    x = erase(x, torch.stack(masks, 1) if V > 1 else masks[0])
             elif self.augment == "supcon":
                 assert ep.supcon is not None and ep.orders is not None
                 params = {k: t.narrow(0, start * V, n * V) for k, t in ep.supcon.items()}

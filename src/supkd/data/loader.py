@@ -20,6 +20,8 @@ from supkd.data.transforms import (
     SupconAugment,
     SupconRecipe,
     crop_flip,
+    cutout_mask,
+    erase,
     eval_transform,
     normalize_batch,
 )
@@ -32,9 +34,14 @@ _GPU_AUTO_MAX_BYTES = 8 << 30
 
 class _PlannedDataset(Dataset):
     """Applies the per-sample transform chosen by the plan. Keys are tuples
-    ``(index, seed, aug)`` made in the main process, so workers need no epoch state."""
+    ``(index, seed, aug, centres)`` made in the main process, so workers need no epoch
+    state. With ``cutout`` > 0 each item also carries its views' cutout masks, bool (H, W)
+    or (V, H, W): the erase itself waits for the normalized batch (the square is 0 after
+    normalization, DeVries & Taylor, 2017)."""
 
-    def __init__(self, base: Dataset, mode: str, views: int, pad: int, transform: Any) -> None:
+    def __init__(
+        self, base: Dataset, mode: str, views: int, pad: int, transform: Any, cutout: int = 0
+    ) -> None:
         self.base, self.mode, self.views, self.pad, self.transform = (
             base,
             mode,
@@ -42,12 +49,13 @@ class _PlannedDataset(Dataset):
             pad,
             transform,
         )
+        self.cutout = cutout
 
     def __len__(self) -> int:
         return len(self.base)  # type: ignore[arg-type]
 
-    def __getitem__(self, key: tuple[int, int, tuple | None]) -> tuple:
-        i, seed, aug = key
+    def __getitem__(self, key: tuple[int, int, list | None, list | None]) -> tuple:
+        i, seed, aug, centres = key
         image, label = self.base[i]
         if self.mode == "crop_flip":
             out = [crop_flip(image, *a, self.pad) for a in aug]  # type: ignore[union-attr]
@@ -59,18 +67,27 @@ class _PlannedDataset(Dataset):
         else:
             out = [self.transform(image)] * self.views
         x = torch.stack(out) if self.views > 1 else out[0]
-        a = torch.tensor(aug[0]) if (aug is not None and self.views == 1) else None
-        return x, label, i, a
+        mask = None
+        if self.cutout and centres is not None:
+            h, w = x.shape[-2:]
+            masks = [cutout_mask(h, w, cy, cx, self.cutout) for cy, cx in centres]
+            mask = torch.stack(masks) if self.views > 1 else masks[0]
+        # Batch.aug only when the crop + flip is the whole augmentation (teacher cache keys).
+        report = aug is not None and self.views == 1 and mask is None
+        a = torch.tensor(aug[0]) if report else None
+        return x, label, i, a, mask
 
 
 def _collate(items: list[tuple]) -> tuple:
-    xs, ys, idx, augs = zip(*items)
+    xs, ys, idx, augs, masks = zip(*items)
     aug = torch.stack(augs) if augs[0] is not None else None
+    mask = torch.stack(masks) if masks[0] is not None else None
     return (
         torch.stack(xs),
         torch.tensor(ys, dtype=torch.long),
         torch.tensor(idx, dtype=torch.long),
         aug,
+        mask,
     )
 
 
@@ -125,6 +142,8 @@ class Loader:
         self._epoch, self._explicit_epoch = 0, False
         size = bundle.image_size
         recipe = SupconRecipe.from_config(bundle.config)
+        # Cutout belongs to the standard augmentation only (make_loader refuses supcon).
+        self.cutout = int(bundle.config.cutout) if augment == "standard" else 0
         if gpu_resident:
             ds = self.dataset
             assert isinstance(ds, TensorImageDataset)
@@ -142,6 +161,7 @@ class Loader:
                 plan_fn=self._plan,
                 size=size,
                 recipe=recipe,
+                cutout=self.cutout,
             )
             return
         if augment == "standard" and bundle.style == "small":
@@ -155,7 +175,7 @@ class Loader:
         self._mode = mode
         self._sampler = _KeyBatches()
         self._dl = DataLoader(
-            _PlannedDataset(self.dataset, mode, views, bundle.pad, transform),
+            _PlannedDataset(self.dataset, mode, views, bundle.pad, transform, self.cutout),
             batch_sampler=self._sampler,
             num_workers=num_workers,
             collate_fn=_collate,
@@ -179,6 +199,8 @@ class Loader:
             even_shards=self.train,
             aug_seed=self.aug_seed,
             flip=self.bundle.config.flip,
+            # Centres uniform over the augmented image (size x size for both styles).
+            cutout_size=int(self.bundle.image_size) if self.cutout else 0,
         )
 
     def _shard_len(self) -> int:
@@ -209,15 +231,26 @@ class Loader:
     def _iter_dataloader(self, plan: EpochPlan) -> Iterator[Batch]:
         seeds = plan.seeds.tolist()
         aug = plan.aug.permute(1, 0, 2).tolist() if self._mode == "crop_flip" else None
+        cut = plan.cutout.permute(1, 0, 2).tolist() if plan.cutout is not None else None
         self._sampler.batches = [
-            [(i, seeds[i], aug[i] if aug is not None else None) for i in b.tolist()]
+            [
+                (
+                    i,
+                    seeds[i],
+                    aug[i] if aug is not None else None,
+                    cut[i] if cut is not None else None,
+                )
+                for i in b.tolist()
+            ]
             for b in split_batches(plan.order, self.batch_size, self.drop_last)
         ]
         nb = self.device.type == "cuda"
-        for x, y, index, a in self._dl:
+        for x, y, index, a, mask in self._dl:
             x = normalize_batch(
                 x.to(self.device, non_blocking=nb), self.bundle.mean, self.bundle.std
             )
+            if mask is not None:
+                x = erase(x, mask.to(self.device, non_blocking=nb))
             yield Batch(
                 x,
                 y.to(self.device, non_blocking=nb),
@@ -281,7 +314,9 @@ def make_loader(
       same stream meets the images in the order ``seed`` gives.
     - ``views``: V > 1 gives x of shape (B, V, C, H, W) (SupCon's two views).
     - ``augment``: ``standard`` | ``supcon`` | ``none`` (None: ``standard`` when training,
-      ``none`` otherwise).
+      ``none`` otherwise). ``bundle.config.cutout`` > 0 adds cutout to ``standard`` (then
+      ``Batch.aug`` is None), is ignored by ``none`` and refused (ConfigError) with
+      ``supcon``.
     - ``epoch_seeded``: False replays epoch 0's order and views every epoch.
     - ``num_workers``, ``gpu_resident``: None takes them from ``bundle.config``.
     - ``drop_last``: None drops the last short batch when training only.
@@ -302,6 +337,16 @@ def make_loader(
     device = torch.device(device)
     ds = bundle.split(split)
     cfg = bundle.config
+    if cfg.cutout and augment == "supcon":
+        raise ConfigError(
+            f"config field 'data.cutout': cutout ({cfg.cutout}) applies to the standard "
+            "augmentation only, not to SupCon views; set data.cutout=0 for this run"
+        )
+    if cfg.cutout and augment == "standard" and cfg.cutout >= bundle.image_size:
+        raise ConfigError(
+            f"config field 'data.cutout': expected a side smaller than the "
+            f"{bundle.image_size}-pixel images, got {cfg.cutout}"
+        )
     mode = cfg.gpu_resident if gpu_resident is None else gpu_resident
     if mode not in ("auto", "on", "off"):
         raise ValueError(f"gpu_resident must be auto, on or off, got {mode!r}")

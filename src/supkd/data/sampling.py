@@ -1,13 +1,15 @@
 """Epoch plans: the order, shard and augmentation parameters of one epoch.
 
 Everything random about an epoch is drawn here, in a fixed order (permutation, then
-crop/flip table, then per-sample seeds), from one generator seeded by ``(seed, epoch)``, or,
+crop/flip table, then per-sample seeds, then, only with cutout, the cutout centres), from one
+generator seeded by ``(seed, epoch)``, or,
 given an ``aug_seed``, the permutation from ``(seed, epoch)`` and the rest from its own
 generator seeded by ``(aug_seed, epoch)`` (data order and augmentation as independent
 streams, the airbench convention of DESIGN.md §9). So a resumed run replays the same batches
 and views, every DDP rank computes the same permutation and takes its own shard of it, and
 the DataLoader and GPU-resident paths see the same plan (identical batches for pad-crop +
-flip).
+flip, with or without cutout). The cutout centres come last and only when asked for, so
+without cutout every other draw, and the generator's state after the plan, is unchanged.
 """
 
 from __future__ import annotations
@@ -42,17 +44,26 @@ def sample_crop_flip(n: int, pad: int, generator: torch.Generator) -> torch.Tens
     return torch.cat([corners, flips], dim=1)
 
 
+def sample_cutout_centres(n: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """(n, 2) long ``[cy, cx]``: centres of the cutout squares, each coordinate uniform over
+    the ``size`` pixels of a side (DeVries & Taylor, 2017, arXiv:1708.04552: the centre may
+    lie anywhere in the image, the square is clipped at the borders)."""
+    return torch.randint(0, size, (n, 2), generator=generator)
+
+
 @dataclass
 class EpochPlan:
     """``order`` (M,): this rank's data set indices in visiting order; ``aug`` (V, N, 3)
     pad-crop + flip parameters per view and data set index; ``seeds`` (N,) per-sample seeds
     for the other augmentations; ``generator``: the rest of the epoch's augmentation
-    stream."""
+    stream; ``cutout`` (V, N, 2) long ``[cy, cx]`` cutout centres per view and data set
+    index, or None without cutout."""
 
     order: torch.Tensor
     aug: torch.Tensor
     seeds: torch.Tensor
     generator: torch.Generator
+    cutout: torch.Tensor | None = None
 
 
 def make_plan(
@@ -68,6 +79,7 @@ def make_plan(
     even_shards: bool = True,
     aug_seed: int | None = None,
     flip: bool = True,
+    cutout_size: int = 0,
 ) -> EpochPlan:
     """Plan one epoch over a data set of ``n`` samples.
 
@@ -78,6 +90,10 @@ def make_plan(
 
     ``flip``: False sets every flip of ``aug`` to 0 (data whose classes a mirror changes);
     the flips are still drawn, so the crops, seeds and generator are those of ``flip=True``.
+
+    ``cutout_size``: > 0 also draws the cutout centres (V, N, 2), uniform over a side of
+    that many pixels (the augmented image's), after everything else: the order, crops,
+    flips and seeds are those of a plan without cutout. 0 draws nothing.
 
     Sharding (DDP): rank r takes ``perm[r::world_size]``. With ``even_shards`` (training)
     the permutation is first cut to a multiple of ``world_size`` so that every rank runs the
@@ -94,11 +110,17 @@ def make_plan(
     if not flip:
         aug[..., 2] = 0
     seeds = torch.randint(0, 1 << 62, (n,), generator=g)
+    # Drawn last and only when used: plans without cutout keep their stream bit for bit.
+    centres = (
+        sample_cutout_centres(views * n, cutout_size, g).view(views, n, 2)
+        if cutout_size > 0
+        else None
+    )
     if world_size > 1:
         if even_shards:
             perm = perm[: (n // world_size) * world_size]
         perm = perm[rank::world_size]
-    return EpochPlan(perm, aug, seeds, g)
+    return EpochPlan(perm, aug, seeds, g, centres)
 
 
 def split_batches(order: torch.Tensor, batch_size: int, drop_last: bool) -> list[torch.Tensor]:

@@ -10,6 +10,9 @@ more than the transforms themselves.
   flip (He et al., 2016, Sec. 4.2), parameters from the epoch plan so they can be reported
   in ``Batch.aug``;
 - ``standard`` on ImageNet-style trees: RandomResizedCrop(size) + horizontal flip;
+- either ``standard``, with ``data.cutout`` L > 0: then one L x L square erased per view
+  (DeVries & Taylor, 2017), centres from the epoch plan; the worker makes the mask
+  (:func:`cutout_mask`) and the batch is erased after normalization (:func:`erase`);
 - ``supcon``: two (or V) views of RandomResizedCrop(scale 0.2-1) + flip +
   ColorJitter(0.4, 0.4, 0.4, 0.1) with p 0.8 + grayscale with p 0.2 (Khosla et al., 2020,
   public code; DESIGN.md §5), softened per data set by :class:`SupconRecipe` (``data:``
@@ -187,6 +190,31 @@ class SupconAugment(RandomResizedCropFlip):
         if self.in_channels == 3 and j[9] < self.recipe.p_gray:
             x = TF.rgb_to_grayscale(x, num_output_channels=3)
         return x
+
+
+def cutout_mask(height: int, width: int, cy: int, cx: int, length: int) -> torch.Tensor:
+    """bool (H, W), True on the cutout square of one view (DeVries & Taylor, 2017, "Improved
+    Regularization of Convolutional Neural Networks with Cutout", arXiv:1708.04552): rows
+    ``cy - length // 2`` to ``cy - length // 2 + length - 1`` and columns alike, clipped to
+    the image, so a square of side ``length`` centred at ``(cy, cx)`` (for odd ``length``
+    the paper's code, ``cy ± length // 2``, spans ``length - 1``; here it spans ``length``).
+    Written as the paper's code writes it (clip the corners, assign a slice) so that the
+    batched :func:`supkd.data.gpu.cutout_mask_batch` has an independent reference."""
+    y1 = min(max(cy - length // 2, 0), height)
+    x1 = min(max(cx - length // 2, 0), width)
+    y2 = min(max(cy - length // 2 + length, 0), height)
+    x2 = min(max(cx - length // 2 + length, 0), width)
+    mask = torch.zeros(height, width, dtype=torch.bool)
+    mask[y1:y2, x1:x2] = True
+    return mask
+
+
+def erase(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Cutout on normalized images: x float (..., C, H, W), mask bool (..., H, W) -> x with
+    0.0 where ``mask`` is true, in every channel. 0 after normalization is the data set's
+    mean colour, what the paper's code gets by erasing after Normalize; a fill (not a
+    multiply by 0) gives +0.0 everywhere, so both loader paths agree bit for bit."""
+    return x.masked_fill(mask.unsqueeze(-3), 0.0)
 
 
 def eval_transform(style: str, size: int) -> Callable[[torch.Tensor], torch.Tensor]:
