@@ -395,6 +395,27 @@ def test_gpu_cutout_moves_centres_once_per_epoch(views: int) -> None:
     assert all(b.x.shape == shape for b in out)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("views", [1, 2])
+def test_cuda_cutout_never_synchronizes_and_equals_the_dataloader(views: int) -> None:
+    bundle = rgb_bundle(5)
+    kw = dict(train=True, views=views, device="cuda", seed=2, num_workers=0)
+    loader = make_loader(bundle, "train", 8, gpu_resident="on", **kw)
+    assert loader.gpu_resident
+    ep = loader._gpu.prepare(loader._plan(0))
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        got = list(loader._gpu.batches(ep))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    # Both paths normalize and erase on the same device: bit-identical there too.
+    ref = list(make_loader(bundle, "train", 8, gpu_resident="off", **kw))
+    assert len(got) == len(ref) == N // 8
+    for a, b in zip(got, ref):
+        assert torch.equal(bits(a.x), bits(b.x)) and torch.equal(a.index, b.index)
+
+
 # -------------------------------------------------------------------------- teacher cache
 class TinyTeacher(torch.nn.Module):
     def __init__(self) -> None:
