@@ -186,7 +186,16 @@ class TrainConfig:
     channels_last, fused optimizer, and ``torch.compile`` for runs long enough to repay
     its compile time (``compile: auto`` compiles runs of at least
     ``supkd.train.engine.COMPILE_AUTO_MIN_STEPS`` = 5,000 steps; that threshold is a guess
-    awaiting a GPU measurement). On CPU everything runs in float32 and eager mode."""
+    awaiting a GPU measurement). On CPU everything runs in float32 and eager mode.
+
+    ``compile_mode`` is the ``mode`` given to ``torch.compile`` for each of the task's
+    networks when compilation is on (ignored otherwise): ``default``, ``reduce-overhead``
+    (CUDA graphs: one launch per compiled graph instead of one per kernel),
+    ``max-autotune`` (kernel autotuning, plus CUDA graphs) or
+    ``max-autotune-no-cudagraphs``. With the two CUDA-graph modes on CUDA the engine marks
+    each training step and each evaluation batch as a new CUDA-graph iteration
+    (``torch.compiler.cudagraph_mark_step_begin``) and drops the gradients before each
+    step and before evaluation; see the ``supkd.train.engine`` docstring."""
 
     epochs: int = 10
     batch_size: int = 128  # global batch (split over DDP ranks)
@@ -195,6 +204,9 @@ class TrainConfig:
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
     channels_last: Literal["auto", "on", "off"] = "auto"
     compile: Literal["auto", "on", "off"] = "auto"
+    compile_mode: Literal[
+        "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"
+    ] = "default"
     grad_clip: float | None = None  # max global grad norm
     ema_decay: float | None = None  # EMA of the weights, evaluated and saved when set
     log_every: int = 50  # steps between host reads of the loss (and the CUDA NaN check)

@@ -10,6 +10,28 @@ autotuning, ``torch.compile`` for runs long enough to repay the compile time (at
 synchronization inside the step: the loss parts are summed on the device and read every
 ``train.log_every`` steps.
 
+Compile modes (``train.compile_mode``, passed to ``torch.compile`` for every network in
+``task.networks()``): ``reduce-overhead`` and ``max-autotune`` record CUDA graphs
+(:data:`CUDAGRAPH_COMPILE_MODES`). A replay writes its outputs into the same memory pool
+every time, so an output still referenced when the next iteration starts would be
+overwritten (PyTorch, "CUDAGraph Trees"; ``torch.compiler.cudagraph_mark_step_begin``).
+With those modes on CUDA the loop is kept correct by construction:
+
+- each training step starts with ``optimizer.zero_grad(set_to_none=True)`` and then
+  ``torch.compiler.cudagraph_mark_step_begin()``: the previous step's gradients (outputs
+  of its recorded backward) are dropped before the new iteration, as CUDA graphs require
+  when gradients are not accumulated;
+- the loss parts are consumed inside their step: ``epoch_sums`` holds new tensors (a
+  clone, then ``sum + part``), never a part itself; the last step's ``loss`` is read only
+  before any further compiled call;
+- each evaluation batch is a new iteration (its logits are reduced to a correct count at
+  once), and the last step's gradients are dropped before evaluating.
+
+Everything else (the teacher forward of a KD step, EMA updates, checkpoints) reads
+parameters, buffers or eager tensors, never a previous iteration's graph outputs. On CPU the
+modes only change inductor's kernel choice (no CUDA graphs). Under DDP the CUDA-graph modes
+are untested.
+
 Divergence guard (DESIGN.md §8): on CPU the loss is checked with ``torch.isfinite`` before
 every backward (a host read costs nothing there), so a run stops at the first non-finite
 loss, before it touches the weights. On CUDA a per-step check would stall the GPU pipeline
@@ -56,6 +78,7 @@ from supkd.experiments.config import (
     OptimConfig,
     ScheduleConfig,
     TrainConfig,
+    config_from_dict,
     load_config,
 )
 from supkd.train import distributed as dist_utils
@@ -78,6 +101,7 @@ from supkd.utils.atomic import (
 
 __all__ = [
     "COMPILE_AUTO_MIN_STEPS",
+    "CUDAGRAPH_COMPILE_MODES",
     "TrainState",
     "TrainingInterrupted",
     "evaluate",
@@ -85,12 +109,16 @@ __all__ = [
     "run",
 ]
 
+#: ``train.compile_mode`` values whose ``torch.compile`` mode records CUDA graphs
+#: (``torch._inductor.list_mode_options``: ``triton.cudagraphs``).
+CUDAGRAPH_COMPILE_MODES = ("reduce-overhead", "max-autotune")
+
 #: ``train.compile: auto`` compiles on CUDA only for runs of at least this many optimizer
 #: steps: compiling a ResNet takes on the order of a minute, which a short run never earns
 #: back. The value is a guess, not a measurement: it awaits a GPU run of
-#: benchmarks/time_to_accuracy.py with ``--compile on`` and ``--compile off`` (compile
-#: seconds vs. per-step saving gives the break-even step count). Use ``on``/``off`` to
-#: choose explicitly.
+#: benchmarks/kd_throughput.py, whose "compile break-even" line divides the compile
+#: overhead by the per-step saving (eager vs compiled student CE step, batch 512). Use
+#: ``on``/``off`` to choose explicitly.
 COMPILE_AUTO_MIN_STEPS = 5000
 
 
@@ -178,6 +206,20 @@ def _to_batch(obj: Any, device: torch.device, channels_last: bool) -> Any:
     if channels_last and batch.x.dim() == 4:
         batch.x = batch.x.contiguous(memory_format=torch.channels_last)
     return batch
+
+
+def _new_cudagraph_step_each_call(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``fn`` with a new CUDA-graph iteration marked before each call: each evaluation
+    batch's logits are consumed before the next call, so the previous replay's outputs are
+    free to be overwritten."""
+
+    def call(x: torch.Tensor) -> torch.Tensor:
+        torch.compiler.cudagraph_mark_step_begin()
+        return fn(x)
+
+    return call
 
 
 def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -396,10 +438,14 @@ def fit(
     compile_on = train.compile == "on" or (
         train.compile == "auto" and cuda and total_steps >= COMPILE_AUTO_MIN_STEPS
     )
+    # CUDA-graph modes replay recorded graphs whose outputs live in a pool that the next
+    # replay overwrites; the loop below then marks every step and evaluation batch as a new
+    # iteration (see the module docstring). CPU has no CUDA graphs: inductor ignores them.
+    cudagraphs = compile_on and cuda and train.compile_mode in CUDAGRAPH_COMPILE_MODES
     if compile_on:
         nets = task.networks() if hasattr(task, "networks") else [model]
         for net in nets:
-            net.compile()
+            net.compile(mode=train.compile_mode)
 
     step_module = dist_utils.wrap_ddp(task, dinfo) if dinfo.enabled else task
     check_every_step = not cuda  # see the module docstring: the divergence guard
@@ -414,6 +460,8 @@ def fit(
             from supkd.models import as_model_output
 
             return lambda x: as_model_output(ema.module(x)).logits
+        if cudagraphs:
+            return _new_cudagraph_step_each_call(task.predict)
         return task.predict
 
     def checkpoint_state() -> dict[str, Any]:
@@ -503,6 +551,12 @@ def fit(
                         obj = next(it)
                     except StopIteration:
                         break
+                    # Gradients are dropped before the forward (not just before backward):
+                    # under CUDA graphs they are outputs of the previous step's recorded
+                    # backward, and no reference to them may survive into a new iteration.
+                    optimizer.zero_grad(set_to_none=True)
+                    if cudagraphs:
+                        torch.compiler.cudagraph_mark_step_begin()
                     batch = _to_batch(obj, device, channels_last)
                     with torch.autocast(
                         device.type,
@@ -522,7 +576,6 @@ def fit(
                         first_bad = torch.where(
                             (~finite) & (first_bad < 0), step_counter, first_bad
                         )
-                    optimizer.zero_grad(set_to_none=True)
                     if scaler is not None:
                         scaler.scale(loss).backward()
                         if train.grad_clip is not None:
@@ -538,6 +591,9 @@ def fit(
                     scheduler.step()
                     if ema is not None:
                         ema.update_parameters(model)
+                    # Both branches make a new tensor (``+`` or clone; ``.float()`` of a
+                    # float32 tensor is the tensor itself), so no part is referenced past
+                    # its step: a CUDA-graph replay may overwrite a compiled output then.
                     for k, v in parts.items():
                         v = v.detach().float()
                         epoch_sums[k] = epoch_sums[k] + v if k in epoch_sums else v.clone()
@@ -567,6 +623,10 @@ def fit(
                     bar.close()
                 if not check_every_step:
                     check_diverged(loss)
+                if cudagraphs:
+                    # The last step's gradients live in the CUDA-graph pool that evaluation
+                    # replays will reuse; nothing reads them before the next step drops them.
+                    optimizer.zero_grad(set_to_none=True)
 
                 # --- end of epoch: evaluate, log, checkpoint ---------------------------
                 n_steps = max(state.batch_in_epoch, 1)
@@ -733,6 +793,11 @@ def _check_resume_config(run_dir: Path, cfg: Config) -> None:
         saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
     except (yaml.YAMLError, OSError):
         raise CheckpointError(f"run directory {run_dir}: config.yaml is unreadable") from None
+    # Fields added since the run started are absent from its config.yaml; read them as
+    # their defaults (each new field's default keeps the old behaviour) so that such a run
+    # can still resume. A saved config that no longer validates is compared as it is.
+    with contextlib.suppress(ConfigError):
+        saved = config_from_dict(saved).to_dict()
     now = cfg.to_dict()
     for key in _RESUME_FREE_KEYS:
         sec, name = key.split(".")
