@@ -115,13 +115,22 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    """Optimizer. ``lr`` is for the whole (global) batch of ``train.batch_size`` images."""
+    """Optimizer. ``lr`` is for the whole (global) batch of ``train.batch_size`` images.
+
+    ``decay_norm_and_bias``: True (the default, and the behaviour before the field existed)
+    applies ``weight_decay`` to every trainable parameter. False exempts every parameter
+    with at most one dimension (BatchNorm weights and biases, conv/linear biases) and
+    decays only the conv/linear weights ("no bias decay", He et al. 2019, "Bag of Tricks
+    for Image Classification with CNNs", §3.1): the optimizer then has two parameter
+    groups, decayed weights first, both with the same learning rate and schedule.
+    """
 
     name: Literal["sgd", "adamw"] = "sgd"
     lr: float = 0.05
     momentum: float = 0.9  # SGD only
     nesterov: bool = False  # SGD only
     weight_decay: float = 5e-4
+    decay_norm_and_bias: bool = True  # False: no weight decay on 1-D params (norms, biases)
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW only
     eps: float = 1e-8  # AdamW only
 

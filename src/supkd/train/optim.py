@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,21 +20,47 @@ from torch import nn
 from supkd.experiments.config import OptimConfig, ScheduleConfig
 
 
+def param_groups(
+    params: Iterable[nn.Parameter], cfg: OptimConfig
+) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups for ``params`` (those with ``requires_grad``).
+
+    ``cfg.decay_norm_and_bias`` True: one group, every parameter decayed. False: two
+    groups, in order ``{"params": weights (ndim >= 2), "weight_decay": cfg.weight_decay}``
+    and ``{"params": the rest (ndim <= 1: norm weights/biases, biases), "weight_decay":
+    0.0}``; an empty group is left out. The split is by shape, not by name, so it also
+    covers parameters a task adds (e.g. the KD adapter's bias). Order within a group is the
+    order of ``params``, so a checkpoint's optimizer state maps back to the same tensors.
+    """
+    params = [p for p in params if p.requires_grad]
+    if cfg.decay_norm_and_bias:
+        return [{"params": params, "weight_decay": cfg.weight_decay}]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim <= 1]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return [g for g in groups if g["params"]]
+
+
 def build_optimizer(
     params: Iterable[nn.Parameter], cfg: OptimConfig, device: torch.device
 ) -> torch.optim.Optimizer:
-    """SGD (momentum, optional Nesterov) or AdamW over ``params``.
+    """SGD (momentum, optional Nesterov) or AdamW over ``params``, grouped by
+    :func:`param_groups` (one group, or two when ``cfg.decay_norm_and_bias`` is False).
 
     On CUDA the fused kernels are used (one kernel for the whole update instead of one per
-    tensor; PyTorch docs, ``torch.optim`` "fused" implementations).
+    tensor; PyTorch docs, ``torch.optim`` "fused" implementations); they accept several
+    groups. Every group starts at ``cfg.lr``, so the scheduler's factor applies to all.
     """
-    params = [p for p in params if p.requires_grad]
-    if not params:
+    groups = param_groups(params, cfg)
+    if not groups or not groups[0]["params"]:
         raise ValueError("the task has no trainable parameters")
     fused = True if device.type == "cuda" else None
     if cfg.name == "sgd":
         return torch.optim.SGD(
-            params,
+            groups,
             lr=cfg.lr,
             momentum=cfg.momentum,
             nesterov=cfg.nesterov,
@@ -41,7 +68,7 @@ def build_optimizer(
             fused=fused,
         )
     return torch.optim.AdamW(
-        params,
+        groups,
         lr=cfg.lr,
         betas=(cfg.betas[0], cfg.betas[1]),
         eps=cfg.eps,
