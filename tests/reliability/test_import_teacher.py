@@ -67,7 +67,10 @@ def _batch(size: int = 32, n: int = 3) -> torch.Tensor:
 
 def test_supcontrast_checkpoint_with_linear_classifier_reproduces_outputs(supcon18):
     net, cls, d = supcon18
-    imp = import_teacher(d / "ckpt.pth", arch="resnet18", classifier=d / "cls.pth")
+    # raw network outputs: no input correction (tested in test_import_input_norm.py)
+    imp = import_teacher(
+        d / "ckpt.pth", arch="resnet18", classifier=d / "cls.pth", input_norm="none"
+    )
     assert (imp.format, imp.arch, imp.stem, imp.num_classes) == (
         "supcontrast",
         "resnet18",
@@ -92,7 +95,7 @@ def test_supcontrast_resnet50_whole_model_dataparallel(tmp_path):
     dp = torch.nn.DataParallel(net)
     torch.save({"model": dp.state_dict()}, tmp_path / "r50.pth")
     assert next(iter(dp.state_dict())).startswith("module.encoder.")
-    imp = import_teacher(tmp_path / "r50.pth", arch="resnet50", num_classes=100)
+    imp = import_teacher(tmp_path / "r50.pth", arch="resnet50", num_classes=100, input_norm="none")
     assert not imp.has_classifier and imp.notes
     x = _batch(n=2)
     with torch.no_grad():
@@ -106,7 +109,8 @@ def test_supcontrast_ce_baseline_has_fc_in_same_file(tmp_path):
     net = SupCENet("resnet18", num_classes=7)
     randomize_bn(net, seed=3)
     _save_supcontrast(net, tmp_path / "ce.pth")
-    imp = import_teacher(tmp_path / "ce.pth")  # format, arch and stem all detected
+    # format, arch and stem all detected
+    imp = import_teacher(tmp_path / "ce.pth", input_norm="none")
     assert (imp.format, imp.arch, imp.num_classes, imp.has_head) == (
         "supcontrast",
         "resnet18",
@@ -129,6 +133,8 @@ def test_torchvision_weights_reproduce_logits(tmp_path):
     torch.save(sd, tmp_path / "tv.pth")
     imp = import_teacher(tmp_path / "tv.pth", arch=arch, fmt="torchvision")
     assert (imp.stem, imp.num_classes) == ("imagenet", 5)
+    # ImageNet statistics on supkd's imagefolder (the same): no input correction
+    assert (imp.data, imp.input_affine) == ("imagefolder", None)
     x = _batch(size=64, n=2)
     with torch.no_grad():
         torch.testing.assert_close(imp.model(x).logits, tv.eval()(x), rtol=0, atol=0)
@@ -161,6 +167,8 @@ def test_cli_writes_a_loadable_run_directory_and_reimports_it(supcon18, tmp_path
         str(d / "cls.pth"),
         "--arch",
         "resnet18",
+        "--input-norm",
+        "none",
         "--out",
         str(out),
     )
@@ -344,7 +352,9 @@ def test_imported_teacher_drives_a_distill_run(tmp_path, capsys):
     net.fc = nn.Linear(512, 10)
     _save_supcontrast(net, tmp_path / "ce.pth")
     teacher = tmp_path / "teacher"
-    assert main(["import-teacher", str(tmp_path / "ce.pth"), "--out", str(teacher)]) == 0
+    # digits has no fixed statistics to convert into: the teacher is taken as it is
+    argv = ["import-teacher", str(tmp_path / "ce.pth"), "--input-norm", "none"]
+    assert main([*argv, "--out", str(teacher)]) == 0
     cfg = {
         "device": "cpu",
         "data": {"name": "digits", "subset": 32, "num_workers": 0},

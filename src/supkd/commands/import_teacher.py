@@ -3,12 +3,22 @@
     supkd import-teacher ckpt_epoch_1000.pth --classifier last.pth --arch resnet50 \\
         --out runs/supcon_teacher
     supkd import-teacher resnet50-11ad3fa6.pth --format torchvision --out runs/tv_r50
+    supkd import-teacher ckpt.pth --input-norm "0.5,0.5,0.5/0.5,0.5,0.5" --data cifar10 \\
+        --num-classes 10 --out runs/own_teacher
 
 The run directory gets ``model.pt`` (the engine's format, what ``distill`` loads teachers
-from), ``config.yaml`` (the model section; ``meta.imported`` records the source files) and
-``result.json`` with status ``imported``. The import is checked before anything is written:
-the saved model is reloaded through :func:`supkd.train.checkpoint.load_model` and must give
-the same outputs as the imported one on a random batch.
+from), ``config.yaml`` (the model section; ``meta.imported`` records the source files and the
+input normalization) and ``result.json`` with status ``imported``.
+
+A teacher trained elsewhere normalized its inputs with its own statistics; ``--input-norm``
+(default ``auto``: SupContrast's ``opt.dataset``, ImageNet for torchvision weights, none for a
+supkd run) names them and ``--data`` the supkd data set it will be distilled on (default: the
+one the statistics belong to). When they differ, the saved model corrects supkd's inputs
+(``input_affine`` in its spec; :class:`supkd.models.InputAffine`), and a line says how.
+
+The import is checked before anything is written: the saved model is reloaded through
+:func:`supkd.train.checkpoint.load_model` and must give the same outputs as the imported one
+on a random batch.
 """
 
 from __future__ import annotations
@@ -60,6 +70,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="number of classes when the source has no classifier (logits are then zeros)",
     )
+    parser.add_argument(
+        "--input-norm",
+        default="auto",
+        metavar="auto|none|supcontrast-cifar10|supcontrast-cifar100|imagenet|M1,M2,M3/S1,S2,S3",
+        help="per-channel mean/std the teacher was trained with (default auto: a SupContrast "
+        "checkpoint's opt.dataset, imagenet for torchvision weights, none for a supkd run); "
+        "none: no correction",
+    )
+    parser.add_argument(
+        "--data",
+        default=None,
+        metavar="NAME",
+        help="supkd data set the teacher will be distilled on (cifar10, cifar100, "
+        "cifar10-jpeg, imagefolder); default: the one the --input-norm statistics belong to. "
+        "Its normalization is converted into the teacher's",
+    )
     parser.add_argument("--name", default=None, help="run name (default: the --out folder name)")
     parser.add_argument(
         "--force", action="store_true", help="replace the model of an existing run directory"
@@ -101,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
         fmt=args.fmt,
         classifier=args.classifier,
         num_classes=args.num_classes,
+        input_norm=args.input_norm,
+        data=args.data,
     )
     net = imp.model
     spec = dict(net.spec)
@@ -111,6 +139,9 @@ def run(args: argparse.Namespace) -> int:
         "has_classifier": imp.has_classifier,
         "has_projection_head": imp.has_head,
         "notes": imp.notes,
+        "input_norm": imp.input_norm,
+        "data": imp.data,
+        "input_affine": imp.input_affine,
     }
     cfg = load_config(
         {
@@ -170,6 +201,7 @@ def run(args: argparse.Namespace) -> int:
         f"imported {imp.format} {spec['name']} (stem={spec['stem']}, "
         f"{spec['num_classes']} classes, head={'yes' if imp.has_head else 'no'}) -> {out}"
     )
+    print(imp.input_note)
     for note in imp.notes:
         print(f"note: {note}", file=sys.stderr)
     return 0
