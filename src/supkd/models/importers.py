@@ -501,8 +501,9 @@ def import_run(
 
 
 @dataclass(frozen=True)
-class _Stats:
-    """Per-channel statistics a teacher was trained with, and where they were read."""
+class InputStats:
+    """Per-channel ``mean`` and ``std`` (C,) a teacher's inputs were normalized with in its
+    training (``x = (p - mean) / std`` for pixels p in [0, 1]), and where they were read."""
 
     mean: tuple[float, ...]
     std: tuple[float, ...]
@@ -533,7 +534,7 @@ def _check_stats(mean: Sequence[Any], std: Sequence[Any], where: str, got: str) 
         raise error(f"{where}: expected finite means and stds > 0, got {got}")
 
 
-def parse_input_norm(value: str | tuple[Sequence[float], Sequence[float]]) -> str | _Stats:
+def parse_input_norm(value: str | tuple[Sequence[float], Sequence[float]]) -> str | InputStats:
     """``auto`` | ``none`` | a name in :data:`INPUT_NORMS` | ``"m1,m2,m3/s1,s2,s3"`` | a
     ``(mean, std)`` pair -> ``"auto"``, ``"none"`` or the statistics. ``UserError`` naming
     ``--input-norm`` on anything else."""
@@ -542,7 +543,7 @@ def parse_input_norm(value: str | tuple[Sequence[float], Sequence[float]]) -> st
             raise UserError(f"--input-norm: {_INPUT_NORM_EXPECTED}, got {value!r}")
         mean, std = (list(v) if isinstance(v, Sequence) else [v] for v in value)
         _check_stats(mean, std, "--input-norm", repr(value))
-        return _Stats(
+        return InputStats(
             tuple(map(float, mean)),
             tuple(map(float, std)),
             f"--input-norm {_fmt(mean)}/{_fmt(std)}",
@@ -552,7 +553,7 @@ def parse_input_norm(value: str | tuple[Sequence[float], Sequence[float]]) -> st
         return text
     if text in INPUT_NORMS:
         mean, std = INPUT_NORMS[text]
-        return _Stats(mean, std, f"--input-norm {text}", _DEFAULT_DATA[text])
+        return InputStats(mean, std, f"--input-norm {text}", _DEFAULT_DATA[text])
     parts = text.split("/")
     if len(parts) != 2:
         raise UserError(f"--input-norm: {_INPUT_NORM_EXPECTED}, got {value!r}")
@@ -561,7 +562,7 @@ def parse_input_norm(value: str | tuple[Sequence[float], Sequence[float]]) -> st
     except ValueError:
         raise UserError(f"--input-norm: {_INPUT_NORM_EXPECTED}, got {value!r}") from None
     _check_stats(mean, std, "--input-norm", repr(value))
-    return _Stats(tuple(mean), tuple(std), f"--input-norm {text}")
+    return InputStats(tuple(mean), tuple(std), f"--input-norm {text}")
 
 
 def _opt_value(opt: Any, name: str) -> Any:
@@ -570,7 +571,7 @@ def _opt_value(opt: Any, name: str) -> Any:
     return getattr(opt, name, None)
 
 
-def supcontrast_input_norm(opt: Any, in_channels: int, what: str) -> _Stats:
+def supcontrast_input_norm(opt: Any, in_channels: int, what: str) -> InputStats:
     """The statistics SupContrast's ``set_loader`` (main_supcon.py) normalized with, read
     from a checkpoint's ``opt``: fixed CIFAR-10/100 values, or for ``--dataset path``
     ``eval(opt.mean)`` / ``eval(opt.std)`` (read here with ``ast.literal_eval``; a single
@@ -579,7 +580,7 @@ def supcontrast_input_norm(opt: Any, in_channels: int, what: str) -> _Stats:
     if dataset in _SUPCONTRAST_DATASETS:
         name = _SUPCONTRAST_DATASETS[dataset]
         mean, std = INPUT_NORMS[name]
-        return _Stats(mean, std, f"opt.dataset={dataset}", _DEFAULT_DATA[name], from_flag=False)
+        return InputStats(mean, std, f"opt.dataset={dataset}", _DEFAULT_DATA[name], from_flag=False)
     if dataset != "path":
         found = "no opt.dataset" if dataset is None else f"opt.dataset={dataset!r}"
         raise CheckpointError(
@@ -607,7 +608,7 @@ def supcontrast_input_norm(opt: Any, in_channels: int, what: str) -> _Stats:
         stats.append(list(value))
     mean, std = stats
     _check_stats(mean, std, f"{what}: opt.mean/opt.std", f"{mean}/{std}")
-    return _Stats(
+    return InputStats(
         tuple(map(float, mean)),
         tuple(map(float, std)),
         f"opt.dataset=path, opt.mean={_opt_value(opt, 'mean')}, opt.std={_opt_value(opt, 'std')}",
@@ -675,7 +676,7 @@ def _with_input_affine(net: nn.Module, affine: dict[str, list[float]] | None) ->
 
 
 def _apply_input_norm(
-    imp: ImportedTeacher, norm: str | _Stats, opt: Any, data: str | None, what: str
+    imp: ImportedTeacher, norm: str | InputStats, opt: Any, data: str | None, what: str
 ) -> ImportedTeacher:
     """Resolve ``norm`` for ``imp`` and give its model the matching ``input_affine``."""
     from supkd.data.datasets import NORMALIZATION
@@ -689,8 +690,8 @@ def _apply_input_norm(
             norm = supcontrast_input_norm(opt, in_channels, what)
         elif imp.format == "torchvision":
             mean, std = INPUT_NORMS["imagenet"]
-            norm = _Stats(mean, std, "torchvision weights: imagenet", "imagefolder", False)
-    if not isinstance(norm, _Stats):
+            norm = InputStats(mean, std, "torchvision weights: imagenet", "imagefolder", False)
+    if not isinstance(norm, InputStats):
         source = "--input-norm none" if norm == "none" else "supkd run (auto)"
         imp.input_norm = {"mean": None, "std": None, "source": source}
         imp.data = data
@@ -729,9 +730,10 @@ def _apply_input_norm(
     imp.data = target
     imp.input_affine = affine
     if step is None:
+        kept = f"; keeps its own x * {_fmt(own['scale'])} + {_fmt(own['shift'])}" if own else ""
         imp.input_note = (
             f"input normalization: no correction needed, the teacher's statistics "
-            f"({norm.source}) equal supkd's {target}"
+            f"({norm.source}) equal supkd's {target}{kept}"
         )
     else:
         imp.model = _with_input_affine(net, affine)

@@ -118,7 +118,7 @@ class InputAffine(nn.Module):
         self.register_buffer("scale", torch.tensor(self.values[0]).view(1, c, 1, 1), False)
         self.register_buffer("shift", torch.tensor(self.values[1]).view(1, c, 1, 1), False)
 
-    def _apply(  # type: ignore[override]
+    def _apply(
         self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True
     ) -> InputAffine:
         super()._apply(fn, recurse)
