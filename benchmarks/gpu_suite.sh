@@ -1,21 +1,34 @@
 #!/usr/bin/env bash
-# supkd speed suite for ONE NVIDIA H100/H200 (about 8 minutes, compilation included).
+# supkd speed suite for ONE NVIDIA H100/H200, sized for one call of at most 10 minutes.
 #
 # Runs, on CUDA, in this order, each under its own time limit so that one overrun cannot
-# lose the other's table:
-#   1. benchmarks/kd_throughput.py     reference KD/SupCon loops vs supkd's engine (~4 min)
-#   2. benchmarks/time_to_accuracy.py  CE ResNet-18 on cifar10-jpeg, then one KD student (~4 min)
-# and writes to $OUT (default: benchmarks/out/):
-#   env.txt, kd_throughput.md/.log, time_to_accuracy.md/.log
+# lose the others' output (default limits; total about 9 minutes = 550 s):
+#   0. setup: editable install, env.txt                                   (~20 s)
+#   1. CUDA-only tests: every test named *cuda* in the test files that skip
+#      without CUDA (compile modes and CUDA graphs, fused optimizer with two
+#      parameter groups, fast path, teacher cache, GPU loader, cutout)     CUDA_TESTS_LIMIT_S=120
+#   2. benchmarks/kd_throughput.py: reference KD/SupCon loops vs supkd's
+#      engine, compile break-even, batch 1024 rows, reduce-overhead rows   KD_LIMIT_S=240
+#   3. benchmarks/time_to_accuracy.py: CE ResNet-18 recipe variants on
+#      cifar10-jpeg, as many as its budget fits (the rest listed skipped)   TTA_LIMIT_S=170
+# Each benchmark prints its table even when its limit cuts it short (SIGTERM: the rows done
+# so far; time_to_accuracy also stops by itself at TTA_LIMIT_S - 15 s).
 #
-# Needs: python3 with torch (CUDA), torchvision, numpy, PyYAML, tqdm (scipy, matplotlib,
-# scikit-learn for the rest of supkd). kornia is NOT needed: supkd's GPU loader does the
-# SupCon augmentation with its own tensor ops. Data: the cifar10-jpeg pack at
+# Writes to $OUT (default: benchmarks/out/): env.txt, cuda_tests.log,
+# kd_throughput.md/.log, time_to_accuracy.md/.log.
+#
+# Needs: python3 with torch (CUDA), torchvision, numpy, PyYAML, tqdm, pytest (scipy,
+# matplotlib, scikit-learn for the rest of supkd). kornia is NOT needed: supkd's GPU loader
+# does the SupCon augmentation with its own tensor ops. Data: the cifar10-jpeg pack at
 # .data/cifar10-jpeg inside the repository (or $SUPKD_CIFAR10_JPEG); without it the
 # throughput benchmark uses synthetic images and the accuracy benchmark the digits set.
 #
 # Usage (from anywhere):   OUT=/some/dir bash benchmarks/gpu_suite.sh
-# Knobs (environment):     KD_LIMIT_S (300) TTA_LIMIT_S (330) TTA_EPOCHS (60) KD_EPOCHS (30)
+# Knobs (environment), with defaults:
+#   CUDA_TESTS_LIMIT_S=120  KD_LIMIT_S=240  TTA_LIMIT_S=170
+#   KD_ARGS="--also-mode reduce-overhead"      extra kd_throughput.py arguments
+#   TTA_VARIANTS="base@40 nodecay@40 cutout@40 b1024@40 ema@40 ls0@40"   (in this order)
+#   TTA_KD=0 (1: also the KD student, KD_EPOCHS=30, distilled from the first CE run)
 set -u
 set -o pipefail
 
@@ -25,6 +38,22 @@ OUT="${OUT:-$REPO/benchmarks/out}"
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 PY="${PYTHON:-python3}"
+
+CUDA_TESTS_LIMIT_S="${CUDA_TESTS_LIMIT_S:-120}"
+KD_LIMIT_S="${KD_LIMIT_S:-240}"
+TTA_LIMIT_S="${TTA_LIMIT_S:-170}"
+KD_ARGS="${KD_ARGS:---also-mode reduce-overhead}"
+TTA_VARIANTS="${TTA_VARIANTS:-base@40 nodecay@40 cutout@40 b1024@40 ema@40 ls0@40}"
+TTA_KD="${TTA_KD:-0}"
+TTA_BUDGET_S=$((TTA_LIMIT_S > 30 ? TTA_LIMIT_S - 15 : TTA_LIMIT_S))
+T0=$(date +%s)
+
+echo "=== plan (limits in seconds; total of the limits: $((CUDA_TESTS_LIMIT_S + KD_LIMIT_S + TTA_LIMIT_S)) + ~20 setup)"
+echo "  0. setup + env.txt                                   ~20"
+echo "  1. CUDA tests -> cuda_tests.log                      ${CUDA_TESTS_LIMIT_S}"
+echo "  2. kd_throughput ${KD_ARGS} -> kd_throughput.md      ${KD_LIMIT_S}"
+echo "  3. time_to_accuracy (budget ${TTA_BUDGET_S}): ${TTA_VARIANTS}$([ "$TTA_KD" = 1 ] && echo ' + KD') -> time_to_accuracy.md   ${TTA_LIMIT_S}"
+echo "  output: $OUT"
 
 # supkd from this checkout: an editable install when pip can do it offline, and the source
 # folder on PYTHONPATH in any case (so a failed install changes nothing).
@@ -49,7 +78,7 @@ fi
 import importlib, platform, torch
 print("python", platform.python_version(), "| torch", torch.__version__, "| cuda", torch.version.cuda,
       "| device", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "NONE")
-for m in ("torchvision", "numpy", "scipy", "yaml", "tqdm", "kornia", "supkd"):
+for m in ("torchvision", "numpy", "scipy", "yaml", "tqdm", "pytest", "kornia", "supkd"):
     try:
         mod = importlib.import_module(m)
         print(f"{m}: {getattr(mod, '__version__', '?')} ({mod.__file__})")
@@ -64,18 +93,39 @@ EOF
 }
 
 status=0
-echo "=== 1/2 kd_throughput (limit ${KD_LIMIT_S:-300}s)"
-timeout -k 10 "${KD_LIMIT_S:-300}" "$PY" benchmarks/kd_throughput.py --device cuda \
-  "${DATA_ARGS[@]}" --out "$OUT/kd_throughput.md" 2>&1 | tee "$OUT/kd_throughput.log" \
+elapsed() { echo "$(( $(date +%s) - T0 ))s"; }
+
+# The test files holding CUDA-only tests (they skip without CUDA); the CUDA-graph and
+# compile-mode tests first, as they are new. -k cuda picks the tests named *cuda* there
+# (every such test is; CPU tests in those files are not rerun), "not on_cpu" drops the CPU
+# compile test whose parameter (max-autotune-no-cudagraphs) contains the word.
+mapfile -t CUDA_FILES < <(
+  { echo tests/train/test_compile_mode.py; echo tests/train/test_cuda_path.py;
+    grep -rlE 'torch\.cuda\.is_available\(\)' tests --include='test_*.py' | sort; } \
+    | awk '!seen[$0]++' | while read -r f; do [ -f "$f" ] && echo "$f"; done
+)
+echo "=== 1/3 CUDA tests (limit ${CUDA_TESTS_LIMIT_S}s, at $(elapsed)): ${CUDA_FILES[*]}"
+timeout -k 10 "$CUDA_TESTS_LIMIT_S" "$PY" -m pytest -v -p no:cacheprovider -k "cuda and not on_cpu" \
+  "${CUDA_FILES[@]}" 2>&1 | tee "$OUT/cuda_tests.log" \
+  || { echo "CUDA tests exited with $? (124: time limit)"; status=1; }
+
+echo "=== 2/3 kd_throughput (limit ${KD_LIMIT_S}s, at $(elapsed))"
+# shellcheck disable=SC2086  # KD_ARGS is a list of words
+timeout -k 10 "$KD_LIMIT_S" "$PY" benchmarks/kd_throughput.py --device cuda \
+  "${DATA_ARGS[@]}" $KD_ARGS --out "$OUT/kd_throughput.md" 2>&1 | tee "$OUT/kd_throughput.log" \
   || { echo "kd_throughput exited with $?"; status=1; }
 
-echo "=== 2/2 time_to_accuracy (limit ${TTA_LIMIT_S:-330}s)"
-timeout -k 10 "${TTA_LIMIT_S:-330}" "$PY" benchmarks/time_to_accuracy.py --device cuda \
-  "${DATA_ARGS[@]}" --epochs "${TTA_EPOCHS:-60}" --kd-epochs "${KD_EPOCHS:-30}" \
+echo "=== 3/3 time_to_accuracy (limit ${TTA_LIMIT_S}s, budget ${TTA_BUDGET_S}s, at $(elapsed))"
+VARIANT_ARGS=()
+for v in $TTA_VARIANTS; do VARIANT_ARGS+=(--variant "$v"); done
+KD_FLAGS=(--skip-kd)
+[ "$TTA_KD" = 1 ] && KD_FLAGS=(--kd-epochs "${KD_EPOCHS:-30}")
+timeout -k 10 "$TTA_LIMIT_S" "$PY" benchmarks/time_to_accuracy.py --device cuda \
+  "${DATA_ARGS[@]}" "${VARIANT_ARGS[@]}" "${KD_FLAGS[@]}" --budget-s "$TTA_BUDGET_S" \
   --runs-dir "${TMPDIR:-/tmp}/supkd_tta_runs" --out "$OUT/time_to_accuracy.md" 2>&1 \
   | grep -v '^\s*$' | tee "$OUT/time_to_accuracy.log" \
   || { echo "time_to_accuracy exited with $?"; status=1; }
 
-echo "=== tables in $OUT"
+echo "=== done in $(elapsed); tables in $OUT"
 ls -l "$OUT"
 exit $status
