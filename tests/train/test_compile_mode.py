@@ -192,7 +192,7 @@ def _cuda_loader(n: int, batch: int) -> DataLoader:
 
 
 @cuda_only
-def test_reduce_overhead_epoch_means_match_the_steps(tmp_path):
+def test_cuda_reduce_overhead_epoch_means_match_the_steps(tmp_path):
     """Two epochs with evaluation, clipping and a mid-epoch checkpoint under CUDA graphs
     (``reduce-overhead``; ``max-autotune`` takes the same engine path but autotunes for
     minutes): each epoch's logged mean of the part equals the mean of the values the steps
@@ -223,7 +223,7 @@ def test_reduce_overhead_epoch_means_match_the_steps(tmp_path):
 
 
 @cuda_only
-def test_distill_run_with_reduce_overhead(tmp_path):
+def test_cuda_distill_run_with_reduce_overhead(tmp_path):
     """Student and live teacher both compiled with CUDA graphs in the same step."""
     from supkd.train import run
 
