@@ -644,12 +644,15 @@ def main(argv: list[str] | None = None) -> int:
     _raise_dynamo_limits()
     _sigterm_as_interrupt()
     if args.compile_cache == "fresh":
+        import atexit
+        import shutil
         import tempfile
 
         # Read by inductor whenever it opens its caches (nothing has compiled yet).
         fresh = tempfile.mkdtemp(prefix="supkd_bench_inductor_")
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = fresh
         os.environ["TRITON_CACHE_DIR"] = os.path.join(fresh, "triton")
+        atexit.register(shutil.rmtree, fresh, ignore_errors=True)
     if cuda:
         torch.backends.cudnn.benchmark = True
 
