@@ -134,6 +134,8 @@ def test_auto_reads_opt_and_reproduces_supcontrast_on_supkd_inputs(
         assert max(off, (net(x_d) - net(x_t)).abs().max()) > 2 * TOL
 
     assert meta["data"] == data
+    # the run's config names the data set the correction was made for (not the default)
+    assert yaml.safe_load((tmp_path / "t" / "config.yaml").read_text())["data"]["name"] == data
     assert meta["input_norm"]["mean"] == pytest.approx(t_mean, abs=0)
     assert meta["input_norm"]["std"] == pytest.approx(t_std, abs=0)
     assert f"opt.dataset={dataset}" in meta["input_norm"]["source"]

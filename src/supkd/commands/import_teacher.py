@@ -152,6 +152,9 @@ def run(args: argparse.Namespace) -> int:
                 "width": spec["width"],
                 "projection_dim": spec["projection_dim"],
             },
+            # The data set the correction was made for (when known), so that the run's
+            # config.yaml does not name the default data set.
+            **({"data": {"name": imp.data}} if imp.data else {}),
             "meta": {"imported": imported},
         }
     )
