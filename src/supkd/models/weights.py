@@ -101,7 +101,12 @@ def load_torchvision_state_dict(
 
 
 def to_torchvision_state_dict(net: SupKDResNet) -> dict[str, torch.Tensor]:
-    """The inverse mapping: ``net``'s encoder and classifier under torchvision's names."""
+    """The inverse mapping: ``net``'s encoder and classifier under torchvision's names.
+
+    An input correction (``net.spec["input_affine"]``, set by ``supkd import-teacher``) is not
+    a weight and is not exported: the returned weights expect inputs normalized with the
+    statistics the network was trained with, not supkd's.
+    """
     return {
         _to_torchvision_key(k): v
         for k, v in net.state_dict().items()
