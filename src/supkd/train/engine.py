@@ -828,6 +828,11 @@ def _prepare_run_dir(run_dir: Path, cfg: Config, resume: bool) -> tuple[str, Any
         # "imported": a teacher brought in by `supkd import-teacher`; never retrained.
         if resume and prior.get("status") in ("completed", "diverged", "imported"):
             return ("done", prior)
+        # A run that failed before its first checkpoint (a config error found while building
+        # its data or task) produced nothing to protect: it starts afresh, with or without
+        # --resume and with the corrected config, instead of blocking its directory.
+        if prior.get("status") == "failed" and not (run_dir / "checkpoints" / "last.pt").is_file():
+            prior, resume = {}, False
         if not resume and prior:
             raise UserError(
                 f"run directory {run_dir}: already holds a run (result.json); use "

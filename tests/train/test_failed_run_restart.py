@@ -1,0 +1,50 @@
+"""A run that failed before its first checkpoint (a config error found while building its
+data or task) does not block its directory: the corrected config starts afresh there, with
+or without ``--resume``. A failed run that had trained (a checkpoint exists) still does."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from supkd.errors import ConfigError, UserError
+from supkd.train import run
+
+
+def _fail_before_training(tiny, d):
+    # data.cutout is refused for SupCon views when the loader is built, i.e. after the run
+    # directory was written: the run is recorded as failed with nothing trained.
+    bad = tiny("task.name=supcon", "data.cutout=2")
+    with pytest.raises(ConfigError, match="data.cutout"):
+        run(bad, d, quiet=True)
+    saved = json.loads((d / "result.json").read_text())
+    assert saved["status"] == "failed" and saved["steps"] == 0
+    assert not (d / "checkpoints" / "last.pt").exists()
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_corrected_config_restarts_a_run_that_failed_before_training(tmp_path, tiny, resume):
+    d = tmp_path / "r"
+    _fail_before_training(tiny, d)
+    good = tiny("task.name=supcon")
+    res = run(good, d, resume=resume, quiet=True)
+    assert res["status"] == "completed" and res["steps"] > 0
+    saved = json.loads((d / "result.json").read_text())
+    assert saved["status"] == "completed"
+    from supkd.experiments.config import load_config
+
+    assert load_config(d / "config.yaml") == good  # the corrected config replaced the old
+
+
+def test_a_failed_run_with_a_checkpoint_still_blocks_its_directory(tmp_path, tiny):
+    d = tmp_path / "r"
+    cfg = tiny("train.epochs=1")
+    assert run(cfg, d, quiet=True)["status"] == "completed"
+    # Mark it failed after training (as a crash in a later epoch would): the checkpoint
+    # holds work, so a plain rerun must not overwrite it.
+    saved = json.loads((d / "result.json").read_text())
+    (d / "result.json").write_text(json.dumps({**saved, "status": "failed"}))
+    assert (d / "checkpoints" / "last.pt").is_file()
+    with pytest.raises(UserError, match="already holds a run"):
+        run(cfg, d, quiet=True)
