@@ -16,7 +16,7 @@ def _fail_before_training(tiny, d):
     # data.cutout is refused for SupCon views when the loader is built, i.e. after the run
     # directory was written: the run is recorded as failed with nothing trained.
     bad = tiny("task.name=supcon", "data.cutout=2")
-    with pytest.raises(ConfigError, match="data.cutout"):
+    with pytest.raises(ConfigError, match=r"data\.cutout"):
         run(bad, d, quiet=True)
     saved = json.loads((d / "result.json").read_text())
     assert saved["status"] == "failed" and saved["steps"] == 0
@@ -48,3 +48,15 @@ def test_a_failed_run_with_a_checkpoint_still_blocks_its_directory(tmp_path, tin
     assert (d / "checkpoints" / "last.pt").is_file()
     with pytest.raises(UserError, match="already holds a run"):
         run(cfg, d, quiet=True)
+
+
+def test_a_batch_larger_than_the_training_split_names_the_field(tmp_path, tiny):
+    from supkd.data import build_data
+
+    cfg = tiny()
+    n = len(build_data(cfg.data, seed=cfg.seed).train)
+    with pytest.raises(ConfigError, match=rf"'train.batch_size': {n + 1} is larger than the "
+                       rf"training split \({n} images"):
+        run(tiny(f"train.batch_size={n + 1}"), tmp_path / "r", quiet=True)
+    # ... and the corrected batch size then runs in the same directory.
+    assert run(tiny(f"train.batch_size={n}"), tmp_path / "r", quiet=True)["steps"] >= 1

@@ -965,6 +965,13 @@ def run(
             device=device,
             **loader_kw,
         )
+        if len(train_loader) == 0:
+            # Training keeps full batches only (equal batch statistics and, under DDP, equal
+            # per-rank batches), so a split smaller than one batch gives an empty epoch.
+            raise ConfigError(
+                f"config field 'train.batch_size': {cfg.train.batch_size} is larger than the "
+                f"training split ({len(bundle.train)} images; every step takes a full batch)"
+            )
         eval_kw = {k: v for k, v in loader_kw.items() if k not in ("rank", "world_size")}
         test_loader = make_loader(
             bundle, "test", cfg.train.eval_batch_size, train=False, augment="none",
