@@ -9,7 +9,8 @@ from supkd.errors import ConfigError
 DATASETS = ("digits", "cifar10", "cifar100", "cifar10-jpeg", "imagefolder")
 GPU_RESIDENT = ("auto", "on", "off")
 #: Side of each data set's images when ``image_size`` is None (the loaders' defaults), so
-#: that ``cutout`` can be checked when the config is read rather than when data is loaded.
+#: that ``cutout`` can be checked when the config is read rather than when data is loaded;
+#: the loaders in datasets.py read their default sizes from here.
 NATIVE_SIZES = {"digits": 16, "cifar10": 32, "cifar100": 32, "cifar10-jpeg": 32, "imagefolder": 224}
 
 

@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 from torchvision.transforms.v2 import functional as TF
 
-from supkd.data.config import DataConfig
+from supkd.data.config import NATIVE_SIZES, DataConfig
 from supkd.data.splits import stratified_split
 from supkd.errors import DataError
 
@@ -178,7 +178,7 @@ def _digits(cfg: DataConfig) -> tuple[_Source, _Source, list[str], int]:
 
     d = load_digits()
     images = torch.from_numpy(np.rint(d.images * (255.0 / 16.0)).astype(np.uint8)).unsqueeze(1)
-    images = _resize_all(images, cfg.image_size or 16)
+    images = _resize_all(images, cfg.image_size or NATIVE_SIZES["digits"])
     labels = torch.from_numpy(d.target.astype(np.int64))
     classes = [str(c) for c in d.target_names]
     full = TensorImageDataset(images, labels, classes)
@@ -221,7 +221,7 @@ def _torchvision_cifar(cfg: DataConfig) -> tuple[_Source, _Source, list[str], in
             images = _resize_all(images, cfg.image_size)
         ds = TensorImageDataset(images, torch.as_tensor(s.targets), s.classes)
         sources.append(_tensor_source(ds))
-    return sources[0], sources[1], list(splits[0].classes), cfg.image_size or 32
+    return sources[0], sources[1], list(splits[0].classes), cfg.image_size or NATIVE_SIZES[cfg.name]
 
 
 # --------------------------------------------------------------------- cifar10-jpeg pack
@@ -322,7 +322,8 @@ def _cifar10_jpeg(cfg: DataConfig) -> tuple[_Source, _Source, list[str], int]:
         raise DataError(
             f"cifar10-jpeg folder {folder}: train.npz and test.npz list different classes"
         )
-    return train, test, train.classes, cfg.image_size or 32  # type: ignore[attr-defined]
+    size = cfg.image_size or NATIVE_SIZES["cifar10-jpeg"]
+    return train, test, train.classes, size  # type: ignore[attr-defined]
 
 
 # --------------------------------------------------------------------------- ImageFolder
@@ -389,7 +390,7 @@ def _imagefolder(cfg: DataConfig) -> tuple[_Source, _Source, list[str], int]:
         _Source(train.labels, train.select),
         _Source(test.labels, test.select),
         classes,
-        cfg.image_size or 224,
+        cfg.image_size or NATIVE_SIZES["imagefolder"],
     )
 
 
