@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
+from host_to_device import HostToDevice  # tests/data/host_to_device.py
 
 from supkd.data import DataBundle, DataConfig, TensorImageDataset, build_data, make_loader
 from supkd.data.config import NATIVE_SIZES
@@ -359,20 +358,6 @@ def test_loader_checks_the_bundles_image_size_and_refuses_supcon(gpu: str) -> No
 
 
 # ------------------------------------------------------------ GPU path: no per-batch copy
-class _HostToDevice(TorchDispatchMode):
-    """Records ops that read a CPU tensor into a tensor on another device."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops: list[str] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        ins = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
-        outs = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
-        if any(t.device.type == "cpu" for t in ins) and any(t.device.type != "cpu" for t in outs):
-            self.ops.append(str(func))
-        return out
 
 
 @pytest.mark.parametrize("views", [1, 2])
@@ -386,7 +371,7 @@ def test_gpu_cutout_moves_centres_once_per_epoch(views: int) -> None:
     ep = loader._gpu.prepare(loader._plan(0))
     assert ep.cutout is not None and ep.cutout.device.type == "meta"
     assert ep.cutout.shape == (views, N, 2)
-    watch = _HostToDevice()
+    watch = HostToDevice()
     with watch:
         out = list(loader._gpu.batches(ep))
     assert watch.ops == []

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
+from host_to_device import HostToDevice  # tests/data/host_to_device.py
 
 from supkd.data import DataBundle, DataConfig, TensorImageDataset, build_data, make_loader
 from supkd.data.gpu import supcon_views
@@ -33,20 +32,6 @@ def bundles() -> dict[str, DataBundle]:
     return {"digits": digits, "rgb": rgb}
 
 
-class _HostToDevice(TorchDispatchMode):
-    """Records ops that read a CPU tensor into a tensor on another device."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops: list[str] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        ins = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
-        outs = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
-        if any(t.device.type == "cpu" for t in ins) and any(t.device.type != "cpu" for t in outs):
-            self.ops.append(str(func))
-        return out
 
 
 @pytest.mark.parametrize("name", ["digits", "rgb"])
@@ -76,7 +61,7 @@ def test_per_batch_path_copies_nothing_between_host_and_device(
 
     monkeypatch.setattr(torch, "tensor", spy(real_tensor))
     monkeypatch.setattr(torch, "as_tensor", spy(real_as_tensor))
-    watch = _HostToDevice()
+    watch = HostToDevice()
     with watch:
         # .item()/.tolist()/.cpu() of a meta tensor raise here.
         batches = list(loader._gpu.batches(ep))
