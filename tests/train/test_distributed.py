@@ -232,13 +232,23 @@ def inputs() -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory, inputs) -> list[dict[str, Any]]:
-    d = tmp_path_factory.mktemp("dist")
-    torch.save(inputs, d / "inputs.pt")
-    try:
-        mp.spawn(_worker, args=(_free_port(), str(d / "inputs.pt"), str(d)), nprocs=WORLD)
-    except Exception as exc:
-        errors = "\n".join(p.read_text() for p in sorted(d.glob("error*.txt")))
-        pytest.fail(f"distributed worker failed: {exc}\n{errors}")
+    # One retry, on a fresh port and folder, only when a worker died by a signal without
+    # raising (no error file): in one of four full-suite runs on the 2-core CI box (and in
+    # none of 24 runs of this file alone) both gloo workers aborted in C++ ("terminate
+    # called without an active exception") with no Python error. A worker that raised (a
+    # real failure) fails at once.
+    for attempt in range(2):
+        d = tmp_path_factory.mktemp("dist")
+        torch.save(inputs, d / "inputs.pt")
+        try:
+            mp.spawn(_worker, args=(_free_port(), str(d / "inputs.pt"), str(d)), nprocs=WORLD)
+            break
+        except Exception as exc:
+            errors = "\n".join(p.read_text() for p in sorted(d.glob("error*.txt")))
+            died = isinstance(exc, mp.ProcessExitedException) and exc.signal_name is not None
+            if attempt == 0 and died and not errors:
+                continue
+            pytest.fail(f"distributed worker failed: {exc}\n{errors}")
     return [torch.load(d / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
 
