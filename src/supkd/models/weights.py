@@ -7,7 +7,8 @@ classifier under ``classifier.*``, so the mapping is a prefix rename.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 
@@ -45,6 +46,37 @@ def _head(items: list[str]) -> str:
     return ", ".join(items[:_SHOW]) + more
 
 
+def state_dict_mismatch(
+    target: Mapping[str, Any],
+    source: Mapping[str, Any],
+    name: Callable[[str], str] = str,
+) -> str | None:
+    """How ``source`` (weights from a file) fails to fit ``target`` (a model's state dict):
+    ``"missing N: ...; unexpected N: ...; shape mismatches N: ..."`` with the first few keys
+    of each (shown through ``name``, e.g. under the file's own naming), or None when every
+    key is present on both sides with the same shape. One report for every loader of
+    weights, so that all of them name the problem the same way."""
+    missing = [name(k) for k in target if k not in source]
+    unexpected = [name(k) for k in source if k not in target]
+    mismatched = [
+        f"{name(k)} (checkpoint {tuple(source[k].shape)}, model {tuple(v.shape)})"
+        for k, v in target.items()
+        if k in source
+        and hasattr(source[k], "shape")
+        and tuple(source[k].shape) != tuple(v.shape)
+    ]
+    parts = [
+        f"{label} {len(items)}: {_head(items)}"
+        for label, items in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("shape mismatches", mismatched),
+        )
+        if items
+    ]
+    return "; ".join(parts) or None
+
+
 def load_torchvision_state_dict(
     net: SupKDResNet,
     state_dict: Mapping[str, torch.Tensor],
@@ -71,28 +103,14 @@ def load_torchvision_state_dict(
         if k.startswith("encoder.") or (load_classifier and k.startswith("classifier."))
     }
     # Keys are reported under torchvision's names, the ones the user's file carries.
-    missing = [_to_torchvision_key(k) for k in target if k not in source]
-    unexpected = [_to_torchvision_key(k) for k in source if k not in target]
-    mismatched = [
-        f"{_to_torchvision_key(k)} (checkpoint {tuple(source[k].shape)}, "
-        f"model {tuple(target[k].shape)})"
-        for k in target
-        if k in source and tuple(source[k].shape) != tuple(target[k].shape)
-    ]
-    if missing or unexpected or mismatched:
+    problem = state_dict_mismatch(target, source, _to_torchvision_key)
+    if problem is not None:
         spec = net.spec
-        parts = [
+        raise CheckpointError(
             f"torchvision state dict does not fit {spec.get('name')} "
             f"(stem={spec.get('stem')}, width={spec.get('width')}, "
-            f"num_classes={spec.get('num_classes')})"
-        ]
-        if missing:
-            parts.append(f"missing {len(missing)}: {_head(missing)}")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)}: {_head(unexpected)}")
-        if mismatched:
-            parts.append(f"shape mismatch {len(mismatched)}: {_head(mismatched)}")
-        raise CheckpointError("; ".join(parts))
+            f"num_classes={spec.get('num_classes')}); {problem}"
+        )
     with torch.no_grad():
         for k, v in net.state_dict().items():
             if k in source:

@@ -97,23 +97,11 @@ def read_torch_file(path: str | os.PathLike[str], what: str = "checkpoint") -> d
 def load_state_dict_strict(model: nn.Module, state: dict[str, Any], source: str) -> None:
     """``load_state_dict`` that raises CheckpointError listing the first missing/unexpected
     keys and shape mismatches (one line)."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
-        for k, v in own.items()
-        if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(v.shape)
-    ]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {missing[:3]}")
-        if unexpected:
-            parts.append(f"unexpected keys {unexpected[:3]}")
-        if shapes:
-            parts.append(f"shape mismatches {shapes[:3]}")
-        raise CheckpointError(f"{source}: weights do not fit the model: {'; '.join(parts)}")
+    from supkd.models.weights import state_dict_mismatch
+
+    problem = state_dict_mismatch(model.state_dict(), state)
+    if problem is not None:
+        raise CheckpointError(f"{source}: weights do not fit the model: {problem}")
     model.load_state_dict(state)
 
 
