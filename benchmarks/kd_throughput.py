@@ -83,7 +83,7 @@ from common import (
     time_steps,
     write_output,
 )
-from supkd.experiments.config import TrainConfig
+from supkd.config import TrainConfig
 from supkd.losses import LOSSES, SupConLoss
 from supkd.models import create_model
 from supkd.train.engine import COMPILE_AUTO_MIN_STEPS, CUDAGRAPH_COMPILE_MODES
@@ -247,8 +247,8 @@ def fit_measure(
     periodic loss reads), without set-up, compilation (in the warm-up) or the epoch's end.
     ``measure.first_steps`` collects, per call, the seconds until its first step ended.
     """
+    from supkd.config import OptimConfig, ScheduleConfig, TrainConfig
     from supkd.data import make_loader
-    from supkd.experiments.config import OptimConfig, ScheduleConfig, TrainConfig
     from supkd.train.engine import fit
 
     loader = make_loader(

@@ -172,7 +172,7 @@ def has_cutout() -> bool:
     """Whether this supkd's data config has the ``cutout`` field."""
     import dataclasses
 
-    from supkd.data.config import DataConfig
+    from supkd.config import DataConfig
 
     return "cutout" in {f.name for f in dataclasses.fields(DataConfig)}
 
@@ -214,10 +214,10 @@ def parse_variant(spec: str, default_epochs: int | None) -> Plan:
 
 def train_one(cfg_dict: dict[str, Any] | str, overrides: list[str], run_dir: Path, device,
               callbacks=()):
-    from supkd.experiments.config import load_config
     from supkd.train import run
+    from supkd.train.checks import load_run_config
 
-    cfg = load_config(cfg_dict, overrides)
+    cfg = load_run_config(cfg_dict, overrides)
     print(f"--- training {cfg.name} -> {run_dir}", flush=True)
     result = run(cfg, run_dir, quiet=False, callbacks=callbacks)
     t = timing(run_dir)

@@ -11,6 +11,7 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
+from supkd.config import config_from_dict
 from supkd.data import DataConfig, build_data, make_loader
 from supkd.data.datasets import DataBundle, TensorImageDataset
 from supkd.data.gpu import grayscale, sample_supcon, supcon_views
@@ -29,7 +30,6 @@ from supkd.data.transforms import (
     resized_crop_box,
 )
 from supkd.errors import ConfigError
-from supkd.experiments.config import config_from_dict
 from supkd.train.teacher_cache import render_views
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:torchvision")
@@ -82,7 +82,8 @@ def _epoch(bundle: DataBundle, gpu: str, **kw) -> list:
     ],
 )
 def test_bad_options_raise_config_error_naming_the_field(options: dict, field: str) -> None:
-    with pytest.raises(ConfigError, match=re.escape(f"'{field}'")):
+    # A bad element is named with its index (data.supcon_scale[0]).
+    with pytest.raises(ConfigError, match=re.escape(f"'{field}") + r"(\[\d\])?'"):
         DataConfig(**options)
 
 

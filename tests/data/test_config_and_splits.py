@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from supkd.data import DataConfig
+from supkd.data import DataConfig, check_data_config
 from supkd.data.splits import stratified_split
 from supkd.errors import ConfigError
 
@@ -27,8 +27,9 @@ from supkd.errors import ConfigError
     ],
 )
 def test_bad_fields_name_the_field(field: str, value: object) -> None:
+    # The data-set name is the data layer's to check (the config layer knows no data set).
     with pytest.raises(ConfigError, match=rf"data\.{field}"):
-        DataConfig(**{field: value})
+        check_data_config(DataConfig(**{field: value}))
 
 
 def test_defaults_are_valid() -> None:

@@ -13,8 +13,15 @@ import pytest
 import torch
 from host_to_device import HostToDevice  # tests/data/host_to_device.py
 
-from supkd.data import DataBundle, DataConfig, TensorImageDataset, build_data, make_loader
-from supkd.data.config import NATIVE_SIZES
+from supkd.data import (
+    DataBundle,
+    DataConfig,
+    TensorImageDataset,
+    build_data,
+    check_data_config,
+    make_loader,
+)
+from supkd.data.datasets import NATIVE_SIZES
 from supkd.data.gpu import cutout_mask_batch
 from supkd.data.sampling import make_plan, split_batches
 from supkd.data.transforms import crop_flip, cutout_mask, normalize_batch
@@ -320,9 +327,11 @@ def test_erased_area_statistics_over_epochs(gpu: str) -> None:
     ],
 )
 def test_bad_cutout_values_raise_config_error_naming_the_field(options: dict) -> None:
+    # Types and ranges are refused by the section itself; a side that does not fit the data
+    # set's native image size by the data layer's check (before anything is loaded).
     kw = {"name": "cifar10", **options}
     with pytest.raises(ConfigError, match=r"'data\.cutout'"):
-        DataConfig(**kw)
+        check_data_config(DataConfig(**kw))
 
 
 def test_good_cutout_values() -> None:
@@ -340,12 +349,12 @@ def test_native_sizes_are_the_loaders() -> None:
 
 
 def test_yaml_config_override() -> None:
-    from supkd.experiments.config import load_config
+    from supkd.train.checks import load_run_config
 
-    cfg = load_config({"data": {"name": "cifar10"}}, ["data.cutout=16"])
+    cfg = load_run_config({"data": {"name": "cifar10"}}, ["data.cutout=16"])
     assert cfg.data.cutout == 16 and cfg.to_dict()["data"]["cutout"] == 16
     with pytest.raises(ConfigError, match=r"data\.cutout"):
-        load_config({"data": {"name": "cifar10"}}, ["data.cutout=-2"])
+        load_run_config({"data": {"name": "cifar10"}}, ["data.cutout=-2"])
 
 
 @pytest.mark.parametrize("gpu", ["on", "off"])
@@ -437,12 +446,12 @@ def test_distill_tasks_cache_decision_with_cutout(tmp_path: Path) -> None:
     """The distill task's decision point (tasks._teacher_cache): with cutout, auto gives no
     cache (the teacher then runs live on batch.x, the erased view: Batch.aug is None) and
     on is a ConfigError."""
-    from supkd.experiments.config import load_config
+    from supkd.train.checks import load_run_config
     from supkd.train.tasks import _teacher_cache
 
     teacher = TinyTeacher().eval()
     for mode in ("auto", "on"):
-        cfg = load_config(
+        cfg = load_run_config(
             {
                 "data": {"name": "cifar10", "cutout": 6},
                 "task": {"name": "distill", "teacher": str(tmp_path), "teacher_cache": mode},

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from supkd.experiments.config import load_config
 from supkd.experiments.demo import demo_spec
 from supkd.experiments.grid import load_grid, plan_grid
+from supkd.train.checks import load_run_config
 
 REPO = Path(__file__).resolve().parents[2]
 GRIDS = ["configs/demo.yaml", "configs/paper/cifar10.yaml", "configs/paper/imagenet.yaml",
@@ -24,7 +24,7 @@ def _validate_all(spec, tmp_path):
         cfg = json.loads(json.dumps(r.config).replace('"${alpha}"', "1.0"))
         if cfg["data"].get("name") == "imagefolder":
             cfg["data"]["root"] = str(tmp_path)
-        load_config(cfg)  # raises ConfigError on any bad key or value
+        load_run_config(cfg)  # raises ConfigError on any bad key or value
     return plan
 
 

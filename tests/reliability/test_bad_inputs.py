@@ -86,9 +86,9 @@ def _write_cfg(path: Path, **sections) -> Path:
 
 # =========================================================================== config (API)
 def _load(*overrides: str, base: dict | None = None):
-    from supkd.experiments.config import load_config
+    from supkd.train.checks import load_run_config
 
-    return load_config(base if base is not None else TINY, list(overrides))
+    return load_run_config(base if base is not None else TINY, list(overrides))
 
 
 def test_config_unknown_key_suggests_the_closest():
@@ -173,31 +173,31 @@ def test_config_override_without_equals():
 
 
 def test_config_file_missing(tmp_path):
-    from supkd.experiments.config import load_config
+    from supkd.train.checks import load_run_config
 
-    _raises(ConfigError, lambda: load_config(tmp_path / "nope.yaml"), "nope.yaml")
+    _raises(ConfigError, lambda: load_run_config(tmp_path / "nope.yaml"), "nope.yaml")
 
 
 def test_config_file_not_yaml(tmp_path):
-    from supkd.experiments.config import load_config
+    from supkd.train.checks import load_run_config
 
     bad = tmp_path / "broken.yaml"
     bad.write_text("optim:\n  lr: [0.1\n")
-    _raises(ConfigError, lambda: load_config(bad), "broken.yaml", "line")
+    _raises(ConfigError, lambda: load_run_config(bad), "broken.yaml", "line")
 
 
 def test_config_file_not_a_mapping(tmp_path):
-    from supkd.experiments.config import load_config
+    from supkd.train.checks import load_run_config
 
     bad = tmp_path / "list.yaml"
     bad.write_text("- 1\n- 2\n")
-    _raises(ConfigError, lambda: load_config(bad), "list.yaml", "mapping")
+    _raises(ConfigError, lambda: load_run_config(bad), "list.yaml", "mapping")
 
 
 # ============================================================================= data (API)
 def _build(**data):
+    from supkd.config import DataConfig
     from supkd.data import build_data
-    from supkd.data.config import DataConfig
 
     return build_data(DataConfig(**data), seed=0)
 

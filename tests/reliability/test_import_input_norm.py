@@ -22,7 +22,7 @@ import yaml
 from supkd.cli import main
 from supkd.data.datasets import NORMALIZATION
 from supkd.errors import UserError
-from supkd.models.importers import INPUT_NORMS, import_teacher
+from supkd.importers import INPUT_NORMS, import_teacher
 from supkd.train.checkpoint import load_model
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -20,7 +20,7 @@ import yaml
 
 from supkd.cli import main
 from supkd.errors import CheckpointError
-from supkd.models.importers import import_teacher, strip_module_prefix
+from supkd.importers import import_teacher, strip_module_prefix
 
 sys.path.insert(0, str(Path(__file__).parent))
 from supcontrast_reference import (

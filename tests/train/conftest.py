@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from supkd.experiments.config import Config, load_config
+from supkd.config import Config
+from supkd.train.checks import load_run_config
 
 TINY = [
     "data.name=digits",
@@ -25,7 +26,7 @@ TINY = [
 
 def tiny_config(*overrides: str) -> Config:
     """A run config that trains in about a second on one CPU core."""
-    return load_config({"name": "tiny"}, [*TINY, *overrides])
+    return load_run_config({"name": "tiny"}, [*TINY, *overrides])
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from supkd.config import TrainConfig
 from supkd.errors import ConfigError
-from supkd.experiments.config import TrainConfig, load_config
 from supkd.train import fit
+from supkd.train.checks import load_run_config
 from supkd.train.engine import CUDAGRAPH_COMPILE_MODES
 from supkd.train.tasks import Task
 
@@ -68,14 +69,14 @@ def _loader(n: int = 16, batch: int = 8, size: int = 8) -> DataLoader:
 
 
 def test_compile_mode_default_and_all_values_validate():
-    assert load_config({}).train.compile_mode == "default"
+    assert load_run_config({}).train.compile_mode == "default"
     for mode in MODES:
-        assert load_config({}, [f"train.compile_mode={mode}"]).train.compile_mode == mode
+        assert load_run_config({}, [f"train.compile_mode={mode}"]).train.compile_mode == mode
 
 
 def test_bad_compile_mode_names_the_field():
     with pytest.raises(ConfigError, match=r"train\.compile_mode"):
-        load_config({}, ["train.compile_mode=fastest"])
+        load_run_config({}, ["train.compile_mode=fastest"])
 
 
 def test_cudagraph_modes_are_the_modes_torch_records_graphs_for():
@@ -229,10 +230,10 @@ def test_cuda_distill_run_with_reduce_overhead(tmp_path):
 
     base = ["data.name=digits", "data.image_size=16", "model.width=8", "train.epochs=1",
             "train.batch_size=64", "train.progress=false", "device=cuda"]
-    t = run(load_config({"name": "t"}, base), tmp_path / "teacher", quiet=True)
+    t = run(load_run_config({"name": "t"}, base), tmp_path / "teacher", quiet=True)
     assert t["status"] == "completed"
     torch._dynamo.reset()
-    s = run(load_config({"name": "s"}, [*base, "task.name=distill",
+    s = run(load_run_config({"name": "s"}, [*base, "task.name=distill",
                                         f"task.teacher={tmp_path / 'teacher'}",
                                         "task.loss=hinton_kl", "task.teacher_cache=off",
                                         "model.width=4", "train.compile=on",

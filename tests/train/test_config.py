@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import pytest
 
+from supkd.config import Config, parse_overrides
 from supkd.errors import ConfigError
-from supkd.experiments.config import Config, load_config, parse_overrides
+from supkd.train.checks import load_run_config
 
 
 def test_defaults_round_trip_and_overrides_typed():
-    cfg = load_config({}, ["optim.lr=1e-4", "train.epochs=3", "schedule.milestones=[2, 3]"])
+    cfg = load_run_config({}, ["optim.lr=1e-4", "train.epochs=3", "schedule.milestones=[2, 3]"])
     assert isinstance(cfg, Config)
     assert cfg.optim.lr == 1e-4 and isinstance(cfg.optim.lr, float)  # "1e-4": YAML 1.1 str
     assert cfg.train.epochs == 3 and cfg.schedule.milestones == [2.0, 3.0]
     assert cfg.task.name == "ce" and type(cfg.task).__name__ == "CEConfig"
-    assert load_config(cfg.to_dict()) == cfg
+    assert load_run_config(cfg.to_dict()) == cfg
 
 
 def test_yaml_file_extends_and_meta_verbatim(tmp_path):
@@ -24,10 +25,11 @@ def test_yaml_file_extends_and_meta_verbatim(tmp_path):
     (tmp_path / "run.yaml").write_text(
         "extends: base.yaml\nname: child\ntrain: {epochs: 7}\nmeta: {table: t2}\n"
     )
-    cfg = load_config(tmp_path / "run.yaml", ["meta.note=x"])
+    cfg = load_run_config(tmp_path / "run.yaml", ["meta.note=x"])
     assert cfg.name == "child"
     assert cfg.train.epochs == 7 and cfg.train.batch_size == 64  # deep-merged
-    assert cfg.meta == {"table": "t2", "note": "x"}  # meta replaced, never merged
+    # One merge rule for run configs and grid specs: mappings merge key by key, meta too.
+    assert cfg.meta == {"a": 1, "b": [1, 2], "table": "t2", "note": "x"}
 
 
 @pytest.mark.parametrize(
@@ -67,7 +69,7 @@ def test_yaml_file_extends_and_meta_verbatim(tmp_path):
 )
 def test_bad_values_name_the_field(overrides, expected):
     with pytest.raises(ConfigError) as err:
-        load_config({}, overrides)
+        load_run_config({}, overrides)
     msg = str(err.value)
     assert expected in msg
     assert "\n" not in msg
@@ -76,24 +78,24 @@ def test_bad_values_name_the_field(overrides, expected):
 def test_task_fields_belong_to_the_task():
     # 'teacher' is a distill field: unknown for the ce task, with the valid keys listed.
     with pytest.raises(ConfigError, match=r"unknown config key 'task\.teacher'"):
-        load_config({}, ["task.teacher=x"])
+        load_run_config({}, ["task.teacher=x"])
 
 
 def test_file_errors(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
-        load_config(tmp_path / "nope.yaml")
+        load_run_config(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("train: {epochs: [\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
-        load_config(bad)
+        load_run_config(bad)
     lst = tmp_path / "list.yaml"
     lst.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="mapping at the top level"):
-        load_config(lst)
+        load_run_config(lst)
     cyc = tmp_path / "cyc.yaml"
     cyc.write_text("extends: cyc.yaml\n")
     with pytest.raises(ConfigError, match="cycle"):
-        load_config(cyc)
+        load_run_config(cyc)
 
 
 def test_parse_overrides():

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from supkd.experiments.config import load_config
 from supkd.losses import LOSSES
+from supkd.train.checks import load_run_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -38,7 +38,7 @@ def test_the_presets_are_complete():
 
 @pytest.mark.parametrize("path", SINGLE, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_single_run_config_validates_and_its_dependencies_exist(path):
-    cfg = load_config(path)
+    cfg = load_run_config(path)
     assert cfg.name == path.stem  # the run directory (runs/<name>) is named after the file
     dep = getattr(cfg.task, "teacher", None) or getattr(cfg.task, "encoder", None)
     if dep is not None:
@@ -48,7 +48,7 @@ def test_single_run_config_validates_and_its_dependencies_exist(path):
 
 def test_paper_budgets_follow_design_section_5():
     def cfg(name):
-        return load_config(CONFIGS / "paper" / f"{name}.yaml")
+        return load_run_config(CONFIGS / "paper" / f"{name}.yaml")
 
     sup = cfg("cifar10_supcon_teacher")
     assert (sup.train.epochs, sup.train.batch_size, sup.optim.lr) == (1000, 1024, 0.5)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from supkd.experiments.config import OptimConfig, TrainConfig
+from supkd.config import OptimConfig, TrainConfig
 from supkd.models import create_model
 from supkd.train import fit, run
 from supkd.train.optim import build_optimizer
@@ -75,11 +75,11 @@ def test_compile_on():
 def test_kd_run_on_cuda_with_teacher_cache(tmp_path):
     base = ["data.name=digits", "data.image_size=16", "model.width=8", "train.epochs=1",
             "train.batch_size=128", "train.progress=false", "device=cuda"]
-    from supkd.experiments.config import load_config
+    from supkd.train.checks import load_run_config
 
-    t = run(load_config({"name": "t"}, base), tmp_path / "teacher", quiet=True)
+    t = run(load_run_config({"name": "t"}, base), tmp_path / "teacher", quiet=True)
     assert t["status"] == "completed"
-    s = run(load_config({"name": "s"}, [*base, "task.name=distill",
+    s = run(load_run_config({"name": "s"}, [*base, "task.name=distill",
                                         f"task.teacher={tmp_path / 'teacher'}",
                                         "task.loss=hinton_kl", "model.width=4"]),
             tmp_path / "student", quiet=True)

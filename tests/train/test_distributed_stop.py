@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from supkd.experiments.config import TrainConfig
+from supkd.config import TrainConfig
 from supkd.train import TrainingInterrupted, fit
 from supkd.train import distributed as D
 from supkd.train.engine import _stop_check_due

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from supkd.config import TrainConfig
 from supkd.errors import ConfigError, UserError
-from supkd.experiments.config import TrainConfig
 from supkd.train import TrainingInterrupted, fit, run
 from supkd.train.engine import _StopSignals
 from supkd.train.tasks import Task
@@ -119,7 +119,7 @@ def test_ema_weights_are_the_exponential_average_of_the_trajectory():
 
 
 def test_grad_clip_bounds_the_update():
-    from supkd.experiments.config import OptimConfig
+    from supkd.config import OptimConfig
 
     task = ToyTask()
     before = [p.detach().clone() for p in task.model.parameters()]
@@ -159,9 +159,9 @@ def test_run_directory_contents_and_reuse_rules(tmp_path, tiny):
     assert 0 <= saved["test_acc"] <= 100 and saved["versions"]["torch"] == torch.__version__
     lines = (d / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2 and json.loads(lines[-1])["test_acc"] == saved["test_acc"]
-    from supkd.experiments.config import load_config
+    from supkd.train.checks import load_run_config
 
-    assert load_config(d / "config.yaml") == cfg  # the resolved config reloads as is
+    assert load_run_config(d / "config.yaml") == cfg  # the resolved config reloads as is
     with pytest.raises(UserError, match="already holds a run"):
         run(cfg, d)
     # Resuming an interrupted run with another config is refused before any training.
@@ -172,9 +172,9 @@ def test_run_directory_contents_and_reuse_rules(tmp_path, tiny):
 
 
 def cfg_with(cfg, *overrides):
-    from supkd.experiments.config import load_config
+    from supkd.train.checks import load_run_config
 
-    return load_config(cfg, list(overrides))
+    return load_run_config(cfg, list(overrides))
 
 
 def test_save_best_keeps_the_best_validation_checkpoint(tmp_path, tiny):

@@ -32,9 +32,9 @@ def test_corrected_config_restarts_a_run_that_failed_before_training(tmp_path, t
     assert res["status"] == "completed" and res["steps"] > 0
     saved = json.loads((d / "result.json").read_text())
     assert saved["status"] == "completed"
-    from supkd.experiments.config import load_config
+    from supkd.train.checks import load_run_config
 
-    assert load_config(d / "config.yaml") == good  # the corrected config replaced the old
+    assert load_run_config(d / "config.yaml") == good  # the corrected config replaced the old
 
 
 def test_a_failed_run_with_a_checkpoint_still_blocks_its_directory(tmp_path, tiny):

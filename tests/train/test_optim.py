@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from supkd.experiments.config import OptimConfig, ScheduleConfig
+from supkd.config import OptimConfig, ScheduleConfig
 from supkd.train.optim import LrFactor, build_optimizer, build_scheduler
 
 

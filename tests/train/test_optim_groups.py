@@ -7,10 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from supkd.experiments.config import OptimConfig, ScheduleConfig, load_config
+from supkd.config import OptimConfig, ScheduleConfig
 from supkd.models import create_model
 from supkd.train import TrainingInterrupted, run
 from supkd.train.checkpoint import load_checkpoint
+from supkd.train.checks import load_run_config
 from supkd.train.optim import build_optimizer, build_scheduler, param_groups
 
 CPU = torch.device("cpu")
@@ -168,7 +169,7 @@ def test_resume_refuses_a_changed_decay_setting(tmp_path, tiny):
     cfg = tiny("train.epochs=2")
     with pytest.raises(TrainingInterrupted):
         run(cfg, tmp_path, quiet=True, callbacks=[_stop_at(2)])
-    changed = load_config(cfg, ["optim.decay_norm_and_bias=false"])
+    changed = load_run_config(cfg, ["optim.decay_norm_and_bias=false"])
     with pytest.raises(ConfigError, match=r"optim\.decay_norm_and_bias"):
         run(changed, tmp_path, resume=True, quiet=True)
 

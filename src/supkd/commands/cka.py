@@ -3,7 +3,7 @@
     supkd cka --teacher runs/teacher --student runs/student_kd
     supkd cka --teacher runs/teacher --students runs/kd_cosine_s* runs/kd_supcon_s* --out figs
 
-Models are loaded with :func:`supkd.train.checkpoint.load_model_record` (a run directory, a
+Models are loaded with :func:`supkd.models.files.load_model_record` (a run directory, a
 ``model.pt`` or a ``last.pt``). The images are the test split of the data set in the
 teacher's run config (else the first student's), shuffled once with ``--seed`` so that any
 ``--batches`` prefix covers every class; ``--data`` / ``--data-root`` choose another data set.
@@ -90,7 +90,7 @@ def _read_config(run_dir: Path | None) -> dict[str, Any] | None:
 
 
 def _load_run(path: str) -> _Run:
-    from supkd.train.checkpoint import load_model_record
+    from supkd.models.files import load_model_record
 
     rec = load_model_record(path)
     cfg = _read_config(rec.run_dir)
@@ -138,17 +138,9 @@ def _data_config(args: argparse.Namespace, runs: list[_Run]) -> Any:
 
 
 def _device(name: str) -> Any:
-    import torch
+    from supkd.utils.device import resolve_device
 
-    from supkd.errors import ConfigError
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", name):
-        raise ConfigError(f"cka --device: expected auto, cpu, cuda or cuda:N, got {name!r}")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("cka --device: CUDA was asked for but is not available")
-    return torch.device(name)
+    return resolve_device(name, field="cka --device")
 
 
 def _safe_name(name: str, taken: set[str]) -> str:

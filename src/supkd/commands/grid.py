@@ -31,8 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from supkd.errors import ConfigError, UserError
-    from supkd.experiments.config import parse_overrides
+    from supkd.config import apply_overrides
+    from supkd.errors import UserError
     from supkd.experiments.grid import load_grid, parse_grid, plan_grid, read_grid_yaml, run_grid
     from supkd.experiments.report import write_report
 
@@ -46,16 +46,7 @@ def run(args: argparse.Namespace) -> int:
             if isinstance(raw.get("tune"), dict) and "seeds" in raw["tune"]:
                 raw["tune"]["seeds"] = [s for s in raw["tune"]["seeds"] if s in args.seeds] or [
                     args.seeds[0]]
-        base = raw.setdefault("base", {}) or {}
-        for keys, value in parse_overrides(args.overrides):
-            node = base
-            for k in keys[:-1]:
-                nxt = node.setdefault(k, {})
-                if not isinstance(nxt, dict):
-                    raise ConfigError(f"override '{'.'.join(keys)}': '{k}' is not a section")
-                node = nxt
-            node[keys[-1]] = value
-        raw["base"] = base
+        raw["base"] = apply_overrides(raw.get("base") or {}, args.overrides)
         spec = parse_grid(raw, args.config)
     out = Path(args.out) if args.out else Path("runs") / spec.name
     if args.dry_run:

@@ -17,7 +17,7 @@ one the statistics belong to). When they differ, the saved model corrects supkd'
 (``input_affine`` in its spec; :class:`supkd.models.InputAffine`), and a line says how.
 
 The import is checked before anything is written: the saved model is reloaded through
-:func:`supkd.train.checkpoint.load_model` and must give the same outputs as the imported one
+:func:`supkd.models.files.load_model` and must give the same outputs as the imported one
 on a random batch.
 """
 
@@ -109,10 +109,10 @@ def _same_outputs(a: torch.nn.Module, b: torch.nn.Module, spec: dict[str, Any]) 
 
 
 def run(args: argparse.Namespace) -> int:
-    from supkd.experiments.config import load_config
-    from supkd.models.importers import import_teacher
-    from supkd.train.checkpoint import load_model, save_model
-    from supkd.utils.atomic import atomic_write_json, atomic_write_yaml
+    from supkd.importers import import_teacher
+    from supkd.models.files import load_model, save_model
+    from supkd.train import load_run_config as load_config
+    from supkd.train.run_dir import RunDir, RunResult
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -175,26 +175,21 @@ def run(args: argparse.Namespace) -> int:
                 f"{args.source}: the saved model does not reproduce the imported one"
             )
         try:
-            (scratch / "model.pt").replace(out / "model.pt")
-            atomic_write_yaml(out / "config.yaml", cfg.to_dict())
-            atomic_write_json(
-                out / "result.json",
-                {
-                    "status": "imported",
-                    "name": name,
-                    "test_acc": None,
-                    "val_acc": None,
-                    "best_val_acc": None,
-                    "diverged_step": None,
-                    "error": None,
-                    "epochs": 0,
-                    "steps": 0,
-                    "wall_time_s": round(time.time() - t0, 3),
-                    "seed": None,
-                    "versions": {"torch": torch.__version__},
-                    "device": "cpu",
-                    "meta": {"imported": imported},
-                },
+            rd = RunDir(out)
+            (scratch / "model.pt").replace(rd.model_path)
+            rd.write_config(cfg.to_dict())
+            rd.write_result(
+                RunResult(
+                    status="imported",
+                    name=name,
+                    task="import",
+                    epochs=0,
+                    steps=0,
+                    wall_time_s=round(time.time() - t0, 3),
+                    versions={"torch": torch.__version__},
+                    device="cpu",
+                    meta={"imported": imported},
+                )
             )
         except OSError as exc:
             raise UserError(f"--out {out}: cannot write ({exc.strerror})") from None

@@ -37,8 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from supkd.experiments.config import load_config
     from supkd.train import distributed as dist_utils
+    from supkd.train import load_run_config as load_config
     from supkd.train.engine import run as run_training
 
     cfg = load_config(args.config, args.overrides)

@@ -8,14 +8,16 @@ transforms, and loaders (DataLoader or GPU-resident) yielding :class:`Batch` obj
 
 from __future__ import annotations
 
+from supkd.config import DataConfig
 from supkd.data.batch import Batch
-from supkd.data.config import DATASETS, DataConfig
 from supkd.data.datasets import (
+    DATASETS,
     NORMALIZATION,
     DataBundle,
     ImageFolderDataset,
     TensorImageDataset,
     build_data,
+    check_data_config,
 )
 from supkd.data.loader import Loader, make_loader
 
@@ -29,5 +31,6 @@ __all__ = [
     "Loader",
     "TensorImageDataset",
     "build_data",
+    "check_data_config",
     "make_loader",
 ]

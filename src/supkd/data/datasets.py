@@ -22,9 +22,14 @@ from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 from torchvision.transforms.v2 import functional as TF
 
-from supkd.data.config import NATIVE_SIZES, DataConfig
+from supkd.config import DataConfig
 from supkd.data.splits import stratified_split
-from supkd.errors import DataError
+from supkd.errors import ConfigError, DataError
+from supkd.utils.registry import did_you_mean
+
+#: Side of each data set's images when ``image_size`` is None (the loaders' defaults), so
+#: that ``cutout`` can be checked before any data is loaded.
+NATIVE_SIZES = {"digits": 16, "cifar10": 32, "cifar100": 32, "cifar10-jpeg": 32, "imagefolder": 224}
 
 #: Per-data-set channel statistics in [0, 1] units (mean, std).
 NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
@@ -403,6 +408,26 @@ _LOADERS = {
 }
 
 
+#: The data sets ``data.name`` may name.
+DATASETS = tuple(_LOADERS)
+
+
+def check_data_config(cfg: DataConfig) -> None:
+    """The checks of a ``data:`` section that need the data set's own facts (its name, its
+    native image size); ConfigError naming the field. Loads nothing."""
+    if cfg.name not in _LOADERS:
+        raise ConfigError(
+            f"config field 'data.name': expected one of {', '.join(_LOADERS)}, "
+            f"got {cfg.name!r}" + did_you_mean(cfg.name, list(_LOADERS))
+        )
+    side = cfg.image_size or NATIVE_SIZES[cfg.name]
+    if cfg.cutout >= side:
+        raise ConfigError(
+            f"config field 'data.cutout': expected a side smaller than the {side}-pixel "
+            f"images, got {cfg.cutout}"
+        )
+
+
 def _subset(labels: torch.Tensor, idx: torch.Tensor, n: int | None, seed: int) -> torch.Tensor:
     if n is None or n >= len(idx):
         return idx
@@ -417,7 +442,7 @@ def build_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
     ``cfg.split_seed`` (or ``seed`` when that is None); ``subset`` then keeps that many
     images of each split, stratified. Raises DataError for missing or corrupt data.
     """
-    cfg.validate()
+    check_data_config(cfg)
     split_seed = seed if cfg.split_seed is None else cfg.split_seed
     train_src, test_src, classes, image_size = _LOADERS[cfg.name](cfg)
     n = len(train_src.labels)

@@ -31,7 +31,7 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from supkd.data.config import DataConfig
+from supkd.config import DataConfig
 
 # SupCon augmentation constants (DESIGN.md §5).
 SUPCON_SCALE = (0.2, 1.0)

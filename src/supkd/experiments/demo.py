@@ -9,7 +9,6 @@ and prints Tables I, II and V.
 
 from __future__ import annotations
 
-import copy
 import os
 import sys
 import time
@@ -20,6 +19,7 @@ from typing import Any, TextIO
 
 import yaml
 
+from supkd.config import merge
 from supkd.errors import UserError
 from supkd.experiments.grid import GridResult, GridSpec, PlannedRun, parse_grid, run_grid
 from supkd.experiments.report import Report, write_report
@@ -40,20 +40,7 @@ def demo_spec(seeds: int = 2, overrides: Mapping[str, Any] | None = None) -> Gri
         raise UserError(f"--seeds: expected a number of seeds >= 1, got {seeds}")
     raw = demo_raw()
     raw["seeds"] = list(range(seeds))
-    for k, v in (overrides or {}).items():
-        if isinstance(v, Mapping) and isinstance(raw.get(k), Mapping):
-            raw[k] = _deep_merge(raw[k], v)
-        else:
-            raw[k] = copy.deepcopy(v)
-    return parse_grid(raw, "supkd/configs/demo.yaml")
-
-
-def _deep_merge(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(dict(a))
-    for k, v in b.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(
-            out.get(k), Mapping) else copy.deepcopy(v)
-    return out
+    return parse_grid(merge(raw, overrides), "supkd/configs/demo.yaml")
 
 
 def default_jobs() -> int:

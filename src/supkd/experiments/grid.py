@@ -2,7 +2,7 @@
 
 A grid spec (YAML) declares a ``base`` run config and named entries; each entry expands,
 by its ``matrix`` and the grid's ``seeds``, into run configs (plain dicts for
-:func:`supkd.experiments.config.load_config`) written as ``RUNS_DIR/<run-name>/``::
+:func:`supkd.config.load_config`) written as ``RUNS_DIR/<run-name>/``::
 
     grid: demo                    # name, written to every run's meta.grid
     published: cifar10            # which block of the paper's numbers the report shows
@@ -60,11 +60,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-import yaml
-
+from supkd.config import merge, read_yaml
 from supkd.errors import ConfigError, RunDiverged, UserError
 from supkd.experiments.protocols import choose_alpha
 from supkd.experiments.store import load_run
+from supkd.train.run_dir import FINAL_STATUSES, RunDir, RunResult
 from supkd.utils.atomic import atomic_write_json
 
 _REF = re.compile(r"\$\{([^{}]+)\}")
@@ -79,17 +79,6 @@ RunFn = Callable[[dict[str, Any], Path, bool], dict[str, Any]]
 # ---------------------------------------------------------------------------------------
 # Spec
 # ---------------------------------------------------------------------------------------
-
-
-def _merge(base: Mapping[str, Any], top: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Deep merge of config dicts (``meta`` too: entries add keys to the grid's meta)."""
-    out = copy.deepcopy(dict(base))
-    for k, v in (top or {}).items():
-        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
-            out[k] = _merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
 
 
 def _mapping(value: Any, where: str) -> dict[str, Any]:
@@ -203,7 +192,7 @@ def _expand_matrix(name: str, matrix: Mapping[str, Any]) -> list[tuple[str, dict
         vars_ = {var: v for var, v, _ in combo}
         extra: dict[str, Any] = {}
         for _, _, e in combo:
-            extra = _merge(extra, e)
+            extra = merge(extra, e)
         try:
             cell_name = name.format(**vars_)
         except (KeyError, IndexError, ValueError):
@@ -250,8 +239,8 @@ def parse_grid(raw: Mapping[str, Any], source: str = "<dict>") -> GridSpec:
                                   "letters, digits and _ . + -")
             if cell_name in cells:
                 raise ConfigError(f"grid entry '{name}': run name '{cell_name}' is used twice")
-            cfg = _merge(_mapping(entry.get("config"), f"runs.{name}.config"), ext.get("config"))
-            meta = _merge(_mapping(entry.get("meta"), f"runs.{name}.meta"), ext.get("meta"))
+            cfg = merge(_mapping(entry.get("config"), f"runs.{name}.config"), ext.get("config"))
+            meta = merge(_mapping(entry.get("meta"), f"runs.{name}.meta"), ext.get("meta"))
             calphas = alphas
             if "alphas" in ext:  # per-value candidates (losses differ in scale)
                 calphas = _alpha_list(ext["alphas"], f"runs.{name}.matrix: alphas of {cell_name}")
@@ -292,27 +281,11 @@ def parse_grid(raw: Mapping[str, Any], source: str = "<dict>") -> GridSpec:
     )
 
 
-def read_grid_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+def read_grid_yaml(path: str | Path) -> dict[str, Any]:
     """A grid spec file as a dict, with ``extends: other.yaml`` (relative to the file)
-    resolved: the other spec is the starting point, this file's sections are merged into it
-    key by key (``runs`` by entry name)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"grid file {path}: not found")
-    if path.resolve() in _seen:
-        raise ConfigError(f"grid file {path}: 'extends' forms a cycle")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError:
-        raise ConfigError(f"grid file {path}: is not valid YAML") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"grid file {path}: expected a mapping at the top level")
-    parent = raw.pop("extends", None)
-    if parent is None:
-        return raw
-    if not isinstance(parent, str):
-        raise ConfigError(f"grid file {path}: 'extends' expects a path")
-    return _merge(read_grid_yaml(path.parent / parent, (*_seen, path.resolve())), raw)
+    resolved by the one YAML reader: the other spec is the starting point, this file's
+    sections are merged into it key by key (``runs`` by entry name)."""
+    return read_yaml(path, what="grid file")
 
 
 def load_grid(path: str | Path) -> GridSpec:
@@ -388,7 +361,7 @@ def plan_grid(spec: GridSpec, runs_dir: str | Path) -> list[PlannedRun]:
     def expand(cell: Cell, seed: int, stage: str, alpha: float | None) -> PlannedRun:
         tune = stage == "tune"
         name = run_name(cell.name, seed, alpha, tune)
-        cfg = _merge(_merge(spec.base, cell.config),
+        cfg = merge(merge(spec.base, cell.config),
                      spec.tune_config if tune else spec.final_config)
         deps: set[str] = set()
         values: dict[str, Any] = {"seed": seed, **cell.vars}
@@ -511,7 +484,7 @@ def spec_hash(config: Mapping[str, Any]) -> str:
 
 def train_job(config: dict[str, Any], run_dir: Path, resume: bool) -> dict[str, Any]:
     """Run one training run in this process with the engine (``supkd.train.run``)."""
-    from supkd.experiments.config import load_config
+    from supkd.train import load_run_config as load_config
     from supkd.train import run as train_run
 
     _apply_threads()
@@ -528,8 +501,8 @@ def cka_job(config: dict[str, Any], out_dir: Path, resume: bool) -> dict[str, An
     """
     from supkd.analysis.layerwise import layerwise_cka
     from supkd.data import build_data, make_loader
-    from supkd.experiments.config import load_config
-    from supkd.train.checkpoint import load_model
+    from supkd.models.files import load_model
+    from supkd.train import load_run_config as load_config
 
     _apply_threads()
     student_dir, teacher_dir = Path(config["student"]), Path(config["teacher"])
@@ -993,19 +966,15 @@ def _record_failure(run: PlannedRun, run_dir: Path, cfg: dict[str, Any],
                     res: dict[str, Any]) -> None:
     """A run that failed before the engine wrote its result.json still leaves a record (so
     the report lists it); the next ``supkd grid`` retries it."""
-    if run.stage == "cka" or res.get("status") == "completed":
+    rd = RunDir(run_dir)
+    if run.stage == "cka" or res.get("status") == "completed" or rd.result_path.is_file():
         return
-    if (run_dir / "result.json").is_file():
-        return
-    meta = cfg.get("meta", {})
-    atomic_write_json(run_dir / "result.json", {
-        "status": res.get("status", "failed"), "test_acc": None, "val_acc": None,
-        "best_val_acc": None, "diverged_step": res.get("diverged_step"),
-        "error": res.get("error"), "epochs": None, "steps": None,
-        "wall_time_s": res.get("wall_time_s"), "seed": cfg.get("seed"), "versions": {},
-        "device": None, "name": cfg.get("name"), "meta": meta,
-    })
-    if not (run_dir / "config.yaml").is_file():
-        from supkd.utils.atomic import atomic_write_yaml
-
-        atomic_write_yaml(run_dir / "config.yaml", cfg)
+    status = res.get("status", "failed")
+    rd.write_result(RunResult(
+        status=status if status in FINAL_STATUSES else "failed",
+        diverged_step=res.get("diverged_step"), error=res.get("error"),
+        wall_time_s=res.get("wall_time_s"), seed=cfg.get("seed"), name=cfg.get("name"),
+        meta=cfg.get("meta", {}),
+    ))
+    if not rd.config_path.is_file():
+        rd.write_config(cfg)

@@ -11,21 +11,16 @@ are not runs are ignored.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from supkd.errors import DataError
+from supkd.train.run_dir import FINAL_STATUSES, RunDir
 
-# Final states written by the engine, plus the states this module infers.
-# "imported": a teacher brought in by `supkd import-teacher` (no accuracies; a finished run
-# that a grid uses as is and never retrains or deletes).
-FINAL_STATUSES = ("completed", "diverged", "failed", "imported")
+# Final states (supkd.train.run_dir.FINAL_STATUSES), plus the states this module infers.
 UNFINISHED = "unfinished"  # config.yaml (or a checkpoint) but no result.json yet
 CORRUPT = "corrupt"  # result.json or config.yaml present but unreadable
 
@@ -57,7 +52,7 @@ class RunRecord:
 
     @property
     def has_checkpoint(self) -> bool:
-        return (self.path / "checkpoints" / "last.pt").is_file()
+        return RunDir(self.path).has_checkpoint()
 
 
 def _finite(x: Any) -> float | None:
@@ -66,33 +61,9 @@ def _finite(x: Any) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
-def _read_yaml(path: Path) -> tuple[dict[str, Any] | None, str | None]:
-    if not path.is_file():
-        return None, None
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        return None, f"{path.name}: unreadable ({exc.__class__.__name__})"
-    if not isinstance(data, dict):
-        return None, f"{path.name}: expected a mapping"
-    return data, None
-
-
-def _read_json(path: Path) -> tuple[dict[str, Any] | None, str | None]:
-    if not path.is_file():
-        return None, None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return None, f"{path.name}: unreadable ({exc.__class__.__name__})"
-    if not isinstance(data, dict):
-        return None, f"{path.name}: expected a JSON object"
-    return data, None
-
-
 def is_run_dir(path: Path) -> bool:
     """A folder is a run directory when it has a config.yaml or a result.json."""
-    return (path / "config.yaml").is_file() or (path / "result.json").is_file()
+    return RunDir(path).is_run()
 
 
 def load_run(path: str | Path) -> RunRecord | None:
@@ -104,8 +75,9 @@ def load_run(path: str | Path) -> RunRecord | None:
     path = Path(path)
     if not path.is_dir() or not is_run_dir(path):
         return None
-    config, cfg_problem = _read_yaml(path / "config.yaml")
-    result, res_problem = _read_json(path / "result.json")
+    rd = RunDir(path)
+    config, cfg_problem = rd.read_config()
+    result, res_problem = rd.read_result()
     meta: dict[str, Any] = {}
     if result and isinstance(result.get("meta"), dict):
         meta.update(result["meta"])

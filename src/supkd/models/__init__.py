@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from supkd.models.files import ModelRecord, load_model, load_model_record, save_model
 from supkd.models.heads import ProjectionHead, make_classifier
 from supkd.models.resnet import (
     InputAffine,
@@ -49,13 +50,17 @@ def as_model_output(out: ModelOutput | torch.Tensor | tuple) -> ModelOutput:
 __all__ = [
     "InputAffine",
     "ModelOutput",
+    "ModelRecord",
     "ProjectionHead",
     "ResNetEncoder",
     "SupKDResNet",
     "as_model_output",
     "create_model",
     "list_models",
+    "load_model",
+    "load_model_record",
     "load_torchvision_state_dict",
     "make_classifier",
+    "save_model",
     "to_torchvision_state_dict",
 ]

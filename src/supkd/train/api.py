@@ -23,17 +23,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from supkd.experiments.config import Config, load_config
+from supkd.config import Config, load_config
 from supkd.train.engine import fit
 from supkd.train.tasks import CETask, DistillTask
+from supkd.utils.device import resolve_device
 
 __all__ = ["distill", "train_classifier"]
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    return resolve_device(device, field="device")
 
 
 def _sections(

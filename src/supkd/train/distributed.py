@@ -75,6 +75,7 @@ import torch.distributed as dist
 from torch import nn
 
 from supkd.errors import UserError
+from supkd.utils.device import resolve_device
 
 __all__ = [
     "DistInfo",
@@ -146,9 +147,7 @@ def _env_int(name: str, default: int | None = None) -> int:
 
 
 def _resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    return resolve_device(device)
 
 
 def init_distributed(

@@ -72,18 +72,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from supkd.errors import CheckpointError, ConfigError, RunDiverged, UserError
-from supkd.experiments.config import (
+from supkd.config import (
     Config,
     OptimConfig,
     ScheduleConfig,
     TrainConfig,
     config_from_dict,
-    load_config,
 )
+from supkd.errors import CheckpointError, ConfigError, RunDiverged, UserError
+from supkd.models.files import save_model
 from supkd.train import distributed as dist_utils
-from supkd.train.checkpoint import load_checkpoint, save_checkpoint, save_model
+from supkd.train.checkpoint import load_checkpoint, save_checkpoint
 from supkd.train.optim import build_optimizer, build_scheduler
+from supkd.train.run_dir import RunDir, RunResult
 from supkd.train.seeding import (
     expand_seed,
     rng_state,
@@ -93,10 +94,7 @@ from supkd.train.seeding import (
 )
 from supkd.utils.atomic import (
     append_jsonl,
-    atomic_write_json,
-    atomic_write_yaml,
     read_jsonl,
-    sweep_stale_temps,
 )
 
 __all__ = [
@@ -783,16 +781,12 @@ def _first_difference(a: Any, b: Any, prefix: str = "") -> str | None:
 _RESUME_FREE_KEYS = ("train.progress", "train.tensorboard", "data.num_workers", "data.root")
 
 
-def _check_resume_config(run_dir: Path, cfg: Config) -> None:
-    saved_path = run_dir / "config.yaml"
-    if not saved_path.is_file():
+def _check_resume_config(rd: RunDir, cfg: Config) -> None:
+    saved, problem = rd.read_config()
+    if problem is not None:
+        raise CheckpointError(f"run directory {rd.path}: config.yaml is unreadable")
+    if saved is None:
         return
-    import yaml
-
-    try:
-        saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, OSError):
-        raise CheckpointError(f"run directory {run_dir}: config.yaml is unreadable") from None
     # Fields added since the run started are absent from its config.yaml; read them as
     # their defaults (each new field's default keeps the old behaviour) so that such a run
     # can still resume. A saved config that no longer validates is compared as it is.
@@ -807,55 +801,49 @@ def _check_resume_config(run_dir: Path, cfg: Config) -> None:
     diff = _first_difference(saved, now)
     if diff is not None:
         raise ConfigError(
-            f"run directory {run_dir}: was started with a different config (field '{diff}'); "
+            f"run directory {rd.path}: was started with a different config (field '{diff}'); "
             "resume with the same config, or start a new run directory"
         )
 
 
-def _prepare_run_dir(run_dir: Path, cfg: Config, resume: bool) -> tuple[str, Any]:
+def _prepare_run_dir(rd: RunDir, cfg: Config, resume: bool) -> tuple[str, Any]:
     """Rank 0's look at the run directory: ``("go", None)`` or ``("done", prior result)``.
 
     Raises UserError (run() sends it to every rank) for a directory that cannot be used.
     """
-    result_path = run_dir / "result.json"
-    if result_path.is_file():
-        import json
-
-        try:
-            prior = json.loads(result_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, OSError):
-            prior = {}
+    run_dir = rd.path
+    if rd.result_path.is_file():
+        prior = rd.read_result()[0] or {}
         # "imported": a teacher brought in by `supkd import-teacher`; never retrained.
         if resume and prior.get("status") in ("completed", "diverged", "imported"):
             return ("done", prior)
         # A run that failed before its first checkpoint (a config error found while building
         # its data or task) produced nothing to protect: it starts afresh, with or without
         # --resume and with the corrected config, instead of blocking its directory.
-        if prior.get("status") == "failed" and not (run_dir / "checkpoints" / "last.pt").is_file():
+        if prior.get("status") == "failed" and not rd.has_checkpoint():
             prior, resume = {}, False
         if not resume and prior:
             raise UserError(
                 f"run directory {run_dir}: already holds a run (result.json); use "
                 "--resume to continue or another output directory"
             )
-    elif not resume and (run_dir / "checkpoints" / "last.pt").is_file():
+    elif not resume and rd.has_checkpoint():
         raise UserError(
             f"run directory {run_dir}: holds an interrupted run; use --resume to "
             "continue it or another output directory"
         )
     if resume:
-        _check_resume_config(run_dir, cfg)
+        _check_resume_config(rd, cfg)
     # Temporary files of writes a SIGKILL cut short (a checkpoint's can be hundreds of MB).
     # Only this run's own directory: no other process writes there while it starts.
-    sweep_stale_temps(run_dir)
+    rd.sweep_temps()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_yaml(run_dir / "config.yaml", cfg.to_dict())
+        rd.write_config(cfg.to_dict())
     except OSError as exc:
         msg = f"run directory {run_dir}: cannot be written ({exc.strerror})"
         raise UserError(msg) from None
-    if result_path.is_file():
-        result_path.unlink()  # a failed run being retried
+    rd.remove_result()  # a failed run being retried
     return ("go", None)
 
 
@@ -880,21 +868,20 @@ def run(
     - Ctrl-C / SIGTERM: checkpoint saved, :class:`TrainingInterrupted` raised, no result.
     """
     from supkd.data import build_data, make_loader
+    from supkd.train.checks import load_run_config
     from supkd.train.tasks import build_task
 
-    cfg = load_config(cfg)
-    run_dir = Path(run_dir)
+    cfg = load_run_config(cfg)
+    rd = RunDir(run_dir)
+    run_dir = rd.path
     dinfo = dist_utils.init_distributed(cfg.device)
     device = dinfo.device
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("config field 'device': CUDA was asked for but is not available")
     main = dist_utils.is_main()
-    result_path = run_dir / "result.json"
 
     outcome: tuple[str, Any] = ("go", None)
     if main:
         try:
-            outcome = _prepare_run_dir(run_dir, cfg, resume)
+            outcome = _prepare_run_dir(rd, cfg, resume)
         except UserError as exc:
             outcome = ("error", exc)
     # Only rank 0 looks at the directory, but every rank must take the same branch: a rank
@@ -925,21 +912,19 @@ def run(
     }
 
     def write_result(res: dict[str, Any]) -> dict[str, Any]:
-        out = {
-            "status": res.get("status"),
-            "test_acc": res.get("test_acc"),
-            "val_acc": res.get("val_acc"),
-            "best_val_acc": res.get("best_val_acc"),
-            "diverged_step": res.get("diverged_step"),
-            "error": res.get("error"),
-            "epochs": res.get("epochs", 0),
-            "steps": res.get("steps", 0),
-            "wall_time_s": res.get("wall_time_s", round(time.time() - t0, 3)),
+        record = RunResult(
+            status=res["status"],
+            test_acc=res.get("test_acc"),
+            val_acc=res.get("val_acc"),
+            best_val_acc=res.get("best_val_acc"),
+            diverged_step=res.get("diverged_step"),
+            error=res.get("error"),
+            epochs=res.get("epochs", 0),
+            steps=res.get("steps", 0),
+            wall_time_s=res.get("wall_time_s", round(time.time() - t0, 3)),
             **base,
-        }
-        if main:
-            atomic_write_json(result_path, out)
-        return out
+        )
+        return rd.write_result(record) if main else record.to_dict()
 
     try:
         seed_everything(seeds.init)
@@ -1004,7 +989,7 @@ def run(
             base["replica_fingerprints"] = dist_utils.replica_fingerprints(task.model)
         if res["status"] == "completed" and main:
             final = task.model
-            save_model(run_dir / "model.pt", final, task.model_info())
+            save_model(rd.model_path, final, task.model_info())
         return write_result(res)
     except TrainingInterrupted:
         raise

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from supkd.experiments.config import OptimConfig, ScheduleConfig
+from supkd.config import OptimConfig, ScheduleConfig
 
 
 def param_groups(

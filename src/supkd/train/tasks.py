@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from supkd.config import TASK_SECTIONS, Config, TaskConfig, bounded
 from supkd.errors import CheckpointError, ConfigError, UserError
-from supkd.experiments.config import Config, TaskConfig, check_range
 from supkd.models import ModelOutput, as_model_output, create_model
 from supkd.train import distributed as dist_utils
 
@@ -115,9 +115,12 @@ TASKS: dict[str, type[Task]] = {}
 
 
 def register_task(cls: type[Task]) -> type[Task]:
-    """Class decorator adding ``cls`` to :data:`TASKS` under ``cls.name`` (no duplicates)."""
+    """Class decorator adding ``cls`` to :data:`TASKS` under ``cls.name`` (no duplicates),
+    and its ``Config`` to :data:`supkd.config.TASK_SECTIONS`, which types the ``task:``
+    section of run configs."""
     if not cls.name or cls.name in TASKS:
         raise ValueError(f"task name {cls.name!r} is empty or already registered")
+    TASK_SECTIONS.add(cls.name, cls.Config)
     TASKS[cls.name] = cls
     return cls
 
@@ -165,10 +168,7 @@ def _ce_loss(logits: Tensor, y: Tensor, label_smoothing: float) -> Tensor:
 @dataclass
 class CEConfig(TaskConfig):
     name: str = "ce"
-    label_smoothing: float = 0.0
-
-    def validate(self, prefix: str) -> None:
-        check_range(f"{prefix}.label_smoothing", self.label_smoothing, ge=0, lt=1)
+    label_smoothing: float = bounded(0.0, ge=0, lt=1)
 
 
 @register_task
@@ -205,14 +205,9 @@ class CETask(Task):
 @dataclass
 class SupConConfig(TaskConfig):
     name: str = "supcon"
-    temperature: float = 0.1
-    base_temperature: float | None = None
-    projection_dim: int = 128  # used when model.projection_dim is not set
-
-    def validate(self, prefix: str) -> None:
-        check_range(f"{prefix}.temperature", self.temperature, gt=0)
-        check_range(f"{prefix}.base_temperature", self.base_temperature, gt=0)
-        check_range(f"{prefix}.projection_dim", self.projection_dim, gt=0)
+    temperature: float = bounded(0.1, gt=0)
+    base_temperature: float | None = bounded(None, gt=0)
+    projection_dim: int = bounded(128, gt=0)  # used when model.projection_dim is not set
 
 
 @register_task
@@ -280,15 +275,14 @@ class SupConTask(Task):
 class LinearConfig(TaskConfig):
     name: str = "linear"
     encoder: str = ""  # run directory (or model.pt / last.pt) whose encoder is frozen
-    label_smoothing: float = 0.0
+    label_smoothing: float = bounded(0.0, ge=0, lt=1)
 
-    def validate(self, prefix: str) -> None:
+    def check(self) -> None:
         if not self.encoder:
             raise ConfigError(
-                f"config field '{prefix}.encoder': expected the run directory of a trained "
+                "config field 'task.encoder': expected the run directory of a trained "
                 "encoder (e.g. a SupCon run), got nothing"
             )
-        check_range(f"{prefix}.label_smoothing", self.label_smoothing, ge=0, lt=1)
 
 
 @register_task
@@ -317,7 +311,7 @@ class LinearTask(Task):
     @classmethod
     def build(cls, cfg: Config, bundle: Any, device: torch.device) -> Task:
         from supkd.models import make_classifier
-        from supkd.train.checkpoint import load_model_record
+        from supkd.models.files import load_model_record
 
         try:
             rec = load_model_record(cfg.task.encoder)
@@ -377,15 +371,16 @@ class DistillConfig(TaskConfig):
     teacher: str = ""  # teacher run directory, model.pt or last.pt
     loss: str = "supcon_kd"  # any name in supkd.losses.LOSSES
     loss_args: dict[str, Any] = field(default_factory=dict)  # constructor arguments
-    alpha: float = 1.0  # weight of L_KD (paper Eq. 6)
-    ce_weight: float = 1.0  # weight of the CE term (Eq. 6 uses 1)
+    alpha: float = bounded(1.0, ge=0)  # weight of L_KD (paper Eq. 6)
+    ce_weight: float = bounded(1.0, ge=0)  # weight of the CE term (Eq. 6 uses 1)
     representation: Literal["logits", "embedding", "projection"] = "logits"
-    label_smoothing: float = 0.0
+    label_smoothing: float = bounded(0.0, ge=0, lt=1)
     teacher_cache: Literal["auto", "on", "off"] = "auto"
 
-    def validate(self, prefix: str) -> None:
+    def check(self) -> None:
         from supkd.losses import LOSSES, build_loss
 
+        prefix = self.SECTION
         if not self.teacher:
             raise ConfigError(
                 f"config field '{prefix}.teacher': expected a teacher run directory or "
@@ -404,9 +399,6 @@ class DistillConfig(TaskConfig):
             build_loss(self.loss, **self.loss_args)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"config field '{prefix}.loss_args': {exc}") from None
-        check_range(f"{prefix}.alpha", self.alpha, ge=0)
-        check_range(f"{prefix}.ce_weight", self.ce_weight, ge=0)
-        check_range(f"{prefix}.label_smoothing", self.label_smoothing, ge=0, lt=1)
 
 
 def _pick(out: ModelOutput, representation: str) -> Tensor | None:
@@ -494,7 +486,7 @@ class DistillTask(Task):
     @classmethod
     def build(cls, cfg: Config, bundle: Any, device: torch.device) -> Task:
         from supkd.losses import build_loss
-        from supkd.train.checkpoint import load_model_record
+        from supkd.models.files import load_model_record
 
         t = cfg.task
         try:

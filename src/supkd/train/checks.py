@@ -1,0 +1,46 @@
+"""Loading and checking a run config with everything the layers above ``supkd.config`` know.
+
+``supkd.config`` types and range-checks every field but knows no data set, model or loss by
+name (it is the lowest floor). :func:`check_config` asks the layers that own those names,
+without loading data or building networks, so that ``supkd train`` and ``supkd grid
+--dry-run`` refuse a bad config before any work starts. ``supkd.train.run`` calls it first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import supkd.train.tasks  # noqa: F401  (registers the tasks' config sections)
+from supkd.config import Config, load_config
+from supkd.data import check_data_config
+from supkd.errors import ConfigError
+from supkd.models import list_models
+from supkd.utils.registry import did_you_mean
+
+__all__ = ["check_config", "load_run_config"]
+
+
+def check_config(cfg: Config) -> Config:
+    """Raise ConfigError naming the first field whose value no layer accepts; return ``cfg``.
+
+    The task section was already typed (and its own names, e.g. ``task.loss``, checked) by
+    its registered ``Config`` class when the config was loaded.
+    """
+    check_data_config(cfg.data)
+    names = list_models()
+    if cfg.model.name not in names:
+        raise ConfigError(
+            f"config field 'model.name': expected one of {', '.join(names)}, "
+            f"got {cfg.model.name!r}" + did_you_mean(cfg.model.name, names)
+        )
+    return cfg
+
+
+def load_run_config(
+    source: str | Path | Mapping[str, Any] | Config, overrides: Sequence[str] | None = None
+) -> Config:
+    """:func:`supkd.config.load_config` with the task sections registered, then
+    :func:`check_config`: a run config every layer accepts, or ConfigError."""
+    return check_config(load_config(source, overrides))

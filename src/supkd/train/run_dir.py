@@ -1,0 +1,189 @@
+"""The run directory: the one module that knows its paths and writes its files.
+
+A run directory is the only record of a run (DESIGN.md §1): a report is rebuilt from run
+directories alone, a run resumes from its directory alone, and on a cluster it is the only
+state shared between the driver and the workers. Layout::
+
+    RUN/config.yaml            the resolved config (written when the run starts)
+    RUN/metrics.jsonl          one JSON line per epoch
+    RUN/result.json            the :class:`RunResult` record, once the run has ended
+    RUN/model.pt               the final weights + spec (what teachers are loaded from)
+    RUN/checkpoints/last.pt    everything a resumed run needs (+ best.pt when asked)
+
+Every write is atomic (temporary file, fsync, rename; :mod:`supkd.utils.atomic`); reads are
+tolerant (a missing file is ``None``, an unreadable one is reported, never raised), so that
+one corrupt run never stops a report or a grid. The engine, the grid, ``supkd
+import-teacher`` and the store all go through :class:`RunDir`; ``result.json`` has one
+writer, :meth:`RunDir.write_result`, and one schema, :class:`RunResult`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from supkd.utils.atomic import (
+    append_jsonl,
+    atomic_write_json,
+    atomic_write_text,
+    atomic_write_yaml,
+    read_jsonl,
+    sweep_stale_temps,
+)
+
+__all__ = ["FINAL_STATUSES", "RunDir", "RunResult"]
+
+#: Statuses a ``result.json`` can hold. ``imported``: a teacher brought in by ``supkd
+#: import-teacher`` (no accuracies; a finished run a grid uses as is, never retrains).
+FINAL_STATUSES = ("completed", "diverged", "failed", "imported")
+
+
+@dataclass
+class RunResult:
+    """The record in ``result.json`` (accuracies in %, top-1 of the last epoch).
+
+    Every field is always written (``null`` when it does not apply), so readers see one
+    schema whichever writer (engine, grid, import-teacher) produced the file.
+    """
+
+    status: str  # one of FINAL_STATUSES
+    name: str | None = None
+    task: str | None = None
+    test_acc: float | None = None
+    val_acc: float | None = None
+    best_val_acc: float | None = None
+    diverged_step: int | None = None  # first non-finite step, counted from 1
+    error: str | None = None
+    epochs: int | None = None
+    steps: int | None = None
+    wall_time_s: float | None = None
+    seed: int | None = None
+    seeds: dict[str, int] | None = None  # init, data, augment (supkd.train.seeding)
+    meta: dict[str, Any] = field(default_factory=dict)
+    device: str | None = None
+    world_size: int | None = None
+    versions: dict[str, Any] = field(default_factory=dict)
+    metric: str | None = None
+    replica_fingerprints: list[Any] | None = None  # DDP: every rank's parameter hash
+    launcher: dict[str, Any] | None = None  # where it ran (grid launchers)
+
+    def __post_init__(self) -> None:
+        if self.status not in FINAL_STATUSES:
+            raise ValueError(f"result status must be one of {FINAL_STATUSES}, got {self.status!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def fields(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+
+def _read(path: Path, parse: Any, what: str) -> tuple[dict[str, Any] | None, str | None]:
+    """(mapping, None), (None, None) when absent, or (None, problem) when unreadable."""
+    if not path.is_file():
+        return None, None
+    try:
+        data = parse(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
+        return None, f"{path.name}: unreadable ({exc.__class__.__name__})"
+    if not isinstance(data, dict):
+        return None, f"{path.name}: expected {what}"
+    return data, None
+
+
+class RunDir:
+    """Paths and files of one run directory (nothing is created until something is written)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    # --- paths ---------------------------------------------------------------------------
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def result_path(self) -> Path:
+        return self.path / "result.json"
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / "model.pt"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoints / "last.pt"
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.checkpoints / "best.pt"
+
+    def is_run(self) -> bool:
+        """A folder is a run directory when it has a config.yaml or a result.json."""
+        return self.config_path.is_file() or self.result_path.is_file()
+
+    def has_checkpoint(self) -> bool:
+        return self.last_checkpoint.is_file()
+
+    # --- reading (tolerant) ------------------------------------------------------------------
+
+    def read_config(self) -> tuple[dict[str, Any] | None, str | None]:
+        """(config dict, None), (None, None) when absent, (None, problem) when unreadable."""
+        return _read(self.config_path, yaml.safe_load, "a mapping")
+
+    def read_result(self) -> tuple[dict[str, Any] | None, str | None]:
+        """(result dict, None), (None, None) when absent, (None, problem) when unreadable."""
+        return _read(self.result_path, json.loads, "a JSON object")
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """The epoch records (a line cut short by a crash is skipped)."""
+        return read_jsonl(self.metrics_path)
+
+    # --- writing (atomic) ----------------------------------------------------------------
+
+    def write_config(self, config: dict[str, Any]) -> Path:
+        return atomic_write_yaml(self.config_path, config)
+
+    def write_result(self, result: RunResult) -> dict[str, Any]:
+        """Write ``result.json``; returns the dict written."""
+        record = result.to_dict()
+        atomic_write_json(self.result_path, record)
+        return record
+
+    def remove_result(self) -> None:
+        """Drop ``result.json`` (a failed run being retried)."""
+        self.result_path.unlink(missing_ok=True)
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        append_jsonl(self.metrics_path, record)
+
+    def rewrite_metrics(self, records: list[dict[str, Any]]) -> Path:
+        text = "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in records)
+        return atomic_write_text(self.metrics_path, text)
+
+    def sweep_temps(self) -> list[Path]:
+        """Remove temporary files of writes a SIGKILL cut short (only call when no other
+        process writes here, e.g. when the run starts)."""
+        return sweep_stale_temps(self.path)
