@@ -12,6 +12,7 @@ are not runs are ignored.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,8 +52,12 @@ class RunRecord:
         return int(step) if isinstance(step, int | float) and math.isfinite(step) else None
 
     @property
+    def run_dir(self) -> RunDir:
+        return RunDir(self.path)
+
+    @property
     def has_checkpoint(self) -> bool:
-        return RunDir(self.path).has_checkpoint()
+        return self.run_dir.has_checkpoint()
 
 
 def _finite(x: Any) -> float | None:
@@ -66,16 +71,17 @@ def is_run_dir(path: Path) -> bool:
     return RunDir(path).is_run()
 
 
-def load_run(path: str | Path) -> RunRecord | None:
-    """Read one run directory; None when ``path`` is not a run directory.
+def load_run(path: str | os.PathLike[str]) -> RunRecord | None:
+    """Read one run directory (a path or a :class:`RunDir`); None when ``path`` is not a run
+    directory.
 
     ``meta`` comes from ``config.yaml`` (what the grid asked for), completed by the copy in
     ``result.json`` when the config is missing or unreadable.
     """
-    path = Path(path)
-    if not path.is_dir() or not is_run_dir(path):
-        return None
     rd = RunDir(path)
+    if not rd.path.is_dir() or not rd.is_run():
+        return None
+    path = rd.path
     config, cfg_problem = rd.read_config()
     result, res_problem = rd.read_result()
     meta: dict[str, Any] = {}

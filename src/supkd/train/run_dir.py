@@ -9,6 +9,7 @@ state shared between the driver and the workers. Layout::
     RUN/result.json            the :class:`RunResult` record, once the run has ended
     RUN/model.pt               the final weights + spec (what teachers are loaded from)
     RUN/checkpoints/last.pt    everything a resumed run needs (+ best.pt when asked)
+    RUN/cka.json               a KD student's layer-wise CKA against its teacher (the grid)
 
 Every write is atomic (temporary file, fsync, rename; :mod:`supkd.utils.atomic`); reads are
 tolerant (a missing file is ``None``, an unreadable one is reported, never raised), so that
@@ -140,6 +141,10 @@ class RunDir:
     def best_checkpoint(self) -> Path:
         return self.checkpoints / "best.pt"
 
+    @property
+    def cka_path(self) -> Path:
+        return self.path / "cka.json"
+
     def is_run(self) -> bool:
         """A folder is a run directory when it has a config.yaml or a result.json."""
         return self.config_path.is_file() or self.result_path.is_file()
@@ -156,6 +161,10 @@ class RunDir:
     def read_result(self) -> tuple[dict[str, Any] | None, str | None]:
         """(result dict, None), (None, None) when absent, (None, problem) when unreadable."""
         return _read(self.result_path, json.loads, "a JSON object")
+
+    def read_cka(self) -> tuple[dict[str, Any] | None, str | None]:
+        """(cka.json dict, None), (None, None) when absent, (None, problem) when unreadable."""
+        return _read(self.cka_path, json.loads, "a JSON object")
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """The epoch records (a line cut short by a crash is skipped)."""
