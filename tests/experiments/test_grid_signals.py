@@ -3,7 +3,7 @@
 `supkd grid` must finish only what is left.
 
 The grid runs in a real subprocess through the CLI; only the training job is the stand-in of
-fakeengine.py (no torch), swapped in for ``supkd.experiments.grid.train_job`` before the CLI
+fakeengine.py (no torch), swapped in for ``supkd.experiments.grid.jobs.train_job`` before the CLI
 starts. Worker processes get it by reference, as they would get the real engine.
 """
 
@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 LAUNCH = (
     "import sys\n"
-    "import supkd.experiments.grid as g\n"
+    "import supkd.experiments.grid.jobs as g\n"
     "from tests.experiments import fakeengine\n"
     "g.train_job = fakeengine.fake_run\n"
     "from supkd.cli import main\n"

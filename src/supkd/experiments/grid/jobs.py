@@ -1,0 +1,96 @@
+"""What one grid job runs: a training run (:func:`train_job`) or a CKA analysis
+(:func:`cka_job`), and :func:`_call`, which turns every way a job can end into a result.
+
+A job is ``fn(config_dict, run_dir, resume) -> result dict``. Jobs are module-level
+functions so that executors can send them to other processes by reference.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from supkd.errors import RunDiverged, UserError
+from supkd.train.run_dir import RunDir
+from supkd.utils.atomic import atomic_write_json
+
+RunFn = Callable[[dict[str, Any], Path, bool], dict[str, Any]]
+
+_THREADS_ENV = "SUPKD_GRID_THREADS"
+
+
+def train_job(config: dict[str, Any], run_dir: Path, resume: bool) -> dict[str, Any]:
+    """Run one training run in this process with the engine (``supkd.train.run``)."""
+    from supkd.train import load_run_config as load_config
+    from supkd.train import run as train_run
+
+    _apply_threads()
+    cfg = load_config(config)
+    return train_run(cfg, run_dir, resume=resume, quiet=True)
+
+
+def cka_job(config: dict[str, Any], out_dir: Path, resume: bool) -> dict[str, Any]:
+    """Layer-wise CKA (Fig. 2) of a student against its teacher on the student's data split
+    ``config["split"]``, written to the student's run directory as ``cka.json``.
+
+    ``config``: ``student``, ``teacher`` (run directories), ``split``, ``batch_size``,
+    ``max_batches``, ``pool``, ``stages`` (see the grid's ``cka`` section).
+    """
+    from supkd.analysis.layerwise import layerwise_cka
+    from supkd.data import build_data, make_loader
+    from supkd.models.files import load_model
+    from supkd.train import load_run_config as load_config
+
+    _apply_threads()
+    student, teacher = RunDir(config["student"]), RunDir(config["teacher"])
+    cfg = load_config(student.config_path)
+    bundle = build_data(cfg.data, cfg.seed)
+    split = str(config.get("split", "test"))
+    loader = make_loader(bundle, split, int(config.get("batch_size", 256)), train=False,
+                         augment="none", device="cpu", seed=cfg.seed)
+    t0 = time.perf_counter()
+    res = layerwise_cka(load_model(teacher.path), load_model(student.path), loader,
+                        stages=config.get("stages"), pool=bool(config.get("pool", False)),
+                        max_batches=config.get("max_batches"), device="cpu")
+    out = {**res.to_dict(), "teacher_dir": str(teacher.path), "student_dir": str(student.path),
+           "split": split, "meta": cfg.meta, "wall_time_s": time.perf_counter() - t0}
+    atomic_write_json(RunDir(out_dir).cka_path, out)
+    return {"status": "completed", "wall_time_s": out["wall_time_s"]}
+
+
+def _worker_init(threads: int) -> None:
+    # N processes on C cores: C/N intra-op threads each, or they oversubscribe the cores.
+    # Set through the environment (read when torch is first imported, by the job) so that a
+    # worker that never trains (or a test's stand-in) does not pay for importing torch.
+    os.environ[_THREADS_ENV] = str(max(1, threads))
+    os.environ["OMP_NUM_THREADS"] = str(max(1, threads))
+
+
+def _apply_threads() -> None:
+    if os.environ.get(_THREADS_ENV):
+        import torch
+
+        torch.set_num_threads(int(os.environ[_THREADS_ENV]))
+
+
+def _call(fn: RunFn, config: dict[str, Any], run_dir: Path, resume: bool) -> dict[str, Any]:
+    """Run one job and turn every way it can end into a result dict (never raises, so one
+    failure never stops the grid)."""
+    t0 = time.perf_counter()
+    try:
+        res = fn(config, run_dir, resume)
+        res = dict(res or {})
+        res.setdefault("status", "completed")
+    except RunDiverged as exc:
+        res = {"status": "diverged", "diverged_step": exc.step, "error": str(exc)}
+    except KeyboardInterrupt:
+        raise
+    except UserError as exc:
+        res = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+    except Exception as exc:  # a bug in one run must not stop the others
+        res = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+    res.setdefault("wall_time_s", time.perf_counter() - t0)
+    return res

@@ -1,0 +1,61 @@
+"""What a run directory tells the grid before a run (its state) and what the grid writes
+there after one that ended before the engine could (a failure record).
+
+Everything goes through :class:`~supkd.train.run_dir.RunDir` and the store: the run
+directory is the only state a grid keeps between invocations.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from supkd.experiments.store import load_run
+from supkd.train.run_dir import FINAL_STATUSES, RunDir, RunResult
+
+
+def run_state(rd: RunDir, want_hash: str) -> tuple[str, dict[str, Any]]:
+    """(state, result) of a run directory: ``done`` (completed/diverged with this config, or
+    imported), ``stale`` (finished with another config), ``resume`` (a checkpoint of this
+    config and no final result), ``retry`` (failed, partial, or interrupted with another
+    config), ``new``."""
+    rec = load_run(rd)
+    if rec is None:
+        return ("retry" if rd.path.exists() else "new"), {}
+    if rec.status == "imported":  # the user's own model stands in: never redo or delete it
+        return "done", rec.result
+    same = rec.meta.get("spec_hash") in (None, want_hash)
+    if rec.status in ("completed", "diverged"):
+        return ("done" if same else "stale"), rec.result
+    return ("resume" if same and rec.has_checkpoint else "retry"), rec.result
+
+
+def cka_state(rd: RunDir, teacher_dir: str) -> str:
+    """``done`` when the student's cka.json was computed against ``teacher_dir``, ``new``
+    when there is none, ``retry`` when it is unreadable or belongs to another teacher."""
+    data, problem = rd.read_cka()
+    if data is None:
+        return "retry" if problem else "new"
+    return "done" if data.get("teacher_dir") == teacher_dir else "retry"
+
+
+def dependency_status(rd: RunDir) -> str:
+    """Status of a run this grid invocation does not run (left out by ``only``): ``cached``
+    when its directory holds a finished, usable run, else ``missing``."""
+    rec = load_run(rd)
+    return "cached" if rec is not None and rec.status in ("completed", "imported") else "missing"
+
+
+def record_failure(rd: RunDir, cfg: dict[str, Any], res: dict[str, Any]) -> None:
+    """A run that failed before the engine wrote its result.json still leaves a record (so
+    the report lists it); the next ``supkd grid`` retries it."""
+    if res.get("status") == "completed" or rd.result_path.is_file():
+        return
+    status = res.get("status", "failed")
+    rd.write_result(RunResult(
+        status=status if status in FINAL_STATUSES else "failed",
+        diverged_step=res.get("diverged_step"), error=res.get("error"),
+        wall_time_s=res.get("wall_time_s"), seed=cfg.get("seed"), name=cfg.get("name"),
+        meta=cfg.get("meta", {}),
+    ))
+    if not rd.config_path.is_file():
+        rd.write_config(cfg)

@@ -1,0 +1,318 @@
+"""The grid's scheduler: runs a plan in dependency order on an executor, resumably.
+
+:class:`GridScheduler` decides, for each run whose dependencies have ended, what it needs
+(nothing: cached; a resume from its checkpoint; a clean start; or a skip, when a run it
+needs did not complete), chooses α from the tuning runs, and hands jobs to an
+:class:`~supkd.experiments.grid.executor.Executor`, which only runs them. All it knows of
+a run comes from its :class:`PlannedRun` and its run directory, never from its name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import shutil
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import supkd.experiments.grid.jobs as jobs_module
+from supkd.errors import ConfigError, UserError
+from supkd.experiments.grid.executor import Executor, Job, Outcome
+from supkd.experiments.grid.jobs import RunFn
+from supkd.experiments.grid.local import local_executor
+from supkd.experiments.grid.plan import PlannedRun, _refs, _substitute, plan_grid, spec_hash
+from supkd.experiments.grid.progress import Progress
+from supkd.experiments.grid.records import cka_state, dependency_status, record_failure, run_state
+from supkd.experiments.grid.spec import GridSpec
+from supkd.experiments.protocols import choose_alpha
+from supkd.experiments.store import load_run
+from supkd.train.run_dir import RunDir
+
+_SUMMARY_ORDER = ("completed", "cached", "diverged", "failed", "skipped")
+
+
+@dataclass
+class GridResult:
+    """What happened: run name -> final status (completed, diverged, failed, skipped,
+    cached); ``problems`` one line per run that did not complete."""
+
+    statuses: dict[str, str]
+    problems: list[str]
+    alphas: dict[str, tuple[float, dict[float, float]]]
+    runs_dir: Path
+    stale: list[str] = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        return sum(s == status for s in self.statuses.values())
+
+    @property
+    def ok(self) -> bool:
+        return not any(s == "failed" for s in self.statuses.values())
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler, `kill`) stops the grid like Ctrl-C: running runs checkpoint."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    old = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+class GridScheduler:
+    """One invocation of a grid: the plan (optionally cut down by ``only``), the state of
+    each run, and the loop that submits runs as soon as what they depend on has ended."""
+
+    def __init__(self, spec: GridSpec, runs_dir: str | Path, *, run_fn: RunFn | None = None,
+                 analysis_fn: RunFn | None = None, stream: TextIO | None = sys.stdout,
+                 rerun_changed: bool = False,
+                 only: Callable[[PlannedRun], bool] | None = None) -> None:
+        self.spec, self.runs_dir = spec, Path(runs_dir)
+        try:
+            self.runs_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"grid: cannot create the runs folder {self.runs_dir} "
+                            f"({exc.strerror or type(exc).__name__}); pass --out a writable "
+                            "folder") from None
+        # Looked up here, not bound at import, so a test can swap in a stand-in engine.
+        self.run_fn = run_fn or jobs_module.train_job
+        self.analysis_fn = analysis_fn or jobs_module.cka_job
+        self.rerun_changed = rerun_changed
+        full = plan_grid(spec, self.runs_dir)
+        self.planned = {r.name: r for r in full}  # every run, also those ``only`` leaves out
+        self.plan = [r for r in full if only(r)] if only is not None else full
+        self.by_name = {r.name: r for r in self.plan}
+        self.statuses: dict[str, str] = {}
+        for r in self.plan:
+            for d in r.deps + r.soft_deps:
+                if d not in self.by_name:  # left out by ``only``: use what its directory holds
+                    self.statuses[d] = dependency_status(self._run_dir(self.planned[d]))
+        self.results: dict[str, dict[str, Any]] = {}
+        self.problems: list[str] = []
+        self.stale: list[str] = []
+        self.alphas: dict[str, tuple[float, dict[float, float]]] = {}
+        self.pending = list(self.plan)
+        self.running: set[str] = set()
+        self.submitted: dict[str, dict[str, Any]] = {}  # run -> the config its job got
+        self.progress = Progress(len(self.plan), stream)
+
+    def _run_dir(self, run: PlannedRun) -> RunDir:
+        return RunDir(self.runs_dir / run.dir_name)
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def run(self, executor: Executor) -> GridResult:
+        """Run every planned run that needs it on ``executor`` (shut down when this returns);
+        an interrupt (Ctrl-C, SIGTERM) stops the running runs at a checkpoint and is raised
+        again, so that the next invocation resumes them."""
+        self.progress.say(f"grid '{self.spec.name}': {len(self.plan)} runs into "
+                          f"{self.runs_dir} with {executor.slots} job(s)")
+        with _sigterm_as_interrupt():
+            try:
+                while self.pending or self.running:
+                    progressed = self._submit_ready(executor)
+                    if self.running:
+                        self._collect(executor.wait())
+                        progressed = True
+                    if not progressed:
+                        self._skip_stuck()
+            except KeyboardInterrupt:
+                executor.interrupt()
+                raise
+            finally:
+                executor.shutdown()
+        return self._summary()
+
+    def _submit_ready(self, executor: Executor) -> bool:
+        """Submit pending runs whose dependencies have ended, in plan order, while the
+        executor has free slots; True when any run left the queue."""
+        progressed = False
+        for run in list(self.pending):
+            if len(self.running) >= max(1, executor.slots):
+                break
+            if any(self.statuses.get(d) is None for d in run.deps + run.soft_deps):
+                continue  # still waiting
+            self.pending.remove(run)
+            progressed = True
+            job = self._job_for(run)
+            if job is None:
+                continue
+            self.submitted[run.name] = job.config
+            self.running.add(run.name)
+            self.progress.start(run.name, job.resume)
+            executor.submit(job)
+        return progressed
+
+    def _collect(self, outcomes: list[Outcome]) -> None:
+        """Settle the runs that ended; put the ones handed back first in the queue."""
+        again = []
+        for o in outcomes:
+            self.running.discard(o.name)
+            if o.result is None:
+                again.append(o)
+            else:
+                self._settle(o.name, o.result)
+        for o in reversed(again):
+            self.pending.insert(0, self.by_name[o.name])
+            self.progress.requeue(o.name, o.why)
+
+    def _skip_stuck(self) -> None:
+        # Cannot happen after the topological sort; guards against an endless loop.
+        for run in self.pending:
+            self._finish(run.name, {"status": "skipped", "error": "dependency never ran"})
+        self.pending.clear()
+
+    # --- one run ------------------------------------------------------------------------------
+
+    def _job_for(self, run: PlannedRun) -> Job | None:
+        """The job a ready run needs, or None when it needs none (cached, kept, skipped
+        because a run it needs did not complete, or failed before it could start)."""
+        bad = [d for d in run.deps if self.statuses[d] not in ("completed", "cached")]
+        if bad:
+            self._finish(run.name, {"status": "skipped",
+                                    "error": f"needs {bad[0]}, which {self.statuses[bad[0]]}"})
+            return None
+        try:
+            prepared = self._prepare_cka(run) if run.stage == "cka" else self._prepare(run)
+        except UserError as exc:
+            self._finish(run.name, {"status": "failed", "error": str(exc)})
+            return None
+        if prepared is None:
+            return None
+        cfg, resume = prepared
+        fn = self.analysis_fn if run.stage == "cka" else self.run_fn
+        return Job(run.name, fn, cfg, self.runs_dir / run.dir_name, resume)
+
+    def _prepare_cka(self, run: PlannedRun) -> tuple[dict[str, Any], bool] | None:
+        if cka_state(self._run_dir(run), run.config["teacher"]) == "done":
+            self._finish(run.name, {"status": "completed"}, "  (cached)")
+            self.statuses[run.name] = "cached"
+            return None
+        return dict(run.config), False
+
+    def _prepare(self, run: PlannedRun) -> tuple[dict[str, Any], bool] | None:
+        """The run's final config (α chosen, ``spec_hash`` set) and whether it resumes, or
+        None when its directory already holds what it would produce."""
+        cfg = copy.deepcopy(run.config)
+        if run.soft_deps:
+            chosen = self._alpha_for(run)
+            cfg = _substitute(cfg, {"alpha": chosen}, set(), f"runs.{run.cell}.config")
+            cfg["meta"]["alpha"] = chosen
+        elif _refs(cfg) & {"alpha"}:
+            raise ConfigError(f"grid entry '{run.cell}': uses ${{alpha}} but has no alphas")
+        cfg["meta"]["spec_hash"] = spec_hash(cfg)
+        rd = self._run_dir(run)
+        state, old = run_state(rd, cfg["meta"]["spec_hash"])
+        if (state == "stale" and self.rerun_changed) or state == "retry":
+            # A failed or partial run starts over in a clean directory (the engine refuses
+            # to overwrite a run's files without resume, and its old checkpoint, if any,
+            # belongs to another config or to a crash being retried).
+            shutil.rmtree(rd.path, ignore_errors=True)
+            state = "new"
+        if state in ("done", "stale"):
+            self._keep(run, state, old)
+            return None
+        return cfg, state == "resume"
+
+    def _keep(self, run: PlannedRun, state: str, old: dict[str, Any]) -> None:
+        """A run whose directory holds a finished result: ``done`` (this config) or
+        ``stale`` (another config, kept without --rerun-changed)."""
+        if state == "stale":
+            self.stale.append(run.name)
+        res = {**old, "status": old.get("status", "completed")}
+        self._finish(run.name, res, "  (kept: config changed)" if state == "stale" else
+                     "  (already done)")
+        if res["status"] in ("completed", "imported"):
+            self.statuses[run.name] = "cached"
+
+    def _alpha_for(self, run: PlannedRun) -> float:
+        """α for a test-set run: the candidate whose tuning runs (its soft dependencies) had
+        the best mean validation accuracy; chosen once per cell (or ``alpha_from`` cell)."""
+        cell = run.config["meta"].get("alpha_from") or run.cell
+        if cell not in self.alphas:
+            scores: dict[float, list[float | None]] = {}
+            for d in run.soft_deps:
+                r = self.results.get(d)
+                if r is None:  # not part of this invocation (``only``): read its directory
+                    rec = load_run(self._run_dir(self.planned[d]))
+                    r = rec.result if rec is not None else {}
+                alpha = self.planned[d].alpha  # a tuning run's α is in the plan
+                assert alpha is not None, d
+                v = r.get("val_acc") if r.get("status") == "completed" else None
+                scores.setdefault(alpha, []).append(v)
+            chosen, means = choose_alpha(scores)
+            self.alphas[cell] = (chosen, means)
+            shown = ", ".join(f"{a:g}: {m:.2f}" if m == m else f"{a:g}: failed"
+                              for a, m in means.items())
+            self.progress.say(f"α for {cell}: {chosen:g} (validation accuracy {shown})")
+        return self.alphas[cell][0]
+
+    # --- ends -----------------------------------------------------------------------------------
+
+    def _settle(self, name: str, res: dict[str, Any]) -> None:
+        """A submitted run ended: leave a record when the job could not, then count it."""
+        run = self.by_name[name]
+        if run.stage != "cka":
+            record_failure(self._run_dir(run), self.submitted.get(name, run.config), res)
+        self._finish(name, res)
+
+    def _finish(self, name: str, res: dict[str, Any], note: str = "") -> None:
+        self.statuses[name] = res.get("status", "failed")
+        self.results[name] = res
+        status = self.statuses[name]
+        if status not in ("completed", "cached", "imported"):
+            why = res.get("error") or (f"diverged at step {res.get('diverged_step')}"
+                                       if status == "diverged" else "")
+            self.problems.append(f"{name}: {status}" + (f" ({why})" if why else ""))
+        self.progress.end(name, self.by_name[name].stage, res, note)
+
+    def _summary(self) -> GridResult:
+        counts = [(k, sum(s == k for s in self.statuses.values())) for k in _SUMMARY_ORDER]
+        self.progress.say(f"grid '{self.spec.name}': {len(self.plan)} runs: "
+                          + ", ".join(f"{n} {k}" for k, n in counts if n))
+        if self.stale:
+            self.progress.say(f"kept {len(self.stale)} finished run(s) whose config differs "
+                              f"from this grid (e.g. {self.stale[0]}); pass --rerun-changed "
+                              "to redo them")
+        return GridResult(self.statuses, self.problems, self.alphas, self.runs_dir, self.stale)
+
+
+def run_grid(
+    spec: GridSpec,
+    runs_dir: str | Path,
+    *,
+    jobs: int = 1,
+    run_fn: RunFn | None = None,
+    analysis_fn: RunFn | None = None,
+    stream: TextIO | None = sys.stdout,
+    rerun_changed: bool = False,
+    only: Callable[[PlannedRun], bool] | None = None,
+) -> GridResult:
+    """Run every planned run that has not completed yet, ``jobs`` at a time.
+
+    ``run_fn(config_dict, run_dir, resume) -> result`` trains one run (default
+    :func:`~supkd.experiments.grid.jobs.train_job`, the engine); ``analysis_fn`` computes one
+    CKA (default :func:`~supkd.experiments.grid.jobs.cka_job`). Both must be picklable
+    (module-level) when ``jobs > 1``. Completed and diverged runs with the same config are
+    skipped; a run whose directory has ``checkpoints/last.pt`` but no result is resumed;
+    failed runs are retried. Runs whose result says completed for another config are kept
+    (and listed in ``stale``) unless ``rerun_changed``, which deletes and reruns them.
+    ``only`` keeps the planned runs it returns True for; the runs they depend on must then
+    exist already.
+    """
+    scheduler = GridScheduler(spec, runs_dir, run_fn=run_fn, analysis_fn=analysis_fn,
+                              stream=stream, rerun_changed=rerun_changed, only=only)
+    return scheduler.run(local_executor(jobs))
