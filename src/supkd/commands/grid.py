@@ -1,11 +1,16 @@
 """``supkd grid CONFIG``: run a grid of runs (teachers, linear stages, students; methods x
 seeds x α) in dependency order; skips completed runs, resumes interrupted ones, records
-diverged and failed runs and goes on; then writes the report."""
+diverged and failed runs and goes on; then writes the report.
+
+``--launcher local`` (default: this machine, ``--jobs N`` at once), ``slurm`` (one job per
+run, submitit) or ``ray`` (one task per run); ``--status`` shows where each run stands.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 HELP = "run a grid spec (e.g. configs/paper/cifar10.yaml) resumably, then write its report"
 
@@ -14,8 +19,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", metavar="CONFIG", help="grid spec YAML")
     parser.add_argument("--out", default=None,
                         help="folder of the run directories (default runs/<grid name>)")
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="runs at once, each in its own process (default 1)")
+    parser.add_argument("--launcher", default="local", metavar="NAME",
+                        help="where runs run: local (this machine, default), slurm "
+                             "(a job per run, through submitit) or ray (a task per run)")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="runs at once (local: processes, default 1; slurm/ray: jobs "
+                             "submitted at once, default no limit)")
+    parser.add_argument("--status", action="store_true",
+                        help="show each run's state (done, running, queued, failed, "
+                             "diverged, ...) and submit nothing")
+    parser.add_argument("--detach", action="store_true",
+                        help="slurm: submit what can be submitted (held with afterok on "
+                             "the runs it needs) and exit; run again to attach")
+    parser.add_argument("--on-interrupt", choices=("leave", "cancel"), default="leave",
+                        help="slurm, on Ctrl-C: leave the jobs running for the next "
+                             "`supkd grid` to attach to (default), or cancel them (each "
+                             "saves a checkpoint); ray tasks always stop with the driver")
+    parser.add_argument("--ray-address", default=None, metavar="HOST:PORT",
+                        help="ray: the cluster to join (default $RAY_ADDRESS, else start "
+                             "one on this machine)")
+    for flag in ("partition", "account", "qos", "constraint"):
+        parser.add_argument(f"--{flag}", default=None,
+                            help=f"slurm: --{flag} of every job (over the spec's "
+                                 f"resources.slurm.{flag})")
+    parser.add_argument("--sbatch", action="append", default=[], metavar="FLAG=VALUE",
+                        help="slurm: another sbatch flag for every job, e.g. "
+                             "--sbatch exclusive=true (repeatable)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None,
                         help="override the spec's seeds, e.g. --seeds 0 1 2")
     parser.add_argument("--only", default=None, metavar="SUBSTRING",
@@ -30,13 +59,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="overrides of the spec's base config, e.g. train.epochs=2")
 
 
+def _slurm_options(args: argparse.Namespace) -> dict[str, Any]:
+    from supkd.errors import UserError
+
+    opts: dict[str, Any] = {k: getattr(args, k) for k in ("partition", "account", "qos",
+                                                           "constraint") if getattr(args, k)}
+    flags = {}
+    for item in args.sbatch:
+        flag, sep, value = item.partition("=")
+        if not sep or not flag.strip("-"):
+            raise UserError(f"--sbatch: expected FLAG=VALUE (e.g. exclusive=true), got {item!r}")
+        flags[flag.strip().lstrip("-")] = True if value.lower() == "true" else value
+    if flags:
+        opts["sbatch"] = flags
+    return opts
+
+
+def _status(spec: Any, out: Path) -> int:
+    from supkd.experiments.grid import plan_grid
+    from supkd.experiments.grid.status import grid_status, print_status
+
+    plan = plan_grid(spec, out)
+    print_status(grid_status(plan, out), f"grid '{spec.name}': {len(plan)} runs in {out}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from supkd.config import apply_overrides
     from supkd.errors import UserError
     from supkd.experiments.grid import load_grid, parse_grid, plan_grid, read_grid_yaml, run_grid
     from supkd.experiments.report import write_report
 
-    if args.jobs < 1:
+    if args.jobs is not None and args.jobs < 1:
         raise UserError(f"--jobs: expected a number >= 1, got {args.jobs}")
     spec = load_grid(args.config)
     if args.seeds is not None or args.overrides:
@@ -54,8 +108,15 @@ def run(args: argparse.Namespace) -> int:
             deps = ", ".join(r.deps + r.soft_deps)
             print(f"{r.name:<40} {r.stage:<5}" + (f"  after {deps}" if deps else ""))
         return 0
+    if args.status:
+        return _status(spec, out)
     only = (lambda r: args.only in r.name) if args.only else None
-    res = run_grid(spec, out, jobs=args.jobs, rerun_changed=args.rerun_changed, only=only)
+    options = {"ray_address": args.ray_address, "on_interrupt": args.on_interrupt,
+               "slurm": _slurm_options(args)}
+    res = run_grid(spec, out, jobs=args.jobs, rerun_changed=args.rerun_changed, only=only,
+                   launcher=args.launcher, launcher_options=options, detach=args.detach)
+    if args.detach:
+        return 0 if res.ok else 1  # the report waits for the runs: `supkd report OUT`
     if not args.no_report:
         rep = write_report(out)
         print(f"report: {rep.markdown_path}")

@@ -84,7 +84,7 @@ from supkd.models.files import save_model
 from supkd.train import distributed as dist_utils
 from supkd.train.checkpoint import load_checkpoint, save_checkpoint
 from supkd.train.optim import build_optimizer, build_scheduler
-from supkd.train.run_dir import RunDir, RunResult
+from supkd.train.run_dir import RunDir, RunResult, launcher_from_env
 from supkd.train.seeding import (
     expand_seed,
     rng_state,
@@ -909,6 +909,7 @@ def run(
         "world_size": dinfo.world_size,
         "versions": _versions(),
         "metric": "top-1 accuracy (%) of the last epoch on the test split",
+        "launcher": launcher_from_env(),  # where a grid launcher ran it (None: by hand)
     }
 
     def write_result(res: dict[str, Any]) -> dict[str, Any]:

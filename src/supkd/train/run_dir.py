@@ -10,6 +10,7 @@ state shared between the driver and the workers. Layout::
     RUN/model.pt               the final weights + spec (what teachers are loaded from)
     RUN/checkpoints/last.pt    everything a resumed run needs (+ best.pt when asked)
     RUN/cka.json               a KD student's layer-wise CKA against its teacher (the grid)
+    RUN/launcher.json          the grid's cluster jobs of this run (Slurm job id, Ray job)
 
 Every write is atomic (temporary file, fsync, rename; :mod:`supkd.utils.atomic`); reads are
 tolerant (a missing file is ``None``, an unreadable one is reported, never raised), so that
@@ -38,11 +39,30 @@ from supkd.utils.atomic import (
     sweep_stale_temps,
 )
 
-__all__ = ["FINAL_STATUSES", "RunDir", "RunResult"]
+__all__ = ["FINAL_STATUSES", "LAUNCHER_ENV", "RunDir", "RunResult", "launcher_from_env"]
 
 #: Statuses a ``result.json`` can hold. ``imported``: a teacher brought in by ``supkd
 #: import-teacher`` (no accuracies; a finished run a grid uses as is, never retrains).
 FINAL_STATUSES = ("completed", "diverged", "failed", "imported")
+
+#: How a grid launcher tells the run where it runs: a JSON object (launcher name, Slurm job
+#: id or Ray task id, host, GPUs, threads) in this environment variable, which the engine
+#: copies into ``RunResult.launcher``. An environment variable, like torchrun's, so that it
+#: reaches every DDP rank and the engine stays the one writer of ``result.json``.
+LAUNCHER_ENV = "SUPKD_LAUNCHER"
+
+
+def launcher_from_env() -> dict[str, Any] | None:
+    """The launcher record of this process (:data:`LAUNCHER_ENV`), or None outside a grid
+    launcher (or when the variable is not a JSON object)."""
+    raw = os.environ.get(LAUNCHER_ENV)
+    if not raw:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 @dataclass
@@ -144,6 +164,10 @@ class RunDir:
     @property
     def cka_path(self) -> Path:
         return self.path / "cka.json"
+
+    @property
+    def launcher_path(self) -> Path:
+        return self.path / "launcher.json"
 
     def is_run(self) -> bool:
         """A folder is a run directory when it has a config.yaml or a result.json."""

@@ -9,25 +9,39 @@ Contract:
 
 - ``slots``: how many jobs may run at once; the scheduler never has more submitted and
   unreported.
+- ``after_ok``: True when the launcher can hold a job until others have completed
+  (Slurm's ``afterok``): ``supkd grid --detach`` then submits a run whose dependencies are
+  still running, with ``job.after`` naming them.
+- ``attach(name, run_dir, analysis=...)``: called before the scheduler decides what a
+  ready run needs (``analysis``: a CKA job, whose result is the student's cka.json); a
+  description ("Slurm job 12, running on node3") when a job of that run is still queued or
+  running on the launcher (found through the run directory's ``launcher.json`` and checked
+  with the cluster's own scheduler), else None. The executor then follows that job as if
+  it had been submitted now, so a run is never submitted twice. Launchers whose jobs end
+  with their driver answer None.
 - ``submit(job)``: start ``job`` (or queue it with the launcher) and return at once. A job
-  runs ``jobs._call(job.fn, job.config, job.run_dir, job.resume)`` somewhere; the run
-  directory is the only state it shares with the driver.
+  runs ``jobs._call(job.fn, job.config, job.run_dir, job.resume, threads=...,
+  launcher=...)`` somewhere, each rank with ``job.resources.threads(...)`` torch threads;
+  the run directory is the only state it shares with the driver.
 - ``wait()``: block until at least one submitted job has ended; return an
   :class:`Outcome` for every job that ended since the last call. An outcome with ``result
   None`` is a job that did not end through a fault of its own (its worker pool broke, its
   node was preempted): the scheduler submits it again, and it resumes from its checkpoint.
 - ``interrupt()``: the grid was stopped (Ctrl-C, SIGTERM): ask every running job to save
-  its checkpoint and stop, and wait for them, so that the next ``supkd grid`` resumes them.
+  its checkpoint and stop, and wait for them, so that the next ``supkd grid`` resumes them
+  (a cluster launcher may instead leave its jobs running, when the user chose so, for the
+  next ``supkd grid`` to attach to).
 - ``shutdown()``: release the workers (called once, also after ``interrupt``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from supkd.experiments.grid.jobs import RunFn, _call
+from supkd.experiments.grid.jobs import RunFn, _call, launcher_info
+from supkd.experiments.grid.resources import Resources
 
 
 @dataclass(frozen=True)
@@ -39,6 +53,9 @@ class Job:
     config: dict[str, Any]
     run_dir: Path
     resume: bool
+    resources: Resources = field(default_factory=Resources)
+    # --detach: runs this one depends on that are still queued or running on the launcher
+    after: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -53,6 +70,9 @@ class Outcome:
 
 class Executor(Protocol):
     slots: int
+    after_ok: bool
+
+    def attach(self, name: str, run_dir: Path, *, analysis: bool = False) -> str | None: ...
 
     def submit(self, job: Job) -> None: ...
 
@@ -68,13 +88,20 @@ class InProcessExecutor:
     the job directly, which saves its checkpoint before the interrupt reaches the grid."""
 
     slots = 1
+    after_ok = False
 
     def __init__(self) -> None:
         self._ended: list[Outcome] = []
 
+    def attach(self, name: str, run_dir: Path, *, analysis: bool = False) -> str | None:
+        return None  # a job run in this process ended with the process that ran it
+
     def submit(self, job: Job) -> None:
-        self._ended.append(Outcome(job.name, _call(job.fn, job.config, job.run_dir,
-                                                   job.resume)))
+        # Without resources.cpus the process keeps its thread count (torch's default).
+        threads = job.resources.cpus
+        self._ended.append(Outcome(job.name, _call(
+            job.fn, job.config, job.run_dir, job.resume, threads=threads,
+            launcher=launcher_info("local", threads))))
 
     def wait(self) -> list[Outcome]:
         ended, self._ended = self._ended, []

@@ -7,14 +7,17 @@ functions so that executors can send them to other processes by reference.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from supkd.errors import RunDiverged, UserError
-from supkd.train.run_dir import RunDir
+from supkd.train.run_dir import LAUNCHER_ENV, RunDir
 from supkd.utils.atomic import atomic_write_json
 
 RunFn = Callable[[dict[str, Any], Path, bool], dict[str, Any]]
@@ -76,12 +79,46 @@ def _apply_threads() -> None:
         torch.set_num_threads(int(os.environ[_THREADS_ENV]))
 
 
-def _call(fn: RunFn, config: dict[str, Any], run_dir: Path, resume: bool) -> dict[str, Any]:
+def launcher_info(name: str, threads: int | None, **ids: Any) -> dict[str, Any]:
+    """Where a job runs, for ``result.json``'s ``launcher`` record: the launcher's ``name``,
+    its ``ids`` (Slurm job id, Ray task id, ...), this host and process, the torch threads
+    it was given (None: the process default) and the GPUs it sees (``CUDA_VISIBLE_DEVICES``
+    as the launcher set it; None when unset, i.e. all of the machine's)."""
+    return {"name": name, **ids, "host": socket.gethostname(), "pid": os.getpid(),
+            "threads": threads, "gpus": os.environ.get("CUDA_VISIBLE_DEVICES")}
+
+
+@contextlib.contextmanager
+def _job_env(threads: int | None, launcher: dict[str, Any] | None) -> Iterator[None]:
+    """The job's thread count (read by :func:`_apply_threads`) and launcher record (read by
+    the engine into ``result.json``; an environment variable so that it also reaches
+    every DDP rank), set for the job's duration only."""
+    new = {}
+    if threads is not None:
+        new[_THREADS_ENV] = str(max(1, threads))
+    if launcher is not None:
+        new[LAUNCHER_ENV] = json.dumps(launcher, default=str)
+    old = {k: os.environ.get(k) for k in new}
+    os.environ.update(new)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _call(fn: RunFn, config: dict[str, Any], run_dir: Path, resume: bool, *,
+          threads: int | None = None, launcher: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run one job and turn every way it can end into a result dict (never raises, so one
-    failure never stops the grid)."""
+    failure never stops the grid). ``threads``: the job's torch threads (None: leave the
+    process's); ``launcher``: where it runs (:func:`launcher_info`), recorded in the result."""
     t0 = time.perf_counter()
     try:
-        res = fn(config, run_dir, resume)
+        with _job_env(threads, launcher):
+            res = fn(config, run_dir, resume)
         res = dict(res or {})
         res.setdefault("status", "completed")
     except RunDiverged as exc:
@@ -93,4 +130,6 @@ def _call(fn: RunFn, config: dict[str, Any], run_dir: Path, resume: bool) -> dic
     except Exception as exc:  # a bug in one run must not stop the others
         res = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
     res.setdefault("wall_time_s", time.perf_counter() - t0)
+    if launcher is not None:
+        res.setdefault("launcher", launcher)
     return res

@@ -23,16 +23,17 @@ from pathlib import Path
 from typing import Any
 
 from supkd.experiments.grid.executor import Executor, InProcessExecutor, Job, Outcome
-from supkd.experiments.grid.jobs import RunFn, _call, _worker_init
+from supkd.experiments.grid.jobs import RunFn, _call, _worker_init, launcher_info
 
 
 def _pooled_call(tracker: str, name: str, fn: RunFn, config: dict[str, Any], run_dir: Path,
-                 resume: bool) -> dict[str, Any]:
+                 resume: bool, threads: int) -> dict[str, Any]:
     """:func:`_call` in a pool worker, after noting in ``tracker/<pid>`` which run this
     worker is on (written before the job starts, so it survives the worker's death)."""
     with contextlib.suppress(OSError):
         (Path(tracker) / str(os.getpid())).write_text(name)
-    return _call(fn, config, run_dir, resume)
+    return _call(fn, config, run_dir, resume, threads=threads,
+                 launcher=launcher_info("local", threads))
 
 
 def _worker_runs(tracker: Path) -> dict[int, str]:
@@ -66,7 +67,10 @@ def _failed(why: str) -> dict[str, Any]:
 
 class LocalPoolExecutor:
     """An :class:`~supkd.experiments.grid.executor.Executor` over a process pool of
-    ``jobs`` spawned workers, each with ``cores // jobs`` intra-op threads."""
+    ``jobs`` spawned workers, each with ``cores // jobs`` intra-op threads (a run's
+    ``resources.cpus``, when given, instead)."""
+
+    after_ok = False
 
     def __init__(self, jobs: int) -> None:
         self.slots = jobs
@@ -82,9 +86,13 @@ class LocalPoolExecutor:
             max_workers=self.slots, mp_context=multiprocessing.get_context("spawn"),
             initializer=_worker_init, initargs=(self._threads,))
 
+    def attach(self, name: str, run_dir: Path, *, analysis: bool = False) -> str | None:
+        return None  # pool workers end with the driver that started them
+
     def submit(self, job: Job) -> None:
         assert self._pool is not None
-        args = (str(self._tracker), job.name, job.fn, job.config, job.run_dir, job.resume)
+        args = (str(self._tracker), job.name, job.fn, job.config, job.run_dir, job.resume,
+                job.resources.threads(self._threads))
         try:
             fut = self._pool.submit(_pooled_call, *args)
         except BrokenProcessPool:

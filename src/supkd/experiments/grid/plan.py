@@ -7,6 +7,7 @@ run's name.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -17,6 +18,7 @@ from typing import Any
 
 from supkd.config import merge
 from supkd.errors import ConfigError
+from supkd.experiments.grid.resources import Resources, merge_resources, parse_resources
 from supkd.experiments.grid.spec import Cell, GridSpec
 
 _REF = re.compile(r"\$\{([^{}]+)\}")
@@ -37,6 +39,7 @@ class PlannedRun:
     # The folder under the runs folder this writes into: the run's own, or for a CKA
     # analysis (which writes cka.json) its student's.
     dir_name: str = ""
+    resources: Resources = field(default_factory=Resources)  # what its job asks for
 
     def __post_init__(self) -> None:
         self.dir_name = self.dir_name or self.name
@@ -153,7 +156,10 @@ def _expand(spec: GridSpec, runs_dir: Path, cell: Cell, seed: int, stage: str,
             meta["alpha_candidates"] = list(src.alphas)
             if cell.alpha_from:
                 meta["alpha_from"] = src.name
-    return PlannedRun(name, cell.name, stage, seed, sorted(deps), soft, cfg, alpha)
+    resources = parse_resources(merge_resources(spec.resources, cell.resources),
+                                f"runs.{cell.entry}.resources")
+    return PlannedRun(name, cell.name, stage, seed, sorted(deps), soft, cfg, alpha,
+                      resources=resources)
 
 
 def _cell_runs(spec: GridSpec, runs_dir: Path, cell: Cell) -> list[PlannedRun]:
@@ -182,6 +188,10 @@ def _cka_runs(spec: GridSpec, runs_dir: Path) -> list[PlannedRun]:
         return []
     out = []
     options = {k: v for k, v in spec.cka.__dict__.items() if k not in ("teacher", "students")}
+    # The analysis runs on CPU in one process (jobs.cka_job): the default resources without
+    # GPUs or DDP ranks.
+    resources = dataclasses.replace(parse_resources(spec.resources, "resources"), gpus=0.0,
+                                    nodes=1, tasks_per_node=None)
     for student in spec.cka.students:
         for seed in spec.cells[student].seeds:
             if seed not in spec.cells[spec.cka.teacher].seeds:
@@ -191,7 +201,7 @@ def _cka_runs(spec: GridSpec, runs_dir: Path) -> list[PlannedRun]:
                 f"{s_run}/cka", student, "cka", seed, [s_run, t_run],
                 config={"student": str(runs_dir / s_run), "teacher": str(runs_dir / t_run),
                         **options},
-                dir_name=s_run))
+                dir_name=s_run, resources=resources))
     return out
 
 

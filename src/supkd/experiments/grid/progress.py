@@ -27,6 +27,11 @@ class Progress:
                  + (" (resuming from its checkpoint)" if resume else "")
                  + (f"  | also running: {', '.join(others)}" if others else ""))
 
+    def attached(self, name: str, how: str) -> None:
+        """A run already queued or running on the launcher (an earlier ``supkd grid``)."""
+        self.running.append(name)
+        self.say(f"[{self.done}/{self.total}] attached  {name}  ({how})")
+
     def requeue(self, name: str, why: str) -> None:
         if name in self.running:
             self.running.remove(name)

@@ -55,7 +55,7 @@ def record_failure(rd: RunDir, cfg: dict[str, Any], res: dict[str, Any]) -> None
         status=status if status in FINAL_STATUSES else "failed",
         diverged_step=res.get("diverged_step"), error=res.get("error"),
         wall_time_s=res.get("wall_time_s"), seed=cfg.get("seed"), name=cfg.get("name"),
-        meta=cfg.get("meta", {}),
+        meta=cfg.get("meta", {}), launcher=res.get("launcher"),
     ))
     if not rd.config_path.is_file():
         rd.write_config(cfg)

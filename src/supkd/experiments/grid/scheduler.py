@@ -15,7 +15,7 @@ import shutil
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -24,7 +24,7 @@ import supkd.experiments.grid.jobs as jobs_module
 from supkd.errors import ConfigError, UserError
 from supkd.experiments.grid.executor import Executor, Job, Outcome
 from supkd.experiments.grid.jobs import RunFn
-from supkd.experiments.grid.local import local_executor
+from supkd.experiments.grid.launchers import LauncherOptions, build_launcher
 from supkd.experiments.grid.plan import PlannedRun, _refs, _substitute, plan_grid, spec_hash
 from supkd.experiments.grid.progress import Progress
 from supkd.experiments.grid.records import cka_state, dependency_status, record_failure, run_state
@@ -33,13 +33,16 @@ from supkd.experiments.protocols import choose_alpha
 from supkd.experiments.store import load_run
 from supkd.train.run_dir import RunDir
 
-_SUMMARY_ORDER = ("completed", "cached", "diverged", "failed", "skipped")
+_SUMMARY_ORDER = ("completed", "cached", "diverged", "failed", "skipped", "submitted",
+                  "waiting")
 
 
 @dataclass
 class GridResult:
     """What happened: run name -> final status (completed, diverged, failed, skipped,
-    cached); ``problems`` one line per run that did not complete."""
+    cached; after ``detach``: submitted (queued or running on the launcher) and waiting
+    (not submitted yet: it needs the α its tuning runs will choose)); ``problems`` one line
+    per run that did not complete."""
 
     statuses: dict[str, str]
     problems: list[str]
@@ -108,22 +111,37 @@ class GridScheduler:
         self.running: set[str] = set()
         self.submitted: dict[str, dict[str, Any]] = {}  # run -> the config its job got
         self.progress = Progress(len(self.plan), stream)
+        self.detach = False
 
     def _run_dir(self, run: PlannedRun) -> RunDir:
         return RunDir(self.runs_dir / run.dir_name)
 
     # --- the loop ---------------------------------------------------------------------------
 
-    def run(self, executor: Executor) -> GridResult:
+    def run(self, executor: Executor, *, detach: bool = False) -> GridResult:
         """Run every planned run that needs it on ``executor`` (shut down when this returns);
-        an interrupt (Ctrl-C, SIGTERM) stops the running runs at a checkpoint and is raised
-        again, so that the next invocation resumes them."""
+        an interrupt (Ctrl-C, SIGTERM) stops the running runs at a checkpoint (or leaves
+        them to the cluster, as the executor was told) and is raised again, so that the
+        next invocation resumes (or attaches to) them.
+
+        ``detach`` (an executor with ``after_ok``): submit every run that can be submitted
+        now, those whose dependencies are still running held by the launcher until they
+        complete, and return without waiting; runs that need an α not chosen yet wait for
+        the next invocation."""
+        if detach and not executor.after_ok:
+            raise UserError("--detach: this launcher cannot hold a run until the runs it "
+                            "needs have completed; use --launcher slurm")
+        self.detach = detach
         self.progress.say(f"grid '{self.spec.name}': {len(self.plan)} runs into "
-                          f"{self.runs_dir} with {executor.slots} job(s)")
+                          f"{self.runs_dir} with {_slots(executor.slots)}")
         with _sigterm_as_interrupt():
             try:
                 while self.pending or self.running:
                     progressed = self._submit_ready(executor)
+                    if detach:
+                        if not progressed:
+                            break  # all that can be submitted is; the cluster runs it
+                        continue
                     if self.running:
                         self._collect(executor.wait())
                         progressed = True
@@ -143,11 +161,13 @@ class GridScheduler:
         for run in list(self.pending):
             if len(self.running) >= max(1, executor.slots):
                 break
-            if any(self.statuses.get(d) is None for d in run.deps + run.soft_deps):
+            waiting = tuple(d for d in run.deps if self.statuses.get(d) is None)
+            if any(self.statuses.get(d) is None for d in run.soft_deps) or (
+                    waiting and not (self.detach and set(waiting) <= self.running)):
                 continue  # still waiting
             self.pending.remove(run)
             progressed = True
-            job = self._job_for(run)
+            job = self._job_for(run, executor, waiting)
             if job is None:
                 continue
             self.submitted[run.name] = job.config
@@ -177,13 +197,27 @@ class GridScheduler:
 
     # --- one run ------------------------------------------------------------------------------
 
-    def _job_for(self, run: PlannedRun) -> Job | None:
+    def _job_for(self, run: PlannedRun, executor: Executor,
+                 after: tuple[str, ...] = ()) -> Job | None:
         """The job a ready run needs, or None when it needs none (cached, kept, skipped
-        because a run it needs did not complete, or failed before it could start)."""
-        bad = [d for d in run.deps if self.statuses[d] not in ("completed", "cached")]
+        because a run it needs did not complete, failed before it could start, or already
+        queued or running on the launcher: then followed as if submitted now). ``after``:
+        dependencies still running (``detach``), which the launcher waits for."""
+        bad = [d for d in run.deps
+               if d not in after and self.statuses[d] not in ("completed", "cached")]
         if bad:
             self._finish(run.name, {"status": "skipped",
                                     "error": f"needs {bad[0]}, which {self.statuses[bad[0]]}"})
+            return None
+        # Before anything looks at (or cleans) its directory: a job of this run may still be
+        # queued or running on the cluster, from an earlier `supkd grid`.
+        how = executor.attach(run.name, self.runs_dir / run.dir_name,
+                              analysis=run.stage == "cka")
+        if how is not None:
+            self.submitted[run.name] = (dict(run.config) if run.stage == "cka"
+                                        else self._final_config(run))
+            self.running.add(run.name)
+            self.progress.attached(run.name, how)
             return None
         try:
             prepared = self._prepare_cka(run) if run.stage == "cka" else self._prepare(run)
@@ -194,7 +228,8 @@ class GridScheduler:
             return None
         cfg, resume = prepared
         fn = self.analysis_fn if run.stage == "cka" else self.run_fn
-        return Job(run.name, fn, cfg, self.runs_dir / run.dir_name, resume)
+        return Job(run.name, fn, cfg, self.runs_dir / run.dir_name, resume, run.resources,
+                   after)
 
     def _prepare_cka(self, run: PlannedRun) -> tuple[dict[str, Any], bool] | None:
         if cka_state(self._run_dir(run), run.config["teacher"]) == "done":
@@ -203,9 +238,8 @@ class GridScheduler:
             return None
         return dict(run.config), False
 
-    def _prepare(self, run: PlannedRun) -> tuple[dict[str, Any], bool] | None:
-        """The run's final config (α chosen, ``spec_hash`` set) and whether it resumes, or
-        None when its directory already holds what it would produce."""
+    def _final_config(self, run: PlannedRun) -> dict[str, Any]:
+        """The run's config with α chosen and ``spec_hash`` set."""
         cfg = copy.deepcopy(run.config)
         if run.soft_deps:
             chosen = self._alpha_for(run)
@@ -214,6 +248,12 @@ class GridScheduler:
         elif _refs(cfg) & {"alpha"}:
             raise ConfigError(f"grid entry '{run.cell}': uses ${{alpha}} but has no alphas")
         cfg["meta"]["spec_hash"] = spec_hash(cfg)
+        return cfg
+
+    def _prepare(self, run: PlannedRun) -> tuple[dict[str, Any], bool] | None:
+        """The run's final config and whether it resumes, or None when its directory
+        already holds what it would produce."""
+        cfg = self._final_config(run)
         rd = self._run_dir(run)
         state, old = run_state(rd, cfg["meta"]["spec_hash"])
         if (state == "stale" and self.rerun_changed) or state == "retry":
@@ -280,6 +320,17 @@ class GridScheduler:
         self.progress.end(name, self.by_name[name].stage, res, note)
 
     def _summary(self) -> GridResult:
+        for name in sorted(self.running):
+            self.statuses[name] = "submitted"  # detached: on the launcher
+        for run in self.pending:
+            self.statuses[run.name] = "waiting"
+        if self.detach and (self.running or self.pending):
+            self.progress.say(
+                f"detached: {len(self.running)} run(s) queued or running on the launcher"
+                + (f", {len(self.pending)} waiting for the α of their tuning runs"
+                   if self.pending else "")
+                + "; `supkd grid` with the same spec and launcher attaches to them (and "
+                "submits the rest), `--status` shows where each run is")
         counts = [(k, sum(s == k for s in self.statuses.values())) for k in _SUMMARY_ORDER]
         self.progress.say(f"grid '{self.spec.name}': {len(self.plan)} runs: "
                           + ", ".join(f"{n} {k}" for k, n in counts if n))
@@ -290,29 +341,43 @@ class GridScheduler:
         return GridResult(self.statuses, self.problems, self.alphas, self.runs_dir, self.stale)
 
 
+def _slots(slots: int) -> str:
+    return f"{slots} job(s)" if slots < 10_000 else "no limit on jobs at once"
+
+
 def run_grid(
     spec: GridSpec,
     runs_dir: str | Path,
     *,
-    jobs: int = 1,
+    jobs: int | None = None,
     run_fn: RunFn | None = None,
     analysis_fn: RunFn | None = None,
     stream: TextIO | None = sys.stdout,
     rerun_changed: bool = False,
     only: Callable[[PlannedRun], bool] | None = None,
+    launcher: str = "local",
+    launcher_options: Mapping[str, Any] | None = None,
+    detach: bool = False,
 ) -> GridResult:
-    """Run every planned run that has not completed yet, ``jobs`` at a time.
+    """Run every planned run that has not completed yet on ``launcher`` (``local``: ``jobs``
+    at a time on this machine, default 1; ``slurm``, ``ray``: at most ``jobs`` at once,
+    default no limit; see :mod:`supkd.experiments.grid.launchers`).
 
     ``run_fn(config_dict, run_dir, resume) -> result`` trains one run (default
     :func:`~supkd.experiments.grid.jobs.train_job`, the engine); ``analysis_fn`` computes one
     CKA (default :func:`~supkd.experiments.grid.jobs.cka_job`). Both must be picklable
-    (module-level) when ``jobs > 1``. Completed and diverged runs with the same config are
-    skipped; a run whose directory has ``checkpoints/last.pt`` but no result is resumed;
-    failed runs are retried. Runs whose result says completed for another config are kept
-    (and listed in ``stale``) unless ``rerun_changed``, which deletes and reruns them.
-    ``only`` keeps the planned runs it returns True for; the runs they depend on must then
-    exist already.
+    (module-level) unless they run in this process (local, ``jobs`` 1). Completed and
+    diverged runs with the same config are skipped; a run whose directory has
+    ``checkpoints/last.pt`` but no result is resumed; failed runs are retried; a run whose
+    cluster job is still queued or running is followed, not submitted again. Runs whose
+    result says completed for another config are kept (and listed in ``stale``) unless
+    ``rerun_changed``, which deletes and reruns them. ``only`` keeps the planned runs it
+    returns True for; the runs they depend on must then exist already.
+    ``launcher_options``: fields of :class:`~.launchers.LauncherOptions` (``ray_address``,
+    ``on_interrupt``, ``slurm``); ``detach``: see :meth:`GridScheduler.run`.
     """
     scheduler = GridScheduler(spec, runs_dir, run_fn=run_fn, analysis_fn=analysis_fn,
                               stream=stream, rerun_changed=rerun_changed, only=only)
-    return scheduler.run(local_executor(jobs))
+    options = LauncherOptions(runs_dir=scheduler.runs_dir, grid=spec.name, jobs=jobs,
+                              stream=stream, **dict(launcher_options or {}))
+    return scheduler.run(build_launcher(launcher, options, scheduler.plan), detach=detach)

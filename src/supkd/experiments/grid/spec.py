@@ -9,16 +9,18 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from supkd.config import merge, read_yaml
 from supkd.errors import ConfigError
+from supkd.experiments.grid.resources import parse_resources
 
 _GRID_KEYS = {"grid", "published", "seeds", "base", "final", "tune", "runs", "cka",
-              "description"}
-_ENTRY_KEYS = {"config", "meta", "matrix", "alphas", "alpha_from", "seeds"}
+              "description", "resources"}
+_ENTRY_KEYS = {"config", "meta", "matrix", "alphas", "alpha_from", "seeds", "resources"}
+_VALUE_KEYS = {"config", "meta", "alphas", "resources"}  # of one matrix value
 _CKA_KEYS = {"teacher", "students", "split", "batch_size", "max_batches", "pool", "stages"}
 
 
@@ -82,6 +84,9 @@ class Cell:
     seeds: list[int]
     alphas: list[float] | None = None
     alpha_from: str | None = None
+    # The entry's and its matrix value's ``resources`` merged (checked, still a mapping:
+    # the plan lays it over the spec's default; see :mod:`.resources`).
+    resources: dict[str, Any] = field(default_factory=dict)
 
     @property
     def tuned(self) -> bool:
@@ -113,6 +118,15 @@ class GridSpec:
     published: str | None = None
     cka: CkaSpec | None = None
     source: str = "<dict>"
+    resources: dict[str, Any] = field(default_factory=dict)  # every run's default
+
+
+def _resource_layer(value: Any, where: str) -> dict[str, Any]:
+    """One layer of ``resources`` (checked on its own, so that an error names the layer it
+    is in); the merged layers are checked again by the plan."""
+    layer = _mapping(value, where)
+    parse_resources(layer, where)
+    return layer
 
 
 def _matrix_axis(name: str, var: str, values: Any) -> list[tuple[str, Any, dict[str, Any]]]:
@@ -122,10 +136,12 @@ def _matrix_axis(name: str, var: str, values: Any) -> list[tuple[str, Any, dict[
         opts = []
         for v, extra in values.items():
             extra = _mapping(extra, f"{where}.{v}")
-            bad = set(extra) - {"config", "meta", "alphas"}
+            bad = set(extra) - _VALUE_KEYS
             if bad:
-                raise ConfigError(f"grid field '{where}.{v}': unknown key "
-                                  f"'{sorted(bad)[0]}' (expected config, meta, alphas)")
+                raise ConfigError(f"grid field '{where}.{v}': unknown key '{sorted(bad)[0]}' "
+                                  f"(expected {', '.join(sorted(_VALUE_KEYS))})")
+            if "resources" in extra:
+                _resource_layer(extra["resources"], f"{where}.{v}.resources")
             opts.append((var, v, extra))
         return opts
     if isinstance(values, list) and values:
@@ -169,11 +185,13 @@ def _entry_cells(name: str, entry: dict[str, Any], seeds: list[int],
             raise ConfigError(f"grid entry '{name}': run name '{cell_name}' is used twice")
         cfg = merge(_mapping(entry.get("config"), f"runs.{name}.config"), ext.get("config"))
         meta = merge(_mapping(entry.get("meta"), f"runs.{name}.meta"), ext.get("meta"))
+        res = merge(_resource_layer(entry.get("resources"), f"runs.{name}.resources"),
+                    ext.get("resources"))
         calphas = alphas
         if "alphas" in ext:  # per-value candidates (losses differ in scale)
             calphas = _alpha_list(ext["alphas"], f"runs.{name}.matrix: alphas of {cell_name}")
         cells[cell_name] = Cell(cell_name, name, cfg, meta, vars_, eseeds, calphas,
-                                entry.get("alpha_from"))
+                                entry.get("alpha_from"), res)
 
 
 def _check_alpha_from(cells: dict[str, Cell]) -> None:
@@ -231,6 +249,7 @@ def parse_grid(raw: Mapping[str, Any], source: str = "<dict>") -> GridSpec:
         tune_config=_mapping(tune.get("config"), "tune.config"),
         tune_seeds=_seed_list(tune.get("seeds", seeds[:1]), "tune.seeds"),
         cells=cells, published=raw.get("published"), cka=cka, source=source,
+        resources=_resource_layer(raw.get("resources"), "resources"),
     )
 
 

@@ -1,0 +1,33 @@
+"""``--launcher local`` (the default): the runs on this machine, ``--jobs N`` at once."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from supkd.errors import UserError
+from supkd.experiments.grid.executor import Executor
+from supkd.experiments.grid.launchers.registry import (
+    LauncherOptions,
+    register_launcher,
+    resource_error,
+)
+from supkd.experiments.grid.local import local_executor
+from supkd.experiments.grid.plan import PlannedRun
+
+
+@register_launcher("local")
+def local_launcher(options: LauncherOptions,
+                   plan: Sequence[PlannedRun]) -> Executor:
+    """A process pool of ``--jobs`` workers (this process for 1). A run's ``gpus``,
+    ``nodes`` and DDP ranks are not placed by it: one process per run, on what the run's
+    config says (``device``)."""
+    for run in plan:
+        if run.resources.ranks > 1:
+            raise resource_error(
+                "local", run, "tasks_per_node",
+                f"a DDP run of {run.resources.ranks} ranks needs --launcher slurm or ray "
+                "(or torchrun -m supkd train)")
+    jobs = options.jobs or 1
+    if jobs < 1:
+        raise UserError(f"--jobs: expected a number >= 1, got {jobs}")
+    return local_executor(jobs)

@@ -1,0 +1,144 @@
+"""``--launcher slurm`` against the real Slurm cluster of this machine (one node; CI starts
+it with .ci/slurm-up.sh): same results as the local launcher, a requeued and a preempted
+job resume to the same weights, --detach/--status/re-attach never submit a run twice, a
+2-rank DDP job equals torchrun, a failing run is recorded failed once."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import subprocess
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import pytest
+
+from supkd.cli import main
+from supkd.experiments.grid import run_grid
+from supkd.experiments.grid.launchers.slurm_queue import job_states
+
+from .grids import (
+    ddp_raw,
+    launcher_of,
+    long_raw,
+    outcome,
+    small_raw,
+    spec,
+    unique,
+    wait_for,
+    write_spec,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("slurm")]
+
+
+def _job_ids(runs_dir: Path) -> dict[str, str]:
+    """Every job submitted for the grid: launcher.json entry -> Slurm job id."""
+    ids = {}
+    for f in Path(runs_dir).glob("*/launcher.json"):
+        for name, entry in json.loads(f.read_text()).items():
+            ids[name] = entry["job_id"]
+    return ids
+
+
+def _scripts(runs_dir: Path) -> int:
+    return len(list((Path(runs_dir) / ".slurm").glob("*_submission.sh")))
+
+
+def _status(spec_path: Path, out: Path) -> str:
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        assert main(["grid", str(spec_path), "--out", str(out), "--status"]) == 0
+    return buf.getvalue()
+
+
+def test_a_small_grid_on_slurm_equals_the_local_launcher(tmp_path, local_small):
+    raw = small_raw(unique("ts"))
+    out = tmp_path / "runs"
+    res = run_grid(spec(raw), out, launcher="slurm", stream=None)
+    got = outcome(out)
+    assert got == local_small  # weights, accuracies, α, CKA, errors: bit for bit
+    assert got["kd_cosine-s0"]["status"] == "completed" and got["kd_cosine-s0"]["weights"]
+    assert res.statuses["kd_from_broken-s0"] == "skipped"
+    # The run that fails for its own reasons: recorded failed, its job submitted once.
+    assert "larger than the training split" in got["broken-s0"]["error"]
+    ids = _job_ids(out)
+    assert sorted(ids) == ["broken-s0", "kd_cosine-s0", "kd_cosine-s0/cka",
+                           "kd_cosine-tune-a0.5-s0", "kd_cosine-tune-a2-s0", "teacher-s0"]
+    assert _scripts(out) == len(ids) == len(set(ids.values()))
+    assert job_states([ids["broken-s0"]])[ids["broken-s0"]].state == "FAILED"
+    rec = launcher_of(out, "teacher-s0")
+    assert rec["name"] == "slurm" and rec["job_id"] == ids["teacher-s0"]
+    assert rec["threads"] == 1 and rec["ranks"] == 1 and rec["host"] == socket.gethostname()
+    assert json.loads((out / "teacher-s0" / "result.json").read_text())["device"].endswith(
+        "1 threads)")
+    script = (out / ".slurm" / f"{ids['teacher-s0']}_submission.sh").read_text()
+    assert "--cpus-per-task=1" in script and "--mem=1GB" in script
+    assert f"--job-name=supkd-{raw['grid']}-teacher-s0" in script
+
+    text = _status(write_spec(raw, tmp_path), out)
+    assert "teacher-s0" in text and "larger than the training split" in text
+    assert "5 done, 1 failed, 1 not started" in text
+
+
+def _requeued(job_id: str) -> bool:
+    st = job_states([job_id]).get(job_id)
+    return st is not None and st.state == "PENDING"
+
+
+def test_requeue_preemption_detach_and_reattach(tmp_path, local_long):
+    raw = long_raw(unique("tl"))
+    path, out = write_spec(raw, tmp_path), tmp_path / "runs"
+    # --detach: both long runs start, the student is held on long_a (afterok).
+    res = run_grid(spec(raw), out, launcher="slurm", detach=True, stream=None)
+    assert res.statuses == {"long_a-s0": "submitted", "long_b-s0": "submitted",
+                            "after_long-s0": "submitted"}
+    ids = _job_ids(out)
+    student = (out / ".slurm" / f"{ids['after_long-s0']}_submission.sh").read_text()
+    assert f"--dependency=afterok:{ids['long_a-s0']}" in student
+    assert "--kill-on-invalid-dep=yes" in student
+
+    # In the middle of each long run: `scontrol requeue` (SIGTERM) one, and send the
+    # other the preemption signal submitit asks Slurm for before a time limit (USR2).
+    for run in ("long_a-s0", "long_b-s0"):
+        wait_for(lambda r=run: (out / r / "checkpoints" / "last.pt").is_file(), 120,
+                 f"a checkpoint of {run}")
+    subprocess.run(["scontrol", "requeue", ids["long_a-s0"]], check=True)
+    subprocess.run(["scancel", "--signal=USR2", ids["long_b-s0"]], check=True)
+    for run in ("long_a-s0", "long_b-s0"):
+        # Slurm holds a requeued job ~2 minutes before it may start again.
+        wait_for(lambda r=run: _requeued(ids[r]), 60, f"{run} requeued", every=0.2)
+        subprocess.run(["scontrol", "update", f"JobId={ids[run]}", "StartTime=now"],
+                       check=True)
+    text = _status(path, out)
+    assert "after_long-s0" in text and "queued" in text and "Dependency" in text
+
+    # The same command again: attaches to all three, submits nothing, waits for them.
+    buf = io.StringIO()
+    res = run_grid(spec(raw), out, launcher="slurm", stream=buf)
+    assert res.count("completed") == 3, buf.getvalue()
+    assert buf.getvalue().count("attached") == 3 and "start " not in buf.getvalue()
+    assert _job_ids(out) == ids and _scripts(out) == 3
+    assert outcome(out) == local_long  # an uninterrupted run's weights, bit for bit
+    for run in ("long_a-s0", "long_b-s0"):
+        rec = launcher_of(out, run)
+        assert rec["restarts"] == 1 and rec["resumed"] is True, rec
+    assert launcher_of(out, "after_long-s0")["resumed"] is False
+
+
+def test_a_two_rank_ddp_job_equals_torchrun(tmp_path, torchrun_ddp):
+    raw = ddp_raw(unique("td"))
+    out = tmp_path / "runs"
+    res = run_grid(spec(raw), out, launcher="slurm", stream=None)
+    assert res.count("completed") == 1, res.problems
+    run_dir = out / "ddp-s3"
+    slurm = json.loads((run_dir / "result.json").read_text())
+    assert slurm["world_size"] == 2 and slurm["launcher"]["ranks"] == 2
+    script = next((out / ".slurm").glob("*_submission.sh")).read_text()
+    assert "--ntasks-per-node=2" in script
+
+    ref = torchrun_ddp
+    assert slurm["replica_fingerprints"] == ref["replica_fingerprints"]
+    assert len(set(ref["replica_fingerprints"])) == 1
+    assert (slurm["test_acc"], slurm["steps"]) == (ref["test_acc"], ref["steps"])
