@@ -9,6 +9,7 @@ state shared between the driver and the workers. Layout::
     RUN/result.json            the :class:`RunResult` record, once the run has ended
     RUN/model.pt               the final weights + spec (what teachers are loaded from)
     RUN/checkpoints/last.pt    everything a resumed run needs (+ best.pt when asked)
+    RUN/tensorboard/           event files, with ``train.tensorboard: true``
 
 Every write is atomic (temporary file, fsync, rename; :mod:`supkd.utils.atomic`); reads are
 tolerant (a missing file is ``None``, an unreadable one is reported, never raised), so that
@@ -139,6 +140,11 @@ class RunDir:
     @property
     def best_checkpoint(self) -> Path:
         return self.checkpoints / "best.pt"
+
+    @property
+    def tensorboard(self) -> Path:
+        """Where ``train.tensorboard: true`` writes its event files."""
+        return self.path / "tensorboard"
 
     def is_run(self) -> bool:
         """A folder is a run directory when it has a config.yaml or a result.json."""
