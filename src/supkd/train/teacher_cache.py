@@ -33,6 +33,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from supkd.data.gpu import crop_flip_batch
+from supkd.data.transforms import normalize_batch
 from supkd.errors import ConfigError
 from supkd.models.files import read_torch_file
 from supkd.utils.atomic import atomic_torch_save
@@ -75,8 +77,6 @@ def render_views(images: Tensor, aug: Tensor, pad: int) -> Tensor:
             f"{tuple(images.shape)} and {tuple(aug.shape)}"
         )
     # The loader's own op, so cached views are the loader's views by construction.
-    from supkd.data.gpu import crop_flip_batch
-
     return crop_flip_batch(images, aug, pad)
 
 
@@ -274,8 +274,6 @@ def build_cache_table(
     per forward (full batches even for small N); teacher in eval mode, bf16 autocast +
     channels_last on CUDA, as in the live KD step.
     """
-    from supkd.data.transforms import normalize_batch
-
     device = torch.device(device)
     N = images.shape[0]
     V = num_views(pad)
