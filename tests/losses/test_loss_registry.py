@@ -9,8 +9,7 @@ import torch
 
 import supkd.losses as losses_pkg
 from supkd.cli import main
-from supkd.losses import LOSSES, SupConLoss, build_loss, loss_arguments
-from supkd.losses.distill import KDLoss
+from supkd.losses import LOSSES, KDLoss, SupConLoss, build_loss, loss_arguments
 
 KD_NAMES = ["logit_mse", "norm_mse", "cosine", "gram", "supcon_kd", "hinton_kl"]
 
