@@ -51,7 +51,8 @@ def plugin(tmp_path, monkeypatch):
     """Write a plugin module into tmp_path (importable from there); forget what it
     registered and imported afterwards."""
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delenv(ENV_VAR, raising=False)
+    # setenv (not delenv) so that what main(["--plugin", ...]) exports is undone afterwards.
+    monkeypatch.setenv(ENV_VAR, "")
     written: list[tuple[str, str]] = []
 
     def write(module: str, loss: str = "my_loss", text: str | None = None) -> Path:
