@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from supkd.analysis.cka import MinibatchCKA
+from supkd.analysis.stats import summarize
 
 __all__ = ["LayerwiseCKA", "layerwise_cka", "layerwise_cka_many", "per_stage_summary"]
 
@@ -281,8 +282,6 @@ def per_stage_summary(
         (via :func:`supkd.analysis.stats.summarize`). Non-finite CKA values are left out of a
         stage's statistics; ``n`` counts the runs.
     """
-    from supkd.analysis.stats import summarize
-
     if not runs:
         raise ValueError("per_stage_summary needs at least one run")
     stages = [s for s in runs[0][1].diagonal if all(s in r.diagonal for _, r in runs)]

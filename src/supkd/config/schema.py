@@ -84,8 +84,7 @@ class DataConfig(Section):
     - ``cutout``: side L in pixels of one square erased from every training view of the
       ``standard`` augmentation, after the crop + flip (DeVries & Taylor, 2017, "Improved
       Regularization of Convolutional Neural Networks with Cutout", arXiv:1708.04552);
-      0 (default) turns it off, else ``0 < L < image size`` (checked by
-      ``supkd.data.check_data_config``, which knows the data set's native size). The square's centre is uniform
+      0 (default) turns it off, else ``0 < L < image size``. The square's centre is uniform
       over the image's pixels and the square is clipped at the borders (it may lie partly
       outside), as in the paper's code. Erased pixels are 0 *after* normalization, i.e. the
       data set's mean colour, because the paper's code applies it after Normalize (a zero

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 import math
 import platform
 from collections import defaultdict
@@ -28,6 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from supkd.analysis.plots import plot_cka_per_stage
 from supkd.analysis.stats import (
     Comparison,
     Summary,
@@ -502,10 +506,6 @@ def cka_figure(col: Collected, out: Path) -> tuple[Path | None, str, str]:
     """Fig. 2 from the ``cka.json`` files the grid wrote into KD students' run directories:
     same-stage CKA (teacher vs student) per stage, mean ± sample std over seeds, one line per
     method. Returns (PNG path or None, Markdown table, CSV text)."""
-    import json
-
-    import numpy as np
-
     per: dict[str, list[dict[str, float]]] = defaultdict(list)
     stages: list[str] = []
     sanity: list[float] = []
@@ -543,8 +543,6 @@ def cka_figure(col: Collected, out: Path) -> tuple[Path | None, str, str]:
             w.writerow([m, st, len(vals), _num(mean), _num(std)])
         series[m] = {"mean": means, "std": stds, "n": len(per[m])}
         rows.append([m, str(len(per[m])), *cells])
-    from supkd.analysis.plots import plot_cka_per_stage
-
     png = plot_cka_per_stage(stages, series, out / "fig2_cka.png",
                              title="Fig. 2: layer-wise CKA, teacher vs KD student")
     note = ("Same-stage linear CKA between the teacher and each KD student on the test split "
