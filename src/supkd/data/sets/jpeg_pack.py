@@ -23,13 +23,8 @@ NATIVE_SIZE = 32
 PACK_ARRAYS = ("jpeg", "offsets", "labels", "classes")
 
 
-def load_jpeg_pack(path: Path, image_size: int | None = None) -> Source:
-    """Read one split of the npz JPEG pack (format: ../shared/data/cifar10-jpeg/README.md).
-
-    Validates the arrays (all four present, offsets monotone and ending at len(jpeg), labels
-    in 0..len(classes)-1) and decodes only the images a split keeps, all at once with
-    ``torchvision.io.decode_jpeg`` on a list (about 2 s for 50,000 on two cores).
-    """
+def _read_pack(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The four arrays of a pack file, checked (DataError naming the file and the array)."""
     if not path.is_file():
         raise DataError(f"JPEG pack file {path} not found (expected train.npz and test.npz there)")
     try:
@@ -71,6 +66,17 @@ def load_jpeg_pack(path: Path, image_size: int | None = None) -> Source:
             f"JPEG pack file {path}: labels out of range: found {labels.min()}..{labels.max()}, "
             f"expected 0..{len(classes) - 1} ({len(classes)} classes)"
         )
+    return jpeg, offsets, labels, classes
+
+
+def load_jpeg_pack(path: Path, image_size: int | None = None) -> Source:
+    """Read one split of the npz JPEG pack (format: ../shared/data/cifar10-jpeg/README.md).
+
+    Validates the arrays (all four present, offsets monotone and ending at len(jpeg), labels
+    in 0..len(classes)-1) and decodes only the images a split keeps, all at once with
+    ``torchvision.io.decode_jpeg`` on a list (about 2 s for 50,000 on two cores).
+    """
+    jpeg, offsets, labels, classes = _read_pack(path)
     class_names = [str(c) for c in classes]
     blob = torch.from_numpy(jpeg)
     offs = offsets.tolist()
