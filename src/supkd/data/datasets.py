@@ -80,8 +80,6 @@ class DataBundle:
         return ds
 
 
-# A split whose images are materialized only for the indices kept (lets a subset of the
-# JPEG pack decode only the images it needs).
 def _subset(labels: torch.Tensor, idx: torch.Tensor, n: int | None, seed: int) -> torch.Tensor:
     if n is None or n >= len(idx):
         return idx
