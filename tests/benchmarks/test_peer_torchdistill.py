@@ -43,12 +43,18 @@ def _models(width: int = 8):
 
 
 def _assert_passes(check) -> None:
-    assert len(check.checks) == 3
+    # the KD term, then per supkd variant (default, channels_last): KD in the step, the step's
+    # loss, the parameters and the BatchNorm buffers after it
+    assert len(check.checks) == 1 + 2 * 4
     for c in check.checks:
-        assert c.diff < 1e-5, (c.name, c.torchdistill, c.supkd)
-        assert c.torchdistill > 0 and c.supkd > 0  # real loss values, not zeros
-    assert check.weight_diff < 1e-6
-    assert check.buffer_diff < 1e-6
+        assert c.ok, c
+        if c.values:
+            assert c.diff < 1e-5, (c.name, c.torchdistill, c.supkd)
+            assert c.torchdistill > 0 and c.supkd > 0  # real loss values, not zeros
+        elif "channels_last" not in c.name:  # the same kernels as torchdistill's
+            assert c.diff < 1e-6, c.name
+        else:  # NHWC kernels: fp32 rounding differs, well below the step itself
+            assert c.diff < 1e-2 * check.step_size, c.name
     assert check.step_size > 1e-4  # the first step did move the student
     assert check.ok
 
@@ -61,8 +67,9 @@ def test_cross_check_synthetic(peer):
     _assert_passes(check)
     # the check compares torchdistill's and supkd's losses on the same batch
     assert check.batch == 8
-    kd, in_step, total = check.checks
-    assert kd.torchdistill == pytest.approx(in_step.torchdistill)
+    kd = check.get("KD term T²·KL(batchmean), T=4")
+    total = check.get("first step loss CE + T²·KL")
+    assert check.get("KD term in the training step").supkd == pytest.approx(kd.supkd, abs=1e-5)
     assert total.torchdistill > kd.torchdistill  # CE + KD
 
 
@@ -99,7 +106,8 @@ def test_script_runs_tiny(peer):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     assert "**passed**" in out
-    for row in ("| torchdistill ", "| supkd ", "| supkd, no data cost (bound) "):
+    rows = ("| torchdistill ", "| supkd ", "| supkd, channels_last on ", "| supkd, no data cost")
+    for row in rows:
         assert row in out
     assert "torchdistill 1." in out  # its version in the environment block
 
