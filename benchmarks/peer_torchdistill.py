@@ -344,17 +344,18 @@ def torchdistill_run(
     *,
     n_batches: int,
     warmup: int = 0,
-) -> tuple[float | None, list[float]]:
+) -> tuple[tuple[float, float] | None, list[float]]:
     """One torchdistill run of ``n_batches`` steps, the loop of torchdistill's
     examples/torchvision/image_classification.py (train_one_epoch).
 
-    -> (seconds for the batches after ``warmup``, or None when warmup = 0; the step losses).
+    -> ((wall, process CPU) seconds of the batches after ``warmup``, or None when
+    warmup = 0; the step losses).
     """
     from torchdistill.misc.log import MetricLogger, SmoothedValue
 
     box = torchdistill_box(teacher, student, config, device)
     losses: list[float] = []
-    t0 = None
+    t0: tuple[float, float] | None = None
     try:
         box.pre_epoch_process(epoch=0)
         metric_logger = MetricLogger(delimiter="  ")
@@ -366,7 +367,7 @@ def torchdistill_run(
         ):
             if i == warmup and warmup > 0:
                 sync(device)
-                t0 = time.perf_counter()
+                t0 = _clock()
             start_time = time.time()
             sample_batch, targets = sample_batch.to(device), targets.to(device)
             loss = box.forward_process(sample_batch, targets, supp_dict)
@@ -378,11 +379,23 @@ def torchdistill_run(
             if i + 1 == n_batches:
                 break
         sync(device)
-        elapsed = time.perf_counter() - t0 if t0 is not None else None
+        elapsed = _since(t0)
         box.post_epoch_process()
     finally:
         box.clean_modules()
     return elapsed, losses
+
+
+def _clock() -> tuple[float, float]:
+    """(wall, CPU time of this process: all its threads, user + system) in seconds."""
+    return time.perf_counter(), time.process_time()
+
+
+def _since(t0: tuple[float, float] | None) -> tuple[float, float] | None:
+    if t0 is None:
+        return None
+    wall, cpu = _clock()
+    return wall - t0[0], cpu - t0[1]
 
 
 class TimedLoader:
@@ -391,7 +404,7 @@ class TimedLoader:
 
     def __init__(self, loader, n: int, warmup: int, device: torch.device) -> None:
         self.loader, self.n, self.warmup, self.device = loader, n, warmup, device
-        self.t0: float | None = None
+        self.t0: tuple[float, float] | None = None
 
     def __len__(self) -> int:
         return self.n
@@ -400,7 +413,7 @@ class TimedLoader:
         for i, batch in enumerate(self.loader):
             if i == self.warmup and self.warmup > 0:
                 sync(self.device)
-                self.t0 = time.perf_counter()
+                self.t0 = _clock()
             yield batch
             if i + 1 == self.n:
                 return
@@ -417,11 +430,11 @@ def supkd_run(
     warmup: int = 0,
     out: str | None = None,
     train_options: dict | None = None,
-) -> float | None:
+) -> tuple[float, float] | None:
     """One ``supkd.train.distill`` run of ``n_batches`` steps over ``loader``.
 
-    -> seconds from the request of batch ``warmup`` to distill's return (the timed steps and
-    the end-of-epoch bookkeeping), or None when warmup = 0.
+    -> (wall, process CPU) seconds from the request of batch ``warmup`` to distill's return
+    (the timed steps and the end-of-epoch bookkeeping), or None when warmup = 0.
     """
     from supkd.train import distill
 
@@ -448,7 +461,7 @@ def supkd_run(
     sync(device)
     if result["status"] != "completed" or result["steps"] != n_batches:
         raise RuntimeError(f"supkd distill: {result}")
-    return time.perf_counter() - timed.t0 if timed.t0 is not None else None
+    return _since(timed.t0)
 
 
 def supkd_loader(dataset, recipe: Recipe):
@@ -727,6 +740,7 @@ class Row:
     tool: str
     how: str
     times: list[float] = field(default_factory=list)  # seconds per timed window, per round
+    cpu: list[float] = field(default_factory=list)  # process CPU seconds in that window
     peaks: list[float] = field(default_factory=list)
     note: str = ""
 
@@ -776,9 +790,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--check-only", action="store_true", help="run the cross-check only")
     p.add_argument("--data", default=None, help="cifar10-jpeg folder (default: auto-detect)")
     p.add_argument("--synthetic", action="store_true", help="generated images, not the pack")
-    p.add_argument(
-        "--quick", action="store_true", help="CPU smoke run: width 16, 6 timed steps"
-    )
+    p.add_argument("--quick", action="store_true", help="CPU smoke run: width 16, 6 timed steps")
     p.add_argument("--out", default=None, help="also write the Markdown report here")
     args = p.parse_args(argv)
 
@@ -962,9 +974,10 @@ def timing(args, device, recipe, teacher0, student0, n_batches, warmup, steps, r
         k = r % len(runs)
         for row, run in runs[k:] + runs[:k]:
             base = mem.start()
-            elapsed = run()
+            elapsed, cpu_s = run()
             row.peaks.append(mem.stop(base))
             row.times.append(elapsed)
+            row.cpu.append(cpu_s)
             print(
                 f"  round {r + 1}/{rounds} {row.tool}: {fmt_rate(steps * recipe.batch / elapsed)}"
                 f" img/s, peak +{row.peaks[-1] / 2**20:,.0f} MiB",
@@ -975,7 +988,11 @@ def timing(args, device, recipe, teacher0, student0, n_batches, warmup, steps, r
         per = [steps * recipe.batch / t for t in row.times]
         return max(per), statistics.median(per)
 
+    def cpu_per_step(row: Row) -> float:
+        return statistics.median(row.cpu) / steps
+
     td_best, td_med = rates(td_row)
+    td_cpu = cpu_per_step(td_row)
     headers = [
         "tool",
         "pipeline",
@@ -984,6 +1001,8 @@ def timing(args, device, recipe, teacher0, student0, n_batches, warmup, steps, r
         "images/s median",
         "× torchdistill (best)",
         "× torchdistill (median)",
+        "process CPU s/step (median)",
+        "× torchdistill (CPU time)",
         "peak memory MiB (median round)",
     ]
     body = []
@@ -999,13 +1018,18 @@ def timing(args, device, recipe, teacher0, student0, n_batches, warmup, steps, r
                 fmt_rate(med),
                 f"{best / td_best:.2f}",
                 f"{med / td_med:.2f}",
+                f"{cpu_per_step(row):.3f}",
+                f"{td_cpu / cpu_per_step(row):.2f}",
                 f"{peak:,.0f}" if peak == peak else "-",
             ]
         )
     parts.append(
         f"- timing: {rounds} interleaved rounds (the order rotates each round), each a fresh run "
         f"of each tool over {n_batches} batches; the first {warmup} excluded, {steps} timed; "
-        f"images/s = {steps}·{recipe.batch} / time of the timed steps"
+        f"images/s = {steps}·{recipe.batch} / time of the timed steps; process CPU s/step = "
+        "CPU time of this process (all its threads, user + system; not the DataLoader "
+        "workers) in the timed steps / steps, which a shared machine's load changes far "
+        "less than the wall time"
     )
     parts.append(
         f"- peak memory: {mem.how}; the median round (the process's first round also holds "
