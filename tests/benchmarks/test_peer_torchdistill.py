@@ -100,7 +100,7 @@ def test_script_runs_tiny(peer):
         [
             "--device", "cpu", "--synthetic", "--width", "8", "--batch", "8",
             "--check-batch", "8", "--workers", "0", "--threads", "1",
-            "--steps", "1", "--warmup", "1", "--rounds", "1",
+            "--steps", "1", "--warmup", "1", "--rounds", "1", "--bound",
         ]
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
