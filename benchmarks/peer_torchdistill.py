@@ -933,12 +933,37 @@ def timing(args, device, recipe, teacher0, student0, n_batches, warmup, steps, r
             ),
         ),
     ]
-    if not cuda and not channels_last_safe(student0):
+    if cuda:
+        # The equal-precision comparison: supkd's engine without its CUDA defaults (bf16
+        # autocast, channels_last), i.e. the fp32 contiguous step torchdistill runs.
+        fp_teacher = copy.deepcopy(teacher0).to(device)
+        fp_student = copy.deepcopy(student0).to(device)
+        fp_row = Row(
+            "supkd, fp32 contiguous",
+            "supkd.train.distill over the same DataLoader, "
+            "train_options={'amp': 'off', 'channels_last': 'off'}",
+        )
+        runs.append(
+            (
+                fp_row,
+                lambda: supkd_run(
+                    fp_teacher,
+                    fp_student,
+                    loader,
+                    recipe,
+                    device,
+                    n_batches=n_batches,
+                    warmup=warmup,
+                    train_options={"amp": "off", "channels_last": "off"},
+                ),
+            )
+        )
+    elif not channels_last_safe(student0):
         parts.append(
             "- supkd channels_last row: not run (this width has a 1×1 stride-2 convolution "
             "with < 8 input channels, whose channels_last backward crashes torch 2.14.1 on CPU)"
         )
-    elif not cuda:
+    else:
         # The same step with channels_last tensors (train.channels_last=on; its "auto" turns
         # it on only on CUDA): oneDNN's NHWC convolutions. Own copies: supkd converts the
         # modules in place.
