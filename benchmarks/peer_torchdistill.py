@@ -31,22 +31,30 @@ Equal computations:
   teacher's mode to the caller, and its example script never calls ``eval()`` on it, so the
   teacher copy is put in eval mode before it is handed over).
 
+Rows: torchdistill; supkd with its engine defaults for the device (CPU: fp32 eager; CUDA:
+bf16 autocast + channels_last + fused SGD); on CPU also supkd with
+``train_options={"channels_last": "on"}`` (NHWC convolutions; not run below width 8, see
+``channels_last_safe``), on CUDA supkd with amp and channels_last off (the equal-precision
+row); with ``--bound`` supkd over batches already transformed and held in memory.
+
 Cross-check (before any timing; CPU, float32, no random augmentation): on one identical batch
 with identical weights, torchdistill's KD term (``KDLoss`` with alpha = 0, i.e. KL batchmean,
 weighted T² in its ``WeightedSumLoss``) against supkd's ``build_loss("hinton_kl")``, and
 torchdistill's first training-step loss against the one supkd's ``distill`` reports
 (``metrics.jsonl`` of its run directory) must agree to 1e-5; after that first optimizer step
-both students' parameters and BatchNorm buffers must agree (atol 1e-6). The script exits 1
-when the cross-check fails, 2 when torchdistill is missing.
+both students' parameters and BatchNorm buffers must agree to 1e-6 (the channels_last step,
+other convolution kernels, to 1% of the step's largest change). The script exits 1 when the
+cross-check fails, 2 (with a one-line install hint) when torchdistill is missing.
 
-Timing: rounds interleaved (the order alternates per round), each round a fresh run of each
-tool (supkd: one ``distill`` call; torchdistill: a new box, one epoch, then
+Timing: rounds interleaved (the order rotates every round), each round a fresh run of each
+row (supkd: one ``distill`` call; torchdistill: a new box, one epoch, then
 ``clean_modules``) over ``--warmup + --steps`` batches; the warm-up batches (worker start,
-first allocations) are excluded, the best and the median round are reported. Peak memory:
-on CUDA ``torch.cuda.max_memory_allocated`` during a round less the allocation at its start;
-on CPU the main process's peak RSS during a round (``VmHWM`` of /proc/self/status, reset
-through /proc/self/clear_refs) less its RSS at the start (DataLoader workers are separate
-processes and not counted); the largest round is reported.
+first allocations) are excluded; the best and the median round are reported, and the
+process's CPU time per step (steadier than wall time on a shared machine). Peak memory: on
+CUDA ``torch.cuda.max_memory_allocated`` during a round less the allocation at its start; on
+CPU the main process's peak RSS during a round (``VmHWM`` of /proc/self/status, reset through
+/proc/self/clear_refs) less its RSS at the start (DataLoader workers are separate processes
+and not counted); the median round is reported.
 
     python benchmarks/peer_torchdistill.py --device cpu --quick
     python benchmarks/peer_torchdistill.py --device cpu --quick --synthetic
@@ -856,7 +864,7 @@ def main(argv: list[str] | None = None) -> int:
     parts = [
         "## supkd vs torchdistill, same models, data and batch (benchmarks/peer_torchdistill.py)",
         "",
-        environment(device) + f", {_versions()}",
+        environment(device).replace("\n- date:", f", {_versions()}\n- date:", 1),
         f"- data: {data_src}; ResNet-50 -> ResNet-18 (supkd create_model, CIFAR stem, width "
         f"{args.width}); both tools: torchvision RandomCrop(32, 4) + flip + ToTensor + "
         f"Normalize in {workers} DataLoader workers, RandomSampler, batch {args.batch}, "
