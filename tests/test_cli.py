@@ -47,3 +47,34 @@ def test_override_to_command_without_overrides_is_rejected() -> None:
     with pytest.raises(SystemExit) as exc:
         main(["losses", "a=b"])
     assert exc.value.code == 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        (["train", "cfg.yaml"], "train"),
+        (["--plugin", "mymod", "train", "cfg.yaml"], "train"),
+        (["--plugin", "a", "--plugin", "b.py", "losses"], "losses"),
+        (["--plugin=mymod", "report", "runs"], "report"),
+        (["--plugin", "mymod"], None),
+        (["--version"], None),
+    ],
+)
+def test_the_command_is_found_past_the_plugin_option(argv, command) -> None:
+    from supkd.cli import _command_of
+
+    assert _command_of(argv) == command
+
+
+def test_plugin_option_is_repeatable_and_parsed_before_the_command() -> None:
+    from supkd.cli import build_parser
+
+    argv = ["--plugin", "a", "--plugin", "./b.py", "losses", "--json"]
+    args = build_parser(argv).parse_args(argv)
+    assert args.plugin == ["a", "./b.py"] and args.command == "losses" and args.json
+
+
+def test_no_command_loads_no_plugin(capsys: pytest.CaptureFixture[str]) -> None:
+    # Help is printed (exit 2) before any plugin is imported: a missing one is not an error.
+    assert main(["--plugin", "no_such_module_anywhere"]) == 2
+    assert "usage: supkd" in capsys.readouterr().out

@@ -2,7 +2,12 @@
 
 Each subcommand lives in its own module under :mod:`supkd.commands` and exposes
 ``HELP: str``, ``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported
-lazily so that ``supkd --version`` does not pay for importing torch.
+lazily (only the one asked for, and torch only when a command runs) so that
+``supkd --version`` and ``supkd --help`` start fast.
+
+``supkd --plugin MODULE COMMAND ...`` (repeatable) imports a user's module before the
+command runs, so that the losses, models, data sets or tasks it registers can be named in a
+config; installed ``supkd.plugins`` entry points are imported too (:mod:`supkd.utils.plugins`).
 
 Exit codes: 0 success; 2 user error (one line on stderr naming the field or file, no
 traceback); 3 a single training run diverged (NaN/Inf loss); 130 interrupted by Ctrl-C.
@@ -16,6 +21,8 @@ import sys
 from collections.abc import Sequence
 
 from supkd import __version__
+from supkd.errors import UserError
+from supkd.utils.plugins import load_plugins
 
 # name -> module under supkd.commands (one module per subcommand)
 COMMANDS: dict[str, str] = {
@@ -33,18 +40,36 @@ def _load(name: str):
     return importlib.import_module(f"supkd.commands.{COMMANDS[name]}")
 
 
+#: Options of the top-level parser that take a value (skipped when finding the command).
+_VALUED_OPTIONS = ("--plugin",)
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The first argument that is neither an option nor an option's value."""
+    args = iter(argv)
+    for a in args:
+        if a in _VALUED_OPTIONS:
+            next(args, None)
+        elif not a.startswith("-"):
+            return a
+    return None
+
+
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="supkd",
         description="Knowledge distillation from supervised-contrastive (SupCon) teachers.",
     )
     parser.add_argument("--version", action="version", version=f"supkd {__version__}")
+    parser.add_argument(
+        "--plugin", action="append", default=[], metavar="MODULE",
+        help="import MODULE (a module name, or a .py file) before the command runs, e.g. one "
+             "that registers a loss with @register_loss; repeatable",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     # Only import the module of the command actually asked for (plus cheap help text for
     # the others) so that start-up stays fast.
-    wanted = None
-    if argv:
-        wanted = next((a for a in argv if not a.startswith("-")), None)
+    wanted = _command_of(argv) if argv else None
     for name in COMMANDS:
         if wanted is not None and wanted != name and wanted in COMMANDS:
             sub.add_parser(name)
@@ -62,8 +87,6 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from supkd.errors import UserError
-
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     # key=value overrides may follow options (`supkd train cfg.yaml --out r optim.lr=0.1`);
@@ -80,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        load_plugins(args.plugin, export=True)
         return int(args._module.run(args) or 0)
     except UserError as exc:
         msg = str(exc).replace("\n", " ").strip()

@@ -11,6 +11,7 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
+import supkd.train.tasks  # noqa: F401  (registers the task sections config_from_dict reads)
 from supkd.config import config_from_dict
 from supkd.data import DataConfig, build_data, make_loader
 from supkd.data.datasets import DataBundle, TensorImageDataset

@@ -220,3 +220,83 @@ def test_report_names_loss_arguments(tmp_path):
     md = write_report(tmp_path / "runs").markdown_path.read_text()
     assert "Loss arguments set by the grid" in md
     assert "kd_gram: `gram` normalize=True." in md
+
+
+# ------------------------------------------------------------ methods beyond the paper's tables
+MY_LOSS = [91.0, 92.5, 93.0]
+PLAIN = [60.0, 62.0]
+
+
+@pytest.fixture()
+def throwaway_loss():
+    """Register a loss for one test only, and forget it afterwards."""
+    from supkd.losses import LOSSES, KDLoss, register_loss
+
+    names: list[str] = []
+
+    def register(name: str, **attrs):
+        cls = type(f"Throwaway_{name}", (KDLoss,), {
+            "compute": lambda self, s, t, y: (t - s).abs().mean(), **attrs})
+        names.append(name)
+        return register_loss(name)(cls)
+
+    yield register
+    for name in names:
+        LOSSES.remove(name)
+
+
+def _beyond_runs(root):
+    kd = {"table": "table2", "stage": "final", "teacher_kind": "supcon", "published": "cifar10"}
+    for s, acc in enumerate(MY_LOSS):
+        write_run(root, f"kd_my_l1-s{s}", {**kd, "method": "my_l1", "seed": s}, test_acc=acc)
+    # A plain `supkd train` distill run: no meta at all, its method is its task.loss.
+    for s, acc in enumerate(PLAIN):
+        write_run(root, f"plain-s{s}", {"seed": s}, test_acc=acc,
+                  config={"task": {"name": "distill", "loss": "cosine"}})
+
+
+def test_a_method_without_a_row_gets_the_extra_table(runs, tmp_path):
+    _beyond_runs(runs)
+    rep = write_report(runs, tmp_path / "out")
+    beyond = rep.tables["beyond"]
+    assert beyond.startswith("### Methods beyond the paper's tables")
+    # Not registered in this process: the bare name; tested against Table II's Baseline.
+    m, s = _mean_std(MY_LOSS)
+    p = _welch_p(MY_LOSS, KD_BASE_SUP)
+    assert f"| my_l1 | Table II | {m:.2f} ± {s:.2f} (n=3, p={_p_text(p)}" in beyond
+    pm, ps = _mean_std(PLAIN)
+    assert f"| Cosine KD (Eq. 3) | – | – | {pm:.2f} ± {ps:.2f} (n=2) |" in beyond
+    assert "my_l1" not in rep.tables["table2"]
+    assert "my_l1" not in (tmp_path / "out" / "table2.csv").read_text()
+    rows = _rows(tmp_path / "out" / "beyond.csv")
+    mine = rows[("my_l1@table2", "supcon")]
+    assert int(mine["n"]) == 3 and float(mine["mean"]) == pytest.approx(m)
+    assert mine["baseline"] == "table2/logit_mse/supcon"
+    assert float(mine["p_welch"]) == pytest.approx(p, rel=1e-4)
+    assert rows[("cosine", "acc")]["baseline"] == ""
+    assert "Methods beyond the paper's tables" in rep.markdown_path.read_text()
+
+
+def test_no_extra_table_when_every_method_has_a_row(runs, tmp_path):
+    rep = write_report(runs, tmp_path / "out")
+    assert "beyond" not in rep.tables
+    assert not (tmp_path / "out" / "beyond.csv").exists()
+
+
+def test_labels_come_from_the_loss_metadata(runs, tmp_path, throwaway_loss):
+    throwaway_loss("my_l1", label="L1 KD (Eq. 9)")
+    _beyond_runs(runs)
+    rep = write_report(runs, tmp_path / "out")
+    assert "| L1 KD (Eq. 9) | Table II |" in rep.tables["beyond"]
+    # A loss that asks for a row of the KD tables gets one, labelled by its metadata.
+    throwaway_loss("my_row", label="Row KD (Eq. 10)", kd_table_row=True)
+    kd = {"table": "table2", "stage": "final", "teacher_kind": "supcon", "method": "my_row"}
+    for s, acc in enumerate(MY_LOSS):
+        write_run(runs, f"kd_my_row-s{s}", {**kd, "seed": s}, test_acc=acc)
+    rep = write_report(runs, tmp_path / "out2")
+    m, s = _mean_std(MY_LOSS)
+    assert f"| Row KD (Eq. 10) | – | {m:.2f} ± {s:.2f} (n=3" in rep.tables["table2"]
+    assert "Row KD" not in rep.tables["beyond"]
+    # Built-in rows keep the labels the report always had.
+    for label in ("Baseline (logit MSE, Eq. 1)", "SupConKD (Eq. 5)"):
+        assert f"| {label} |" in rep.tables["table2"]

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from supkd.losses import SupConLoss, build_loss
+from supkd.losses import LOSSES, SupConLoss, build_loss
 
 # (batch, student width, teacher width); equal widths where the loss needs them.
 SHAPES_EQUAL = [(1, 3, 3), (5, 7, 7), (12, 10, 10), (16, 32, 32)]
@@ -24,6 +24,13 @@ CASES = [
     ("hinton_kl", {}, ref.hinton_kl, SHAPES_EQUAL),
     ("hinton_kl", {"temperature": 1.0}, ref.hinton_kl, SHAPES_EQUAL),
 ]
+
+
+def test_every_registered_loss_has_a_reference_test():
+    # A guard: adding a loss is its file plus its reference test (CASES, or its own test
+    # below, as supcon_kd has).
+    referenced = {name for name, *_ in CASES} | {"supcon_kd"}
+    assert set(LOSSES) <= referenced, sorted(set(LOSSES) - referenced)
 
 
 def _inputs(b: int, ds: int, dt: int, seed: int, dtype=torch.float64):

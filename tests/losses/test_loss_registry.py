@@ -9,19 +9,26 @@ import torch
 
 import supkd.losses as losses_pkg
 from supkd.cli import main
-from supkd.losses import LOSSES, SupConLoss, build_loss, loss_arguments
-from supkd.losses.distill import KDLoss
+from supkd.losses import LOSSES, KDLoss, SupConLoss, build_loss, loss_arguments, loss_label
 
+# The built-in KD losses, in registration order (the paper's Table II order, then Hinton).
 KD_NAMES = ["logit_mse", "norm_mse", "cosine", "gram", "supcon_kd", "hinton_kl"]
 
 
-def test_registry_holds_exactly_the_six_kd_losses():
-    assert list(LOSSES) == KD_NAMES
+def test_registry_holds_the_six_kd_losses_first_in_order():
+    assert list(LOSSES)[: len(KD_NAMES)] == KD_NAMES
     assert SupConLoss not in LOSSES.values()
-    assert {"LOSSES", "build_loss", "SupConLoss"} <= set(losses_pkg.__all__)
+    assert {"LOSSES", "build_loss", "SupConLoss", "KDLoss", "register_loss"} <= set(
+        losses_pkg.__all__)
+    # One file per built-in loss, named after it.
+    for name in KD_NAMES:
+        assert LOSSES[name].__module__ == f"supkd.losses.{name}"
+    # Read-only: only register_loss adds.
+    with pytest.raises(TypeError):
+        LOSSES["x"] = LOSSES["cosine"]  # type: ignore[index]
 
 
-@pytest.mark.parametrize("name", KD_NAMES)
+@pytest.mark.parametrize("name", list(LOSSES))
 def test_build_loss_returns_the_registered_class_with_attributes(name):
     loss = build_loss(name)
     assert type(loss) is LOSSES[name]
@@ -29,8 +36,27 @@ def test_build_loss_returns_the_registered_class_with_attributes(name):
     cls = LOSSES[name]
     assert isinstance(cls.paper_eq, str) and cls.paper_eq
     assert isinstance(cls.summary, str) and cls.summary
+    assert isinstance(cls.reference, str) and cls.reference
+    assert isinstance(cls.kd_table_row, bool)
+    assert loss_label(name)
     for attr in ("needs_labels", "compares_samples", "same_width"):
         assert isinstance(getattr(loss, attr), bool), attr
+
+
+def test_report_metadata_of_the_built_in_losses():
+    # The labels the report's tables have always shown (now the classes' own metadata).
+    assert {n: loss_label(n) for n in KD_NAMES} == {
+        "logit_mse": "Baseline (logit MSE, Eq. 1)",
+        "norm_mse": "Norm KD (Eq. 2)",
+        "cosine": "Cosine KD (Eq. 3)",
+        "gram": "Gram KD (Eq. 4)",
+        "supcon_kd": "SupConKD (Eq. 5)",
+        "hinton_kl": "Hinton KD (KL, T=4; not in the paper)",
+    }
+    assert all(LOSSES[n].kd_table_row for n in KD_NAMES)
+    assert "Lee, Hyeon & Jeon" in LOSSES["gram"].reference
+    assert "Hinton" in LOSSES["hinton_kl"].reference
+    assert loss_label("not_registered") == "not_registered"
 
 
 def test_class_attributes_follow_the_contract():
@@ -71,20 +97,23 @@ def test_build_loss_passes_arguments_and_defaults():
 def test_supkd_losses_command_lists_every_loss(capsys):
     assert main(["losses"]) == 0
     out = capsys.readouterr().out
-    for name in [*KD_NAMES, "SupConLoss"]:
+    for name in [*LOSSES, "SupConLoss"]:
         assert name in out
     for text in ("Eq. 1", "Eq. 5", "temperature=0.1", "normalize_student=True", "mode='sample'"):
         assert text in out
     # One table row per loss, the name first.
     rows = [line.split()[0] for line in out.splitlines() if line.strip()]
-    for name in [*KD_NAMES, "SupConLoss"]:
+    for name in [*LOSSES, "SupConLoss"]:
         assert rows.count(name) == 1
 
 
 def test_supkd_losses_json(capsys):
     assert main(["losses", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert [r["name"] for r in rows] == [*KD_NAMES, "SupConLoss"]
+    assert [r["name"] for r in rows] == [*LOSSES, "SupConLoss"]
+    assert [r["name"] for r in rows][: len(KD_NAMES)] == KD_NAMES
     by_name = {r["name"]: r for r in rows}
     assert by_name["hinton_kl"]["arguments"] == {"temperature": 4.0}
     assert by_name["SupConLoss"]["kind"] == "pretrain"
+    assert by_name["gram"]["label"] == "Gram KD (Eq. 4)"
+    assert by_name["gram"]["module"] == "supkd.losses.gram"

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from supkd.config import TrainConfig
 from supkd.train import TrainingInterrupted, fit
 from supkd.train import distributed as D
-from supkd.train.engine import _stop_check_due
+from supkd.train.signals import stop_check_due
 from supkd.train.tasks import Task
 
 WORLD = 2
@@ -153,4 +153,4 @@ def test_callback_stop_on_one_rank_stops_every_rank(ranks):
 def test_stop_flags_are_combined_every_step_on_cpu_every_log_every_on_cuda(
     step, epoch_end, cuda, due
 ):
-    assert _stop_check_due(step, epoch_end, log_every=4, cuda=cuda) is due
+    assert stop_check_due(step, epoch_end, log_every=4, cuda=cuda) is due

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from supkd.config import TrainConfig
 from supkd.errors import ConfigError, UserError
 from supkd.train import TrainingInterrupted, fit, run
-from supkd.train.engine import _StopSignals
+from supkd.train.signals import StopSignals
 from supkd.train.tasks import Task
 
 
@@ -97,7 +97,7 @@ def test_interrupt_saves_checkpoint_and_resume_is_exact(tmp_path):
 
 
 def test_second_signal_exits_at_once():
-    with _StopSignals(quiet=True) as stop:
+    with StopSignals(quiet=True) as stop:
         os.kill(os.getpid(), signal.SIGTERM)
         assert stop.requested == "SIGTERM"
         with pytest.raises(KeyboardInterrupt):

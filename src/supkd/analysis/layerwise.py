@@ -17,6 +17,7 @@ consumed at once and keeps only one output of a module called twice.
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from supkd.analysis.cka import MinibatchCKA
+from supkd.analysis.stats import summarize
 
 __all__ = ["LayerwiseCKA", "layerwise_cka", "layerwise_cka_many", "per_stage_summary"]
 
@@ -194,76 +196,84 @@ def layerwise_cka_many(
     for m in models:
         m.to(device)
         m.eval()
-    mb: MinibatchCKA | None = None
-    names_a: list[str] = []
-    names_b: dict[str, list[str]] = {}
-    skipped = 0
-    seen = 0
+    acc = _Accumulator(stages, pool, kernel)
     try:
         with torch.no_grad():
-            for item in loader_or_batches:
-                if max_batches is not None and seen >= max_batches:
-                    break
-                seen += 1
+            for item in itertools.islice(loader_or_batches, max_batches):
                 x = _inputs(item).to(device, non_blocking=True)
                 if x.shape[0] < 4:
-                    skipped += int(x.shape[0])
+                    acc.skipped += int(x.shape[0])
                     continue
                 if not x.is_floating_point():
                     raise ValueError(f"inputs must be float (normalized) images, got {x.dtype}")
                 fa = _intermediates(model_a, x, "model_a")
-                fbs = {
-                    key: fa if model is model_a else _intermediates(model, x, key)
-                    for key, model in models_b.items()
-                }
-                if mb is None:
-                    names_a = _pick(fa, stages, "model_a")
-                    names_b = {k: _pick(f, stages, k) for k, f in fbs.items()}
-                    # Columns: A's own stages (sanity block), then each B's stages.
-                    cols = len(names_a) + sum(len(v) for v in names_b.values())
-                    mb = MinibatchCKA(len(names_a), cols, kernel=kernel, pool=pool)
-                ta = [fa[s] for s in names_a]
-                tb = [fbs[k][s] for k, names in names_b.items() for s in names]
-                mb.update(ta, ta + tb)
-                del fa, fbs, ta, tb
+                acc.add(fa, {key: fa if model is model_a else _intermediates(model, x, key)
+                             for key, model in models_b.items()})
     finally:
         for m, flag in zip(models, was_training):
             m.train(flag)
-    if mb is None:
-        raise ValueError(
-            "no batch of at least 4 images was seen; layer-wise CKA needs batches of >= 4"
-        )
-    if skipped:
-        warnings.warn(f"skipped {skipped} images in batches smaller than 4", RuntimeWarning,
-                      stacklevel=2)
-    full = mb.compute()
-    la = len(names_a)
-    self_matrix = full[:, :la].clone()
-    # A constant stage has CKA 0 with everything, itself included (see supkd.analysis.cka).
-    off = [f"{s}={float(self_matrix[i, i]):.6f}" for i, s in enumerate(names_a)
-           if float(self_matrix[i, i]) != 0.0 and abs(float(self_matrix[i, i]) - 1.0) > 1e-6]
-    if off:
-        warnings.warn(f"teacher-vs-itself CKA is not 1: {', '.join(off)}", RuntimeWarning,
-                      stacklevel=2)
-    out: dict[str, LayerwiseCKA] = {}
-    col = la
-    for key, names in names_b.items():
-        matrix = full[:, col:col + len(names)].clone()
-        col += len(names)
-        out[key] = LayerwiseCKA(
-            stages_a=list(names_a),
-            stages_b=names,
-            matrix=matrix,
-            self_matrix=self_matrix.clone(),
-            diagonal={s: float(matrix[i, names.index(s)])
-                      for i, s in enumerate(names_a) if s in names},
-            num_samples=mb.num_samples,
-            num_batches=mb.num_batches,
-            skipped_samples=skipped,
-            pool=pool,
-            kernel=kernel,
-        )
-    return out
+    return acc.results()
+
+
+@dataclass
+class _Accumulator:
+    """The running :class:`MinibatchCKA` of one teacher (A) against several students (B):
+    columns are A's own stages (the sanity block), then each B's stages."""
+
+    stages: Sequence[str] | None
+    pool: bool
+    kernel: str
+    mb: MinibatchCKA | None = None
+    names_a: list[str] = field(default_factory=list)
+    names_b: dict[str, list[str]] = field(default_factory=dict)
+    skipped: int = 0
+
+    def add(self, fa: dict[str, Tensor], fbs: dict[str, dict[str, Tensor]]) -> None:
+        """One batch: A's stage outputs and each B's (by key)."""
+        if self.mb is None:
+            self.names_a = _pick(fa, self.stages, "model_a")
+            self.names_b = {k: _pick(f, self.stages, k) for k, f in fbs.items()}
+            cols = len(self.names_a) + sum(len(v) for v in self.names_b.values())
+            self.mb = MinibatchCKA(len(self.names_a), cols, kernel=self.kernel, pool=self.pool)
+        ta = [fa[s] for s in self.names_a]
+        tb = [fbs[k][s] for k, names in self.names_b.items() for s in names]
+        self.mb.update(ta, ta + tb)
+
+    def results(self) -> dict[str, LayerwiseCKA]:
+        """One :class:`LayerwiseCKA` per B; warns about skipped images and a sanity block
+        whose diagonal is not 1."""
+        mb = self.mb
+        if mb is None:
+            raise ValueError(
+                "no batch of at least 4 images was seen; layer-wise CKA needs batches of >= 4"
+            )
+        if self.skipped:
+            # stacklevel 3: the caller of layerwise_cka_many.
+            warnings.warn(f"skipped {self.skipped} images in batches smaller than 4",
+                          RuntimeWarning, stacklevel=3)
+        full = mb.compute()
+        la = len(self.names_a)
+        self_matrix = full[:, :la].clone()
+        # A constant stage has CKA 0 with everything, itself included (see supkd.analysis.cka).
+        off = [f"{s}={float(self_matrix[i, i]):.6f}" for i, s in enumerate(self.names_a)
+               if float(self_matrix[i, i]) != 0.0 and abs(float(self_matrix[i, i]) - 1.0) > 1e-6]
+        if off:
+            warnings.warn(f"teacher-vs-itself CKA is not 1: {', '.join(off)}", RuntimeWarning,
+                          stacklevel=3)
+        out: dict[str, LayerwiseCKA] = {}
+        col = la
+        for key, names in self.names_b.items():
+            matrix = full[:, col:col + len(names)].clone()
+            col += len(names)
+            out[key] = LayerwiseCKA(
+                stages_a=list(self.names_a), stages_b=names, matrix=matrix,
+                self_matrix=self_matrix.clone(),
+                diagonal={s: float(matrix[i, names.index(s)])
+                          for i, s in enumerate(self.names_a) if s in names},
+                num_samples=mb.num_samples, num_batches=mb.num_batches,
+                skipped_samples=self.skipped, pool=self.pool, kernel=self.kernel,
+            )
+        return out
 
 
 def per_stage_summary(
@@ -281,8 +291,6 @@ def per_stage_summary(
         (via :func:`supkd.analysis.stats.summarize`). Non-finite CKA values are left out of a
         stage's statistics; ``n`` counts the runs.
     """
-    from supkd.analysis.stats import summarize
-
     if not runs:
         raise ValueError("per_stage_summary needs at least one run")
     stages = [s for s in runs[0][1].diagonal if all(s in r.diagonal for _, r in runs)]

@@ -163,31 +163,27 @@ def _finite_or_null(obj: Any) -> Any:
     return obj
 
 
-def run(args: argparse.Namespace) -> int:
-    import warnings
-
-    from supkd.analysis.layerwise import layerwise_cka_many, per_stage_summary
-    from supkd.analysis.plots import plot_cka_heatmap, plot_cka_per_stage
-    from supkd.data import build_data, make_loader
+def _check_arguments(args: argparse.Namespace) -> list[str] | None:
+    """The --batch-size / --batches checks; the --stages list (None: every stage)."""
     from supkd.errors import ConfigError
-    from supkd.utils.atomic import atomic_write_json
 
     if args.batch_size < 4:
         raise ConfigError(f"cka --batch-size: expected an int >= 4 (the unbiased CKA "
                           f"estimator needs 4 images per batch), got {args.batch_size}")
     if args.batches is not None and args.batches < 1:
         raise ConfigError(f"cka --batches: expected an int >= 1, got {args.batches}")
-    stages = None
-    if args.stages:
-        stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-    device = _device(args.device)
+    if not args.stages:
+        return None
+    return [s.strip() for s in args.stages.split(",") if s.strip()]
 
-    teacher = _load_run(args.teacher)
-    paths = [args.student] if args.student else list(args.students)
-    students = [_load_run(p) for p in paths]
-    data_cfg = _data_config(args, [teacher, *students])
-    bundle = build_data(data_cfg, seed=0)
-    for r in (teacher, *students):
+
+def _images(args: argparse.Namespace, runs: list[_Run], device: Any) -> tuple[Any, Any]:
+    """(bundle, loader) of the split to compare on; every model must take its channels."""
+    from supkd.data import build_data, make_loader
+    from supkd.errors import ConfigError
+
+    bundle = build_data(_data_config(args, runs), seed=0)
+    for r in runs:
         in_ch = int(getattr(r.model, "spec", {}).get("in_channels", 3))
         if in_ch != bundle.in_channels:
             raise ConfigError(f"model {r.path}: takes {in_ch}-channel images, data set "
@@ -196,14 +192,22 @@ def run(args: argparse.Namespace) -> int:
     # class, so an unshuffled prefix would hold one class); no augmentation, nothing dropped.
     loader = make_loader(bundle, args.split, args.batch_size, train=True, augment="none",
                          device=device, seed=args.seed, drop_last=False)
+    return bundle, loader
 
-    taken: set[str] = set()
-    keys = [_safe_name(s.name, taken) for s in students]
+
+def _compare(args: argparse.Namespace, teacher: _Run, students: dict[str, _Run],
+             loader: Any, stages: list[str] | None, device: Any) -> dict[str, Any]:
+    """layerwise_cka_many; its warnings go to stderr as ``supkd cka: warning:`` lines."""
+    import warnings
+
+    from supkd.analysis.layerwise import layerwise_cka_many
+    from supkd.errors import ConfigError
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             results = layerwise_cka_many(
-                teacher.model, dict(zip(keys, [s.model for s in students])), loader,
+                teacher.model, {k: s.model for k, s in students.items()}, loader,
                 stages=stages, pool=args.pool, max_batches=args.batches, device=device,
                 kernel=args.kernel,
             )
@@ -211,7 +215,10 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"cka: {exc}") from None
     for w in caught:
         print(f"supkd cka: warning: {w.message}", file=sys.stderr)
+    return results
 
+
+def _out_dir(args: argparse.Namespace, teacher: _Run) -> Path:
     if args.out is not None:
         out = Path(args.out)
     elif teacher.run_dir is not None:
@@ -219,33 +226,36 @@ def run(args: argparse.Namespace) -> int:
     else:
         out = Path("cka")
     out.mkdir(parents=True, exist_ok=True)
+    return out
 
-    first = next(iter(results.values()))
-    figures: dict[str, str] = {}
+
+def _student_entries(teacher: _Run, students: dict[str, _Run], results: dict[str, Any],
+                     out: Path) -> list[dict[str, Any]]:
+    """One cka.json entry per student, each with its heatmap written to ``out``."""
+    from supkd.analysis.plots import plot_cka_heatmap
+
     entries = []
-    for key, s in zip(keys, students):
+    for key, s in students.items():
         res = results[key]
         png = f"heatmap_{key}.png"
         plot_cka_heatmap(res.matrix.tolist(), res.stages_a, res.stages_b, out / png,
                          label_a=f"teacher ({teacher.name})", label_b=f"student ({s.name})",
                          title=f"Layer-wise CKA: {teacher.name} vs {s.name}")
-        figures[f"heatmap:{key}"] = png
         entries.append({
             "key": key, "name": s.name, "path": str(s.path), "method": s.method or key,
             "seed": s.seed, "stages": res.stages_b,
             "matrix": [[float(v) for v in row] for row in res.matrix.tolist()],
             "diagonal": res.diagonal, "heatmap": png,
         })
-    fig_stages, series = per_stage_summary(
-        [(s.method or key, results[key]) for key, s in zip(keys, students)]
-    )
-    plot_cka_per_stage(
-        fig_stages, series, out / "cka_per_stage.png",
-        title=f"CKA with the teacher ({teacher.name}) per stage"
-        + (", global average pooled" if args.pool else ""),
-    )
+    return entries
+
+
+def _summary(args: argparse.Namespace, teacher: _Run, bundle: Any, first: Any,
+             entries: list[dict[str, Any]], per_stage: dict[str, Any]) -> dict[str, Any]:
+    """The cka.json document (schema in docs/architecture.md)."""
+    figures = {f"heatmap:{e['key']}": e["heatmap"] for e in entries}
     figures["per_stage"] = "cka_per_stage.png"
-    summary = {
+    return {
         "teacher": {"name": teacher.name, "path": str(teacher.path), "method": teacher.method},
         "data": {"name": bundle.name, "split": args.split, "batch_size": args.batch_size,
                  "num_samples": first.num_samples, "num_batches": first.num_batches,
@@ -257,20 +267,52 @@ def run(args: argparse.Namespace) -> int:
         "sanity": first.sanity,
         "teacher_self_matrix": [[float(v) for v in row] for row in first.self_matrix.tolist()],
         "students": entries,
-        "per_stage": {"stages": fig_stages, "methods": series},
+        "per_stage": per_stage,
         "figures": figures,
     }
-    atomic_write_json(out / "cka.json", _finite_or_null(summary))
 
-    # A short table on stdout: matched stages per student.
+
+def _print_table(args: argparse.Namespace, teacher: _Run, summary: dict[str, Any],
+                 out: Path) -> None:
+    """A short table on stdout: matched stages per student."""
+    entries, stages = summary["students"], summary["per_stage"]["stages"]
+    data = summary["data"]
     width = max(len(e["name"]) for e in entries)
-    print(f"CKA teacher {teacher.name} vs students on {first.num_samples} {bundle.name} "
+    print(f"CKA teacher {teacher.name} vs students on {data['num_samples']} {data['name']} "
           f"{args.split} images ({'pooled' if args.pool else 'flattened'} stages, "
           f"{args.kernel} kernel)")
-    print(" " * (width + 2) + "".join(f"{s:>10}" for s in fig_stages))
+    print(" " * (width + 2) + "".join(f"{s:>10}" for s in stages))
     for e in entries:
-        print(f"{e['name']:<{width}}  "
-              + "".join(f"{e['diagonal'][s]:>10.3f}" for s in fig_stages))
-    print(f"sanity (teacher vs itself): min {min(first.sanity.values()):.6f}")
+        print(f"{e['name']:<{width}}  " + "".join(f"{e['diagonal'][s]:>10.3f}" for s in stages))
+    print(f"sanity (teacher vs itself): min {min(summary['sanity'].values()):.6f}")
     print(f"wrote {out / 'cka.json'}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from supkd.analysis.layerwise import per_stage_summary
+    from supkd.analysis.plots import plot_cka_per_stage
+    from supkd.utils.atomic import atomic_write_json
+
+    stages = _check_arguments(args)
+    device = _device(args.device)
+    teacher = _load_run(args.teacher)
+    paths = [args.student] if args.student else list(args.students)
+    runs = [_load_run(p) for p in paths]
+    taken: set[str] = set()
+    students = {_safe_name(r.name, taken): r for r in runs}
+    bundle, loader = _images(args, [teacher, *runs], device)
+    results = _compare(args, teacher, students, loader, stages, device)
+    out = _out_dir(args, teacher)
+    entries = _student_entries(teacher, students, results, out)
+    fig_stages, series = per_stage_summary(
+        [(s.method or key, results[key]) for key, s in students.items()])
+    plot_cka_per_stage(
+        fig_stages, series, out / "cka_per_stage.png",
+        title=f"CKA with the teacher ({teacher.name}) per stage"
+        + (", global average pooled" if args.pool else ""),
+    )
+    summary = _summary(args, teacher, bundle, next(iter(results.values())), entries,
+                       {"stages": fig_stages, "methods": series})
+    atomic_write_json(out / "cka.json", _finite_or_null(summary))
+    _print_table(args, teacher, summary, out)
     return 0

@@ -29,11 +29,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from supkd.errors import CheckpointError, UserError
+
+if TYPE_CHECKING:
+    import torch
 
 HELP = "import a teacher (SupContrast checkpoint, torchvision ResNet weights, supkd run)"
 
@@ -93,6 +94,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _same_outputs(a: torch.nn.Module, b: torch.nn.Module, spec: dict[str, Any]) -> bool:
+    import torch  # here, not at the top: `supkd --help` imports this module, not torch
+
     size = 32 if spec.get("stem") == "cifar" else 64
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(2, int(spec.get("in_channels", 3)), size, size, generator=gen)
@@ -109,6 +112,8 @@ def _same_outputs(a: torch.nn.Module, b: torch.nn.Module, spec: dict[str, Any]) 
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from supkd.importers import import_teacher
     from supkd.models.files import load_model, save_model
     from supkd.train import load_run_config as load_config

@@ -1,7 +1,9 @@
 """``supkd losses``: list the registered KD losses and the SupCon pre-training loss.
 
 One row per loss: registry name, paper equation, one-line description, and constructor
-arguments with their defaults (what a config's ``task.loss_args`` may set).
+arguments with their defaults (what a config's ``task.loss_args`` may set). Everything
+shown is the loss class's own metadata (:class:`supkd.losses.KDLoss`), so a loss registered
+by a plugin (``supkd --plugin MODULE losses``) is listed like the built-in ones.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _rows() -> list[dict[str, object]]:
-    from supkd.losses import LOSSES, SupConLoss, loss_arguments
+    from supkd.losses import LOSSES, SupConLoss, loss_arguments, loss_label
 
     rows: list[dict[str, object]] = []
     for name, cls in LOSSES.items():
@@ -31,6 +33,9 @@ def _rows() -> list[dict[str, object]]:
                 "kind": "kd",
                 "paper": cls.paper_eq,
                 "description": cls.summary,
+                "label": loss_label(name),
+                "reference": cls.reference,
+                "module": cls.__module__,
                 "arguments": loss_arguments(cls),
                 "needs_labels": cls.needs_labels,
                 "compares_samples": cls.compares_samples,
@@ -43,6 +48,9 @@ def _rows() -> list[dict[str, object]]:
             "kind": "pretrain",
             "paper": "Khosla et al. 2020",
             "description": "teacher pre-training (SimCLR when labels are None)",
+            "label": "SupCon (Khosla et al. 2020)",
+            "reference": 'Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020',
+            "module": SupConLoss.__module__,
             "arguments": loss_arguments(SupConLoss),
             "needs_labels": False,
             "compares_samples": True,
@@ -59,7 +67,7 @@ def _format_args(args: dict[str, object]) -> str:
 def run(args: argparse.Namespace) -> int:
     rows = _rows()
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(rows, indent=2, default=repr))
         return 0
     header = ("name", "paper", "description", "arguments (defaults)")
     table = [header] + [

@@ -126,11 +126,6 @@ class DataConfig(Section):
                 "config field 'data.supcon_scale': expected [lo, hi] with 0 < lo <= hi <= 1 "
                 f"(area fractions), got {lo_hi}"
             )
-        if self.image_size is not None and self.cutout >= self.image_size:
-            raise ConfigError(
-                f"config field 'data.cutout': expected a side smaller than the "
-                f"{self.image_size}-pixel images, got {self.cutout}"
-            )
 
 
 @dataclass

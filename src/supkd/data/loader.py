@@ -14,6 +14,7 @@ from supkd.data.batch import Batch
 from supkd.data.datasets import DataBundle, TensorImageDataset
 from supkd.data.gpu import GpuLoader
 from supkd.data.sampling import EpochPlan, make_plan, num_batches, split_batches
+from supkd.data.spec import check_cutout
 from supkd.data.transforms import (
     AUGMENTS,
     RandomResizedCropFlip,
@@ -342,11 +343,10 @@ def make_loader(
             f"config field 'data.cutout': cutout ({cfg.cutout}) applies to the standard "
             "augmentation only, not to SupCon views; set data.cutout=0 for this run"
         )
-    if cfg.cutout and augment == "standard" and cfg.cutout >= bundle.image_size:
-        raise ConfigError(
-            f"config field 'data.cutout': expected a side smaller than the "
-            f"{bundle.image_size}-pixel images, got {cfg.cutout}"
-        )
+    if cfg.cutout and augment == "standard":
+        # Against the images this bundle holds (the config was checked against the data
+        # set's size; a bundle built by hand may differ).
+        check_cutout(cfg.cutout, bundle.image_size)
     mode = cfg.gpu_resident if gpu_resident is None else gpu_resident
     if mode not in ("auto", "on", "off"):
         raise ValueError(f"gpu_resident must be auto, on or off, got {mode!r}")

@@ -44,6 +44,8 @@ from typing import Any
 
 import yaml
 
+from supkd.losses import LOSSES, loss_label
+
 META_KEYS: tuple[str, ...] = (
     "grid", "entry", "cell", "stage", "seed", "alpha", "alpha_candidates", "table", "role",
     "kind", "method", "teacher_kind", "placement", "published", "cka_teacher",
@@ -51,17 +53,19 @@ META_KEYS: tuple[str, ...] = (
 
 STAGES = ("final", "tune")
 
-# The KD losses in the order the paper lists them (Table II), then the classic Hinton KD
-# that the paper does not report.
-METHOD_ORDER = ("logit_mse", "norm_mse", "cosine", "gram", "supcon_kd", "hinton_kl")
-METHOD_LABELS = {
-    "logit_mse": "Baseline (logit MSE, Eq. 1)",
-    "norm_mse": "Norm KD (Eq. 2)",
-    "cosine": "Cosine KD (Eq. 3)",
-    "gram": "Gram KD (Eq. 4)",
-    "supcon_kd": "SupConKD (Eq. 5)",
-    "hinton_kl": "Hinton KD (KL, T=4; not in the paper)",
-}
+
+def method_order() -> tuple[str, ...]:
+    """The rows of the KD tables (II, IV): the registered losses whose class says they have
+    one (``kd_table_row``), in registration order: the paper's Table II order, then the
+    classic Hinton KD that the paper does not report. Read from the registry at call time,
+    so a plugin's loss that asks for a row gets one; every other method's runs go to the
+    report's table of methods beyond the paper's tables."""
+    return tuple(name for name, cls in LOSSES.items() if cls.kd_table_row)
+
+
+# Snapshots of the registry when this module is imported (the built-in losses).
+METHOD_ORDER = method_order()
+METHOD_LABELS = {name: loss_label(name) for name in METHOD_ORDER}
 PLACEMENTS = ("none", "teacher_only", "student_only", "both")
 PLACEMENT_LABELS = {
     "none": "Without normalization",
@@ -127,6 +131,20 @@ TABLES["table3"] = dataclasses.replace(
 TABLES["table4"] = dataclasses.replace(
     TABLES["table2"], id="table4",
     title="Table IV: ImageNet-1k students distilled with each KD loss")
+
+#: Tables whose rows are KD methods (``meta.method``).
+METHOD_TABLES = ("table2", "table4")
+
+
+def rows_of(table: str) -> tuple[str, ...]:
+    """The rows of ``table`` in display order (for the KD tables: :func:`method_order`)."""
+    return method_order() if table in METHOD_TABLES else TABLES[table].rows
+
+
+def row_label(table: str, row: str) -> str:
+    """The label of ``row`` in ``table`` (a KD method's from its loss class's metadata)."""
+    return loss_label(row) if table in METHOD_TABLES else TABLES[table].row_labels.get(row, row)
+
 
 # The published block each table's numbers come from, by table id.
 PUBLISHED_BLOCK = {"table1": "cifar10", "table2": "cifar10", "table3": "imagenet1k",

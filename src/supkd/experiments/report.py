@@ -7,6 +7,12 @@ baseline_of`), ``ns`` where that difference is not significant at 0.05, and
 ``NaN (diverged at step k)`` for diverged runs; the paper's published number sits in a
 column beside ours. Only ``stage: final`` runs (trained on the full training split, scored
 on the test set) enter the tables; ``stage: tune`` runs only show in the α section.
+
+Method labels come from each loss class's metadata (:func:`supkd.losses.loss_label`). A run
+whose method has no row in the paper's tables (a loss registered outside the paper's set, a
+``meta.table`` the method does not fit, or a distill run without ``meta.table``) is not
+dropped: it appears in the extra table "Methods beyond the paper's tables" (``beyond.csv``)
+with the same statistics.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 import math
 import platform
 from collections import defaultdict
@@ -22,6 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from supkd.analysis.plots import plot_cka_per_stage
 from supkd.analysis.stats import (
     Comparison,
     Summary,
@@ -31,19 +41,31 @@ from supkd.analysis.stats import (
 )
 from supkd.errors import UserError
 from supkd.experiments.protocols import (
-    METHOD_ORDER,
+    METHOD_TABLES,
     PUBLISHED_BLOCK,
     TABLES,
     baseline_of,
     cell_of,
     choose_alpha,
+    method_order,
     published_cell,
+    row_label,
+    rows_of,
     tables_of,
 )
 from supkd.experiments.store import CORRUPT, UNFINISHED, RunRecord, scan_runs
+from supkd.losses import LOSSES, loss_label
 from supkd.utils.atomic import atomic_write_text
 
 CellKey = tuple[str, str, str]  # (table, row, col)
+
+#: Id of the extra table of runs whose method has no row in a paper table. Its rows are
+#: ``method`` or ``method@table`` (the KD table its meta named), its columns teacher kinds.
+BEYOND = "beyond"
+BEYOND_TITLE = "Methods beyond the paper's tables"
+ANY_TEACHER = "acc"  # column of a run whose meta names no teacher kind
+_TEACHER_COLUMNS = {"ce": "KD from CE teacher", "supcon": "KD from SupCon teacher",
+                    ANY_TEACHER: "Top-1 accuracy"}
 
 PUBLISHED_TITLES = {
     "cifar10": "CIFAR-10, ResNet-50 → ResNet-18, mean ± std over 5 seeds",
@@ -82,7 +104,7 @@ class Collected:
         return cell.summary() if cell else summarize([])
 
     def comparison(self, key: CellKey) -> tuple[CellKey | None, Comparison | None]:
-        base = baseline_of(*key)
+        base = _beyond_baseline(key) if key[0] == BEYOND else baseline_of(*key)
         if base is None or base not in self.cells:
             return base, None
         return base, welch_test(self.summary(key), self.summary(base))
@@ -94,13 +116,52 @@ def collect(records: Sequence[RunRecord]) -> Collected:
     for rec in records:
         if rec.meta.get("stage", "final") != "final":
             continue
-        for table in tables_of(rec.meta):
-            rc = cell_of(rec.meta, table)
-            if rc is not None:
-                cells[(table, *rc)].runs.append(rec)
-    present = sorted({k[0] for k in cells}, key=lambda t: list(TABLES).index(t))
+        for key in places(rec):
+            cells[key].runs.append(rec)
+    order = [*TABLES, BEYOND]
+    present = sorted({k[0] for k in cells}, key=order.index)
     # Table II's Baseline row is tested against the CE student of Table I.
     return Collected(list(records), dict(cells), present, _alpha_rows(records))
+
+
+def method_of(rec: RunRecord) -> str | None:
+    """A run's KD method: ``meta.method``, else the ``task.loss`` of a distill run."""
+    if rec.meta.get("method"):
+        return str(rec.meta["method"])
+    if _get(rec.config, "task.name") == "distill" and _get(rec.config, "task.loss"):
+        return str(_get(rec.config, "task.loss"))
+    return None
+
+
+def places(rec: RunRecord) -> list[CellKey]:
+    """The cells a final run feeds. A run with a method but no cell of a paper table (the
+    method is no row of the KD table its meta names, or it names none) feeds the
+    :data:`BEYOND` table instead of being dropped."""
+    keys: list[CellKey] = []
+    named = tables_of(rec.meta)
+    for table in named:
+        rc = cell_of(rec.meta, table)
+        if rc is not None and (table not in METHOD_TABLES or rc[0] in rows_of(table)):
+            keys.append((table, *rc))
+    method = method_of(rec)
+    if keys or method is None:
+        return keys
+    source = next((t for t in named if t in METHOD_TABLES), None)
+    row = f"{method}@{source}" if source else method
+    return [(BEYOND, row, str(rec.meta.get("teacher_kind") or ANY_TEACHER))]
+
+
+def _beyond_baseline(key: CellKey) -> CellKey | None:
+    """A beyond-the-tables method is tested against the Baseline (logit MSE) of the KD
+    table its meta named, same teacher column; with no table named, against nothing."""
+    source = key[1].partition("@")[2]
+    return (source, "logit_mse", key[2]) if source else None
+
+
+def _beyond_order(row: str) -> tuple[int, str]:
+    method = row.partition("@")[0]
+    names = list(LOSSES)
+    return (names.index(method) if method in names else len(names), row)
 
 
 def _alpha_rows(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
@@ -197,39 +258,63 @@ def _cell_text(col: Collected, key: CellKey) -> str:
 
 def table_rows(col: Collected, table: str) -> tuple[list[str], list[list[str]]]:
     """Header and rows of one table as Markdown cell text (ours, then the paper's)."""
+    if table == BEYOND:
+        return beyond_rows(col)
     spec = TABLES[table]
     block = _published_block(col, table)
     header = [spec.row_key.replace("_", " ").capitalize() if spec.col_key else "Configuration"]
     header += [f"{spec.col_labels[c]} (ours)" for c in spec.cols]
     header += [f"{spec.col_labels[c]} (paper)" for c in spec.cols]
     rows: list[list[str]] = []
-    if table in ("table2", "table4"):
+    if table in METHOD_TABLES:
         ref = ("table1" if table == "table2" else "table3", "student", "ce")
         if ref in col.cells:
             ours = [format_cell(col.summary(ref)) if c == "ce" else "" for c in spec.cols]
             paper = [published_cell(ref[0], "student", "ce", block) if c == "ce" else ""
                      for c in spec.cols]
             rows.append(["Student without KD (CE, Table I)", *ours, *paper])
-    for r in spec.rows:
+    for r in rows_of(table):
         ours_keys = [(table, r, c) for c in spec.cols]
         paper = [published_cell(table, r, c, block) for c in spec.cols]
+        # A row with neither our runs nor a published number says nothing.
         if not any(k in col.cells for k in ours_keys) and all(p == "–" for p in paper):
             continue
-        if not any(k in col.cells for k in ours_keys) and r not in _paper_rows(table):
-            continue
         ours = [_cell_text(col, k) if k in col.cells else "–" for k in ours_keys]
-        rows.append([spec.row_labels.get(r, r), *ours, *paper])
+        rows.append([row_label(table, r), *ours, *paper])
     return header, rows
 
 
-def _paper_rows(table: str) -> tuple[str, ...]:
-    spec = TABLES[table]
-    return tuple(r for r in spec.rows if r != "hinton_kl")
+def _beyond_columns(col: Collected) -> list[str]:
+    cols = {k[2] for k in col.cells if k[0] == BEYOND}
+    return sorted(cols, key=lambda c: (_index(list(_TEACHER_COLUMNS), c), c))
+
+
+def beyond_rows(col: Collected) -> tuple[list[str], list[list[str]]]:
+    """The :data:`BEYOND` table: one row per method (and KD table its meta named), one
+    column per teacher kind, with the cells of the paper tables' statistics."""
+    cols = _beyond_columns(col)
+    header = ["Method", "meta.table",
+              *(f"{_TEACHER_COLUMNS.get(c, f'KD from {c} teacher')} (ours)" for c in cols)]
+    rows = []
+    for row in sorted({k[1] for k in col.cells if k[0] == BEYOND}, key=_beyond_order):
+        method, _, source = row.partition("@")
+        where = TABLES[source].title.split(":")[0] if source else "–"
+        ours = [_cell_text(col, (BEYOND, row, c)) if (BEYOND, row, c) in col.cells else "–"
+                for c in cols]
+        rows.append([loss_label(method), where, *ours])
+    return header, rows
 
 
 def table_markdown(col: Collected, table: str) -> str:
-    spec = TABLES[table]
     header, rows = table_rows(col, table)
+    if table == BEYOND:
+        return (f"### {BEYOND_TITLE}\n\n" + _md_table(header, rows)
+                + "\n\nTop-1 test accuracy (%), mean ± sample std over seeds (n), of the runs "
+                "no paper table has a cell for: a method with no row in the paper's tables, "
+                "or a run whose meta names no table. p: each method vs the Baseline (logit "
+                "MSE) row of the KD table its meta names, same column (none when it names "
+                "none); ns = not significant at 0.05.\n")
+    spec = TABLES[table]
     block = _published_block(col, table)
     paper = ("ImageNet-1k, ResNet-50 → ResNet-34, single runs (NaN: the paper's run diverged)"
              if table == "table5" else PUBLISHED_TITLES.get(block, block))
@@ -239,14 +324,19 @@ def table_markdown(col: Collected, table: str) -> str:
 
 
 def table_csv(col: Collected, table: str) -> str:
-    spec = TABLES[table]
-    block = _published_block(col, table)
+    keys = [k for k in col.cells if k[0] == table]
+    if table == BEYOND:
+        cols = _beyond_columns(col)
+        keys.sort(key=lambda k: (_beyond_order(k[1]), _index(cols, k[2])))
+    else:
+        rows, cols = rows_of(table), TABLES[table].cols
+        keys.sort(key=lambda k: (_index(rows, k[1]), _index(cols, k[2])))
+    block = None if table == BEYOND else _published_block(col, table)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["table", "row", "col", "n", "mean", "std", "values", "diverged", "diverged_steps",
                 "failed", "unfinished", "baseline", "p_welch", "significant_0.05", "paper"])
-    for key in sorted((k for k in col.cells if k[0] == table),
-                      key=lambda k: (_index(spec.rows, k[1]), _index(spec.cols, k[2]))):
+    for key in keys:
         s = col.summary(key)
         base, comp = col.comparison(key)
         w.writerow([
@@ -255,7 +345,7 @@ def table_csv(col: Collected, table: str) -> str:
             " ".join(str(k) for k in s.diverged_steps if k is not None), s.failed,
             col.cells[key].unfinished, "/".join(base) if base else "",
             _num(comp.p) if comp else "", (comp.significant() if comp and comp.tested else ""),
-            published_cell(table, key[1], key[2], block),
+            "" if block is None else published_cell(table, key[1], key[2], block),
         ])
     return buf.getvalue()
 
@@ -407,7 +497,7 @@ def problems_markdown(col: Collected) -> str:
 
 
 def _short_method(meta: dict[str, Any]) -> str:
-    if meta.get("method") and set(tables_of(meta)) & {"table2", "table4"}:
+    if meta.get("method") and set(tables_of(meta)) & set(METHOD_TABLES):
         return str(meta["method"])
     return str(meta.get("cell") or meta.get("method") or "?")
 
@@ -416,10 +506,6 @@ def cka_figure(col: Collected, out: Path) -> tuple[Path | None, str, str]:
     """Fig. 2 from the ``cka.json`` files the grid wrote into KD students' run directories:
     same-stage CKA (teacher vs student) per stage, mean ± sample std over seeds, one line per
     method. Returns (PNG path or None, Markdown table, CSV text)."""
-    import json
-
-    import numpy as np
-
     per: dict[str, list[dict[str, float]]] = defaultdict(list)
     stages: list[str] = []
     sanity: list[float] = []
@@ -438,7 +524,7 @@ def cka_figure(col: Collected, out: Path) -> tuple[Path | None, str, str]:
         per[_short_method(rec.meta)].append(diag)
     if not per:
         return None, "", ""
-    methods = sorted(per, key=lambda m: (_index(METHOD_ORDER, m), m))
+    methods = sorted(per, key=lambda m: (_index(method_order(), m), m))
     series: dict[str, dict[str, Any]] = {}
     rows = []
     buf = io.StringIO()
@@ -457,8 +543,6 @@ def cka_figure(col: Collected, out: Path) -> tuple[Path | None, str, str]:
             w.writerow([m, st, len(vals), _num(mean), _num(std)])
         series[m] = {"mean": means, "std": stds, "n": len(per[m])}
         rows.append([m, str(len(per[m])), *cells])
-    from supkd.analysis.plots import plot_cka_per_stage
-
     png = plot_cka_per_stage(stages, series, out / "fig2_cka.png",
                              title="Fig. 2: layer-wise CKA, teacher vs KD student")
     note = ("Same-stage linear CKA between the teacher and each KD student on the test split "

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from supkd.errors import CheckpointError
+from supkd.models import create_model, load_torchvision_state_dict
 from supkd.models.files import read_torch_file
 
 # (bottleneck?, blocks per stage) -> supkd model name (He et al., 2016, Table 1)
@@ -157,8 +158,6 @@ def fc_from(classifier: Mapping[str, torch.Tensor], dim: int, what: str) -> dict
 def build_resnet(
     layout: Layout, num_classes: int, projection_dim: int | None, what: str
 ) -> nn.Module:
-    from supkd.models import create_model
-
     try:
         return create_model(
             layout.arch,
@@ -175,8 +174,6 @@ def build_resnet(
 def load_encoder_and_fc(
     net: nn.Module, enc: dict[str, torch.Tensor], fc: dict[str, torch.Tensor], what: str
 ) -> None:
-    from supkd.models import load_torchvision_state_dict
-
     full = dict(enc)
     full["fc.weight"], full["fc.bias"] = fc["weight"], fc["bias"]
     # Files saved before PyTorch 0.4.1 (some published ImageNet weights) have no BatchNorm

@@ -9,24 +9,51 @@ Usage::
     sup = SupConLoss(temperature=0.1)
     value = sup(features, labels)     # features (B, V, D), L2-normalized
 
-``LOSSES`` maps each KD loss name of DESIGN.md §3-4 to its class; ``SupConLoss`` (teacher
-pre-training) is not a KD loss and is not in the registry.
+One file per KD loss (``logit_mse.py`` ... ``hinton_kl.py``), each class registered with
+``@register_loss``; ``LOSSES`` is the read-only view of the registry (name -> class, in
+registration order). ``SupConLoss`` (teacher pre-training) is not a KD loss and is not in it.
+
+A loss of your own, in your own module (say ``my_losses.py``)::
+
+    import torch
+    from supkd.losses import KDLoss, register_loss
+
+    @register_loss("l1_kd")
+    class L1KD(KDLoss):
+        label = "L1 KD"                    # row label in reports (default: the name)
+        paper_eq = "mean_i ||z_t - z_s||_1"
+        summary = "L1 distance of teacher and student vectors"
+
+        def __init__(self, scale: float = 1.0) -> None:   # becomes task.loss_args
+            super().__init__()
+            self.scale = scale
+
+        def compute(self, student, teacher, labels):       # (B, D) float32, (B, D), (B,)|None
+            return self.scale * (teacher - student).abs().sum(dim=1).mean()
+
+``build_loss("l1_kd", scale=2.0)`` works once the module is imported. On the command line,
+``supkd --plugin my_losses train cfg.yaml task.name=distill task.loss=l1_kd`` imports it
+before the command runs (a module name on ``sys.path`` or the current folder, or a path to
+a ``.py`` file; repeatable); an installed package can instead declare an entry point in the
+``supkd.plugins`` group, which every ``supkd`` command imports (see
+:mod:`supkd.utils.plugins`). A name that is taken is refused with a ``ValueError`` naming
+the class that holds it.
 """
 
 from __future__ import annotations
 
-import inspect
-from typing import Any
-
-from supkd.losses.distill import (
-    CosineLoss,
-    GramLoss,
-    HintonKLLoss,
-    KDLoss,
-    LogitMSELoss,
-    NormMSELoss,
-    SupConKDLoss,
-)
+# Import order is registration order (LOSSES lists the losses in it): the paper's Table II
+# order, then classic KD. isort would sort them by file name.
+# isort: off
+from supkd.losses.base import KDLoss
+from supkd.losses.logit_mse import LogitMSELoss
+from supkd.losses.norm_mse import NormMSELoss
+from supkd.losses.cosine import CosineLoss
+from supkd.losses.gram import GramLoss
+from supkd.losses.supcon_kd import SupConKDLoss
+from supkd.losses.hinton_kl import HintonKLLoss
+# isort: on
+from supkd.losses.registry import LOSSES, build_loss, loss_arguments, loss_label, register_loss
 from supkd.losses.supcon import SupConLoss
 
 __all__ = [
@@ -41,45 +68,6 @@ __all__ = [
     "SupConLoss",
     "build_loss",
     "loss_arguments",
+    "loss_label",
+    "register_loss",
 ]
-
-LOSSES: dict[str, type[KDLoss]] = {
-    "logit_mse": LogitMSELoss,
-    "norm_mse": NormMSELoss,
-    "cosine": CosineLoss,
-    "gram": GramLoss,
-    "supcon_kd": SupConKDLoss,
-    "hinton_kl": HintonKLLoss,
-}
-
-
-def loss_arguments(cls: type) -> dict[str, Any]:
-    """The constructor arguments of a loss class and their defaults, in order."""
-    params = inspect.signature(cls.__init__).parameters
-    return {
-        name: p.default
-        for name, p in params.items()
-        if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    }
-
-
-def build_loss(name: str, **kwargs: Any) -> KDLoss:
-    """Build the KD loss registered as ``name`` with constructor arguments ``kwargs``.
-
-    Raises:
-        ValueError: unknown ``name`` (the message lists the valid names), an argument the
-            loss does not take (the message names it and lists the valid ones), or an
-            invalid value (temperature ≤ 0, unknown mode, non-bool flag; named in the
-            message).
-    """
-    if not isinstance(name, str) or name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; valid names: {', '.join(LOSSES)}")
-    cls = LOSSES[name]
-    valid = loss_arguments(cls)
-    unknown = [k for k in kwargs if k not in valid]
-    if unknown:
-        allowed = ", ".join(valid) if valid else "none"
-        raise ValueError(
-            f"loss {name!r}: unknown argument '{unknown[0]}'; valid arguments: {allowed}"
-        )
-    return cls(**kwargs)

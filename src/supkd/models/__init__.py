@@ -3,6 +3,11 @@
 >>> net = create_model("resnet18", stem="cifar", num_classes=10, projection_dim=128)
 >>> out = net(x)   # ModelOutput(logits (B, 10), embedding (B, 512), projection (B, 128))
 
+One registry (:mod:`supkd.models.registry`): ``create_model(name, **kwargs)`` calls the
+builder registered for ``name`` with ``@register_model(name)``, or for a whole family
+(``"timm/<arch>"``) with ``@register_model_family("timm")``; ``list_models()`` lists the exact
+names. A model family is its own file registering its builder (``resnet.py`` for ResNets).
+
 ``create_model(..., input_affine={"scale": [...], "shift": [...]})`` builds a network that
 first maps supkd-normalized inputs onto another normalization (:class:`InputAffine`): how an
 imported teacher sees the inputs it was trained on.
@@ -14,14 +19,16 @@ import torch
 
 from supkd.models.files import ModelRecord, load_model, load_model_record, save_model
 from supkd.models.heads import ProjectionHead, make_classifier
-from supkd.models.resnet import (
-    InputAffine,
-    ModelOutput,
-    ResNetEncoder,
-    SupKDResNet,
+from supkd.models.registry import (
+    MODEL_FAMILIES,
+    MODELS,
     create_model,
+    list_model_families,
     list_models,
+    register_model,
+    register_model_family,
 )
+from supkd.models.resnet import InputAffine, ModelOutput, ResNetEncoder, SupKDResNet
 from supkd.models.weights import load_torchvision_state_dict, to_torchvision_state_dict
 
 
@@ -48,6 +55,8 @@ def as_model_output(out: ModelOutput | torch.Tensor | tuple) -> ModelOutput:
 
 
 __all__ = [
+    "MODELS",
+    "MODEL_FAMILIES",
     "InputAffine",
     "ModelOutput",
     "ModelRecord",
@@ -56,11 +65,14 @@ __all__ = [
     "SupKDResNet",
     "as_model_output",
     "create_model",
+    "list_model_families",
     "list_models",
     "load_model",
     "load_model_record",
     "load_torchvision_state_dict",
     "make_classifier",
+    "register_model",
+    "register_model_family",
     "save_model",
     "to_torchvision_state_dict",
 ]

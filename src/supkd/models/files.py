@@ -25,6 +25,8 @@ import torch
 from torch import nn
 
 from supkd.errors import CheckpointError
+from supkd.models.registry import create_model
+from supkd.models.weights import state_dict_mismatch
 from supkd.utils.atomic import atomic_torch_save
 
 __all__ = [
@@ -128,8 +130,6 @@ def save_model(path: str | os.PathLike[str], model: nn.Module, info: dict[str, A
 def load_state_dict_strict(model: nn.Module, state: dict[str, Any], source: str) -> None:
     """``load_state_dict`` that raises CheckpointError listing the first missing/unexpected
     keys and shape mismatches (one line)."""
-    from supkd.models.weights import state_dict_mismatch
-
     problem = state_dict_mismatch(model.state_dict(), state)
     if problem is not None:
         raise CheckpointError(f"{source}: weights do not fit the model: {problem}")
@@ -156,8 +156,6 @@ def resolve_model_file(path: str | os.PathLike[str]) -> tuple[Path, Path | None]
 
 def load_model_record(path: str | os.PathLike[str]) -> ModelRecord:
     """Load a supkd model (on CPU) from a run directory, ``model.pt`` or ``last.pt``."""
-    from supkd.models.resnet import create_model
-
     file, run_dir = resolve_model_file(path)
     obj = read_torch_file(file, "model file")
     fmt = obj.get("format")

@@ -28,6 +28,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from supkd.models.heads import ProjectionHead, make_classifier
+from supkd.models.registry import register_model
 
 #: name -> (block type, blocks per stage), He et al. (2016), Table 1.
 ARCHS: dict[str, tuple[type[nn.Module], tuple[int, int, int, int]]] = {
@@ -292,12 +293,10 @@ class SupKDResNet(nn.Module):
         return self
 
 
-def list_models() -> list[str]:
-    """Names accepted by :func:`create_model`."""
-    return sorted(ARCHS)
-
-
-def create_model(
+@register_model("resnet50")
+@register_model("resnet34")
+@register_model("resnet18")
+def build_resnet(
     name: str,
     stem: str = "cifar",
     num_classes: int = 10,
@@ -316,10 +315,11 @@ def create_model(
     input statistics the inputs it expects (see :class:`InputAffine` for the derivation). It
     is kept in ``spec`` (only when given, so specs without it are unchanged) and so
     survives ``save_model``/``load_model``; it adds no ``state_dict`` keys.
-    Unknown names or bad values raise ValueError listing what is valid.
+    Unknown names or bad values raise ValueError listing what is valid. Registered as
+    each name of :data:`ARCHS`: ``create_model(name, ...)`` calls it.
     """
     if name not in ARCHS:
-        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(list_models())}")
+        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(sorted(ARCHS))}")
     if stem not in STEMS:
         raise ValueError(f"unknown stem {stem!r}; valid stems: {', '.join(STEMS)}")
     if not isinstance(num_classes, int) or num_classes <= 0:

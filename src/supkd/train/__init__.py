@@ -1,4 +1,5 @@
-"""Training: the engine (``fit``, ``run``), tasks, checkpoints, distributed helpers.
+"""Training: the engine (``fit``, ``run``), the loop object (``TrainLoop``), tasks,
+checkpoints, the run directory, distributed helpers.
 
 >>> from supkd.train import run, fit, load_model, distill
 >>> result = run(load_config("configs/fast/cifar10_ce_teacher.yaml"), "runs/ce_teacher")
@@ -18,6 +19,9 @@ _EXPORTS = {
     "evaluate": "supkd.train.engine",
     "TrainState": "supkd.train.engine",
     "TrainingInterrupted": "supkd.train.engine",
+    "TrainLoop": "supkd.train.loop",
+    "Task": "supkd.train.tasks",
+    "register_task": "supkd.train.tasks",
     "load_model": "supkd.models.files",
     "load_model_record": "supkd.models.files",
     "TASKS": "supkd.train.tasks",

@@ -24,6 +24,8 @@ import torch
 from torch import nn
 
 from supkd.config import Config, load_config
+from supkd.data import Batch
+from supkd.losses import build_loss
 from supkd.train.engine import fit
 from supkd.train.tasks import CETask, DistillTask
 from supkd.utils.device import resolve_device
@@ -65,8 +67,6 @@ def _sections(
 def _example(train_loader: Iterable[Any]) -> torch.Tensor:
     """First two inputs of the loader, drawn without disturbing the global RNG (a shuffling
     DataLoader draws its permutation seed from it)."""
-    from supkd.data import Batch
-
     state = torch.get_rng_state()
     try:
         batch = Batch.from_any(next(iter(train_loader)))
@@ -134,8 +134,6 @@ def distill(
     dev = _resolve_device(device)
     student.to(dev)
     teacher.to(dev)
-    from supkd.losses import build_loss
-
     criterion = build_loss(loss, **(loss_args or {})) if isinstance(loss, str) else loss
     task = DistillTask(
         student,

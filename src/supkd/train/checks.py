@@ -16,8 +16,7 @@ import supkd.train.tasks  # noqa: F401  (registers the tasks' config sections)
 from supkd.config import Config, load_config
 from supkd.data import check_data_config
 from supkd.errors import ConfigError
-from supkd.models import list_models
-from supkd.utils.registry import did_you_mean
+from supkd.models.registry import find_model_builder
 
 __all__ = ["check_config", "load_run_config"]
 
@@ -29,12 +28,10 @@ def check_config(cfg: Config) -> Config:
     its registered ``Config`` class when the config was loaded.
     """
     check_data_config(cfg.data)
-    names = list_models()
-    if cfg.model.name not in names:
-        raise ConfigError(
-            f"config field 'model.name': expected one of {', '.join(names)}, "
-            f"got {cfg.model.name!r}" + did_you_mean(cfg.model.name, names)
-        )
+    try:
+        find_model_builder(cfg.model.name)  # a registered name, or one of a family's (timm/...)
+    except ValueError as exc:
+        raise ConfigError(f"config field 'model.name': {exc}") from None
     return cfg
 
 

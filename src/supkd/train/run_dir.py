@@ -11,6 +11,7 @@ state shared between the driver and the workers. Layout::
     RUN/checkpoints/last.pt    everything a resumed run needs (+ best.pt when asked)
     RUN/cka.json               a KD student's layer-wise CKA against its teacher (the grid)
     RUN/launcher.json          the grid's cluster jobs of this run (Slurm job id, Ray job)
+    RUN/tensorboard/           event files, with ``train.tensorboard: true``
 
 Every write is atomic (temporary file, fsync, rename; :mod:`supkd.utils.atomic`); reads are
 tolerant (a missing file is ``None``, an unreadable one is reported, never raised), so that
@@ -168,6 +169,11 @@ class RunDir:
     @property
     def launcher_path(self) -> Path:
         return self.path / "launcher.json"
+
+    @property
+    def tensorboard(self) -> Path:
+        """Where ``train.tensorboard: true`` writes its event files."""
+        return self.path / "tensorboard"
 
     def is_run(self) -> bool:
         """A folder is a run directory when it has a config.yaml or a result.json."""

@@ -33,7 +33,10 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from supkd.data.gpu import crop_flip_batch
+from supkd.data.transforms import normalize_batch
 from supkd.errors import ConfigError
+from supkd.models.files import read_torch_file
 from supkd.utils.atomic import atomic_torch_save
 
 log = logging.getLogger(__name__)
@@ -74,8 +77,6 @@ def render_views(images: Tensor, aug: Tensor, pad: int) -> Tensor:
             f"{tuple(images.shape)} and {tuple(aug.shape)}"
         )
     # The loader's own op, so cached views are the loader's views by construction.
-    from supkd.data.gpu import crop_flip_batch
-
     return crop_flip_batch(images, aug, pad)
 
 
@@ -273,8 +274,6 @@ def build_cache_table(
     per forward (full batches even for small N); teacher in eval mode, bf16 autocast +
     channels_last on CUDA, as in the live KD step.
     """
-    from supkd.data.transforms import normalize_batch
-
     device = torch.device(device)
     N = images.shape[0]
     V = num_views(pad)
@@ -363,37 +362,17 @@ def get_teacher_cache(
         raise ConfigError(f"teacher cache mode: expected one of {'|'.join(MODES)}, got {mode!r}")
     if mode == "off":
         return None
-    why_not = None
     if pad is None:
         pad = int(getattr(bundle, "pad", 4))
-    style = getattr(bundle, "style", "small")
-    if augment not in CROP_FLIP_AUGMENTS or style != "small":
-        why_not = f"augmentation {augment!r} of {style!r} images is not pad-crop + flip"
-    elif representation != "logits":
-        why_not = f"representation {representation!r} is not 'logits'"
-    elif cutout := getattr(getattr(bundle, "config", None), "cutout", 0):
-        # The table holds the 162 un-erased views; cutout erases a random square of each.
-        why_not = (
-            f"data.cutout = {cutout} erases a square of every view after the "
-            "crop + flip, so the teacher must see the erased view live (data.cutout=0 or "
-            "task.teacher_cache=auto|off)"
-        )
-    elif teacher_dir is None and mode == "auto":
-        why_not = "no teacher directory to store it in"
+    why_not = _why_not_cached(bundle, augment, representation, teacher_dir, mode)
     if why_not is not None:
         if mode == "on":
             raise ConfigError(f"teacher cache mode 'on': cannot apply, {why_not}")
         return None
-
     device = torch.device(device)
     # auto off CUDA only ever reuses a stored table, never builds one.
     may_build = mode == "on" or device.type == "cuda"
-    folder = None
-    if teacher_dir is not None:
-        root = Path(teacher_dir)
-        if root.is_file():
-            root = root.parent
-        folder = root / "teacher_cache"
+    folder = _cache_folder(teacher_dir)
     if not may_build and not _has_stored_tables(folder):
         # The key hashes every training image (minutes on the full CIFAR-10): skip it when
         # a folder listing already shows there is no table it could find.
@@ -401,36 +380,71 @@ def get_teacher_cache(
     images = dataset_images(bundle.train)  # type: ignore[attr-defined]
     mean, std = list(bundle.mean), list(bundle.std)  # type: ignore[attr-defined]
     key = cache_key(images, teacher, mean, std, pad)
-    path = None
-    if folder is not None:
-        path = folder / f"{key[:32]}.pt"
-        if path.is_file():
-            try:
-                stored = torch.load(path, map_location=device, weights_only=True)
-                if stored.get("key") == key and stored["logits"].shape[:2] == (
-                    len(images),
-                    num_views(pad),
-                ):
-                    return TeacherCache(stored["logits"], pad=pad, key=key, path=path)
-                log.warning("teacher cache %s does not match this teacher/data", path)
-            except Exception as exc:  # a damaged file is rebuilt (or skipped), not fatal
-                log.warning("teacher cache %s unreadable (%s)", path, exc)
-        if not may_build:
-            return None
+    path = folder / f"{key[:32]}.pt" if folder is not None else None
+    if path is not None:
+        stored = _read_stored(path, key, len(images), pad, device)
+        if stored is not None or not may_build:
+            return stored
     t0 = time.perf_counter()
     table = build_cache_table(
-        teacher,
-        images,
-        mean=mean,
-        std=std,
-        pad=pad,
-        device=device,
-        batch_size=batch_size,
+        teacher, images, mean=mean, std=std, pad=pad, device=device, batch_size=batch_size,
         progress=progress,
-    )
+    )  # fmt: skip
     seconds = time.perf_counter() - t0
     if path is not None:
         atomic_torch_save(
             {"key": key, "format": CACHE_FORMAT, "pad": pad, "logits": table.cpu()}, path
         )
     return TeacherCache(table, pad=pad, key=key, path=path, built=True, build_seconds=seconds)
+
+
+def _why_not_cached(
+    bundle: object,
+    augment: str,
+    representation: str,
+    teacher_dir: str | os.PathLike[str] | None,
+    mode: str,
+) -> str | None:
+    """Why a cache cannot apply to this run (a phrase for the ``on`` error), or None."""
+    style = getattr(bundle, "style", "small")
+    if augment not in CROP_FLIP_AUGMENTS or style != "small":
+        return f"augmentation {augment!r} of {style!r} images is not pad-crop + flip"
+    if representation != "logits":
+        return f"representation {representation!r} is not 'logits'"
+    if cutout := getattr(getattr(bundle, "config", None), "cutout", 0):
+        # The table holds the 162 un-erased views; cutout erases a random square of each.
+        return (
+            f"data.cutout = {cutout} erases a square of every view after the "
+            "crop + flip, so the teacher must see the erased view live (data.cutout=0 or "
+            "task.teacher_cache=auto|off)"
+        )
+    if teacher_dir is None and mode == "auto":
+        return "no teacher directory to store it in"
+    return None
+
+
+def _cache_folder(teacher_dir: str | os.PathLike[str] | None) -> Path | None:
+    """``TEACHER_DIR/teacher_cache`` (beside the model file when given one), or None."""
+    if teacher_dir is None:
+        return None
+    root = Path(teacher_dir)
+    if root.is_file():
+        root = root.parent
+    return root / "teacher_cache"
+
+
+def _read_stored(
+    path: Path, key: str, num_images: int, pad: int, device: torch.device
+) -> TeacherCache | None:
+    """The stored table at ``path`` when it is this key's and the right shape, else None
+    (a missing, mismatched or damaged file is rebuilt or skipped by the caller, never fatal)."""
+    if not path.is_file():
+        return None
+    try:
+        stored = read_torch_file(path, "teacher cache")
+        if stored.get("key") == key and stored["logits"].shape[:2] == (num_images, num_views(pad)):
+            return TeacherCache(stored["logits"].to(device), pad=pad, key=key, path=path)
+        log.warning("teacher cache %s does not match this teacher/data", path)
+    except Exception as exc:
+        log.warning("teacher cache %s unreadable (%s)", path, exc)
+    return None

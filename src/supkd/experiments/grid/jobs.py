@@ -19,6 +19,7 @@ from typing import Any
 from supkd.errors import RunDiverged, UserError
 from supkd.train.run_dir import LAUNCHER_ENV, RunDir
 from supkd.utils.atomic import atomic_write_json
+from supkd.utils.plugins import load_plugins
 
 RunFn = Callable[[dict[str, Any], Path, bool], dict[str, Any]]
 
@@ -117,6 +118,10 @@ def _call(fn: RunFn, config: dict[str, Any], run_dir: Path, resume: bool, *,
     process's); ``launcher``: where it runs (:func:`launcher_info`), recorded in the result."""
     t0 = time.perf_counter()
     try:
+        # A worker process (spawned pool, Slurm job, Ray task) starts without the user's
+        # plugins: import those the CLI exported in SUPKD_PLUGINS before the job builds a
+        # registered loss, model or data set. Importing one twice is harmless.
+        load_plugins(entry_points=False)
         with _job_env(threads, launcher):
             res = fn(config, run_dir, resume)
         res = dict(res or {})

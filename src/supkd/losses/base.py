@@ -1,0 +1,110 @@
+"""The base class of every KD loss: input checks, teacher detach, float32 computation and
+the metadata that ``supkd losses`` and the report read.
+
+Every loss is called as ``loss(student, teacher, labels=None)`` with
+student (B, D_s), teacher (B, D_t), labels (B,) integer or None, and returns a scalar.
+Common behaviour (in :class:`KDLoss`):
+
+- the teacher is detached: no gradient ever reaches it;
+- the body runs in float32 even under autocast (float64 inputs stay float64);
+- reductions do not grow with the batch size (mean over samples, or /B² for Gram);
+- bad shapes raise ValueError naming both shapes.
+
+Class attributes (a subclass sets those that differ from the defaults):
+
+- for the report and ``supkd losses``: ``label`` (row label of the report's tables; empty:
+  the registry name), ``paper_eq`` (the equation, "Eq. 1" or a short formula), ``reference``
+  (the paper that defines the loss), ``summary`` (one line), ``kd_table_row`` (the report's
+  KD tables, the paper's II and IV, have a row for this loss; runs of other losses go to
+  the report's table of methods beyond the paper's tables);
+- for the distill task: ``needs_labels`` (the task should pass labels), ``compares_samples``
+  (the value couples samples of the batch, so under DDP the task gathers the global batch
+  first), ``same_width`` (student and teacher widths must be equal; otherwise the task
+  inserts an adapter).
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from supkd.losses.common import check_labels, full_precision, upcast
+
+__all__ = ["PAPER", "KDLoss"]
+
+#: The paper whose Eq. 1-5 the built-in losses implement (DESIGN.md §4 reads its ambiguities).
+PAPER = (
+    "Lee, Hyeon & Jeon, \"Designing Distillation Losses for Effective Knowledge Transfer "
+    "from SupCon Representations\""
+)
+
+
+class KDLoss(nn.Module, abc.ABC):
+    """Base class: input checks, teacher detach and float32 computation.
+
+    Subclasses implement :meth:`compute` on validated, upcast tensors and are made buildable
+    by name with :func:`supkd.losses.register_loss`.
+    """
+
+    label: ClassVar[str] = ""
+    paper_eq: ClassVar[str] = ""
+    reference: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    kd_table_row: ClassVar[bool] = False
+    needs_labels: ClassVar[bool] = False
+    compares_samples: ClassVar[bool] = False
+    # Not a ClassVar: GramLoss sets it per instance (True only in channel mode).
+    same_width: bool = True
+
+    def forward(
+        self,
+        student: torch.Tensor,
+        teacher: torch.Tensor,
+        labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """student (B, D_s), teacher (B, D_t), labels (B,) or None -> scalar."""
+        self._check(student, teacher)
+        labels = check_labels(
+            labels,
+            student.shape[0],
+            f"student {tuple(student.shape)} / teacher {tuple(teacher.shape)}",
+        )
+        teacher = teacher.detach()
+        with full_precision(student, teacher):
+            s, t = upcast(student), upcast(teacher)
+            if s.dtype != t.dtype:
+                # e.g. float64 student vs float32 teacher: compute in the wider type.
+                wide = torch.promote_types(s.dtype, t.dtype)
+                s, t = s.to(wide), t.to(wide)
+            if labels is not None:
+                labels = labels.to(s.device)
+            return self.compute(s, t, labels)
+
+    def _check(self, student: torch.Tensor, teacher: torch.Tensor) -> None:
+        for name, x in (("student", student), ("teacher", teacher)):
+            if not isinstance(x, torch.Tensor):
+                raise ValueError(f"{name}: expected a tensor, got {type(x).__name__}")
+            if not x.is_floating_point():
+                raise ValueError(f"{name}: expected a floating tensor, got dtype {x.dtype}")
+        s_shape, t_shape = tuple(student.shape), tuple(teacher.shape)
+        both = f"student shape {s_shape}, teacher shape {t_shape}"
+        if student.dim() != 2 or teacher.dim() != 2:
+            raise ValueError(f"{type(self).__name__}: expected (B, D) inputs, got {both}")
+        if s_shape[0] != t_shape[0]:
+            raise ValueError(f"{type(self).__name__}: batch sizes differ, {both}")
+        if s_shape[0] == 0:
+            raise ValueError(f"{type(self).__name__}: empty batch, {both}")
+        if self.same_width and s_shape[1] != t_shape[1]:
+            raise ValueError(
+                f"{type(self).__name__}: widths differ ({s_shape[1]} vs {t_shape[1]}) and this "
+                f"loss compares features element-wise; {both} (use an adapter)"
+            )
+
+    @abc.abstractmethod
+    def compute(
+        self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The loss on validated float32/float64 tensors (teacher already detached)."""

@@ -1,0 +1,155 @@
+"""The ``Task`` interface, the task registry and the helpers the built-in tasks share.
+
+A task is an ``nn.Module`` that owns the trained network (``task.model``) and whatever else
+the step needs (a frozen teacher, a KD adapter, a loss). ``task(batch)`` runs
+:meth:`Task.training_step` and returns ``{"loss": scalar, part: detached scalar, ...}``.
+The engine calls only the methods and attributes defined here, never a task's own names.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from supkd.config import TASK_SECTIONS, Config, TaskConfig
+from supkd.errors import ConfigError
+from supkd.models import as_model_output, create_model
+from supkd.utils.registry import Registry
+
+__all__ = ["TASKS", "Task", "build_task", "register_task", "task_config_fields"]
+
+
+class Task(nn.Module, abc.ABC):
+    """Base class. Subclasses set ``Config``, ``name`` and implement ``training_step``.
+
+    Attributes:
+        model: the network evaluated and saved as the run's model.
+        views: images per sample the training loader must produce (2 for SupCon).
+        augment: the training augmentation (``standard | supcon | none``).
+        has_classifier: False when the model's classifier is not trained by this task, so
+            accuracy is not meaningful (SupCon pre-training; the linear stage reports it).
+    """
+
+    Config: ClassVar[type[TaskConfig]] = TaskConfig
+    name: ClassVar[str] = ""
+    views: int = 1
+    augment: str = "standard"
+    has_classifier: bool = True
+
+    model: nn.Module
+
+    def forward(self, batch: Any) -> dict[str, Tensor]:
+        # Calling the task (not training_step directly) lets DDP wrap the whole task.
+        return self.training_step(batch)
+
+    @abc.abstractmethod
+    def training_step(self, batch: Any) -> dict[str, Tensor]:
+        """``batch`` (a ``supkd.data.Batch``) -> ``{"loss": scalar, parts...}``."""
+
+    def predict(self, x: Tensor) -> Tensor:
+        """Logits (B, C) for evaluation."""
+        return as_model_output(self.model(x)).logits
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def extra_state(self) -> dict[str, Any]:
+        """What the task owns beyond ``model`` (saved in checkpoints)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`extra_state`."""
+
+    def networks(self) -> list[nn.Module]:
+        """The networks worth ``torch.compile``-ing (the engine compiles them on request)."""
+        return [self.model]
+
+    def model_info(self) -> dict[str, Any]:
+        """What ``model.pt`` records about the trained model (task, trained parts)."""
+        return {"task": self.name, "trained": ["encoder", "classifier"]}
+
+    @classmethod
+    @abc.abstractmethod
+    def build(cls, cfg: Config, bundle: Any, device: torch.device) -> Task:
+        """The task for run config ``cfg`` on data ``bundle`` (models built on CPU)."""
+
+
+#: Task name -> task class (read-only view; :func:`register_task` adds to it).
+TASKS: Registry[type[Task]] = Registry("task")
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    """Class decorator adding ``cls`` to :data:`TASKS` under ``cls.name`` (an empty or taken
+    name is refused with ValueError), and its ``Config`` to
+    :data:`supkd.config.TASK_SECTIONS`, which types the ``task:`` section of run configs."""
+    TASKS.add(cls.name, cls)
+    try:
+        TASK_SECTIONS.add(cls.name, cls.Config)
+    except ValueError:
+        TASKS.remove(cls.name)  # no half-registered task
+        raise
+    return cls
+
+
+def build_task(cfg: Config, bundle: Any, device: torch.device | str) -> Task:
+    """Build the task named by ``cfg.task.name`` for data ``bundle`` on ``device``.
+
+    Model weights are initialized from the global torch generator: the engine seeds it with
+    the run's init seed first. Raises ConfigError / CheckpointError for bad input.
+    """
+    name = cfg.task.name
+    if name not in TASKS:
+        raise ConfigError(
+            f"config field 'task.name': expected one of {', '.join(sorted(TASKS))}, got {name!r}"
+        )
+    task = TASKS[name].build(cfg, bundle, torch.device(device))
+    return task.to(device)
+
+
+def task_config_fields(name: str) -> list[str]:
+    """Field names of a task's config (for help texts and the grid)."""
+    return [f.name for f in dataclasses.fields(TASKS[name].Config)]
+
+
+# --- helpers shared by the built-in tasks ---------------------------------------------------
+
+
+def accuracy(logits: Tensor, y: Tensor) -> Tensor:
+    """Top-1 accuracy in [0, 1] as a detached device scalar (no host sync)."""
+    return (logits.detach().argmax(dim=1) == y).float().mean()
+
+
+def ce_loss(logits: Tensor, y: Tensor, label_smoothing: float) -> Tensor:
+    # Under autocast, cross_entropy already runs in float32 (autocast's fp32 op list).
+    return F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+
+
+def new_model(cfg: Config, bundle: Any, projection_dim: int | None = None) -> nn.Module:
+    """A freshly initialized ``cfg.model`` for ``bundle``'s classes and channels."""
+    m = cfg.model
+    try:
+        return create_model(
+            m.name,
+            stem=m.stem,
+            num_classes=int(bundle.num_classes),
+            projection_dim=projection_dim if projection_dim is not None else m.projection_dim,
+            width=m.width,
+            in_channels=int(bundle.in_channels),
+        )
+    except ValueError as exc:
+        raise ConfigError(f"config section 'model': {exc}") from None
+
+
+def check_input_shape(spec: dict[str, Any], bundle: Any, field_name: str) -> None:
+    """ConfigError naming ``field_name`` when a loaded model takes other channels than the data."""
+    in_ch = spec.get("in_channels", 3)
+    if int(in_ch) != int(bundle.in_channels):
+        raise ConfigError(
+            f"config field '{field_name}': the model takes {in_ch}-channel images, the data "
+            f"set '{getattr(bundle, 'name', '?')}' has {bundle.in_channels}"
+        )

@@ -1,0 +1,346 @@
+"""``distill``: a student trained with ``L = ce_weight·CE + α·L_KD`` (paper Eq. 6) from a
+frozen teacher, for any loss in :data:`supkd.losses.LOSSES` and any representation
+(``logits | embedding | projection``, DESIGN.md §4)."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from supkd.config import Config, TaskConfig, bounded
+from supkd.errors import CheckpointError, ConfigError, UserError
+from supkd.losses import LOSSES, build_loss
+from supkd.models import ModelOutput, as_model_output
+from supkd.models.files import ModelRecord, load_model_record
+from supkd.train import distributed as dist_utils
+from supkd.train.tasks.base import (
+    Task,
+    accuracy,
+    ce_loss,
+    check_input_shape,
+    new_model,
+    register_task,
+)
+from supkd.train.teacher_cache import get_teacher_cache
+
+__all__ = ["REPRESENTATIONS", "DistillConfig", "DistillTask", "distill_task_from_modules"]
+
+REPRESENTATIONS = ("logits", "embedding", "projection")
+
+
+@dataclass
+class DistillConfig(TaskConfig):
+    name: str = "distill"
+    teacher: str = ""  # teacher run directory, model.pt or last.pt
+    loss: str = "supcon_kd"  # any name in supkd.losses.LOSSES
+    loss_args: dict[str, Any] = field(default_factory=dict)  # constructor arguments
+    alpha: float = bounded(1.0, ge=0)  # weight of L_KD (paper Eq. 6)
+    ce_weight: float = bounded(1.0, ge=0)  # weight of the CE term (Eq. 6 uses 1)
+    representation: Literal["logits", "embedding", "projection"] = "logits"
+    label_smoothing: float = bounded(0.0, ge=0, lt=1)
+    teacher_cache: Literal["auto", "on", "off"] = "auto"
+
+    def check(self) -> None:
+        prefix = self.SECTION
+        if not self.teacher:
+            raise ConfigError(
+                f"config field '{prefix}.teacher': expected a teacher run directory or "
+                "model file, got nothing"
+            )
+        if self.loss not in LOSSES:
+            close = difflib.get_close_matches(self.loss, list(LOSSES), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(
+                f"config field '{prefix}.loss': expected one of {', '.join(LOSSES)}, "
+                f"got {self.loss!r}{hint}"
+            )
+        try:
+            build_loss(self.loss, **self.loss_args)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"config field '{prefix}.loss_args': {exc}") from None
+
+
+def _pick(out: ModelOutput, representation: str) -> Tensor | None:
+    return getattr(out, representation)
+
+
+@torch.no_grad()
+def _probe_width(model: nn.Module, representation: str, example: Tensor) -> int:
+    """Width of ``representation`` for ``model`` from one forward in eval mode (no BN update)."""
+    was_training = model.training
+    model.eval()
+    param = next(iter(model.parameters()), None)
+    if param is not None:
+        example = example.to(param.device)
+    try:
+        z = _pick(as_model_output(model(example)), representation)
+    finally:
+        model.train(was_training)
+    if z is None:
+        raise ConfigError(
+            f"config field 'task.representation': the model has no {representation!r} output"
+        )
+    return int(z.reshape(z.shape[0], -1).shape[1])
+
+
+@register_task
+class DistillTask(Task):
+    """Student trained with ``ce_weight·CE(s_logits, y) + α·L_KD(z_s, z_t, y)`` (paper Eq. 6).
+
+    The teacher is frozen (``requires_grad=False``) and always in eval mode (BatchNorm running
+    statistics, no dropout), whatever mode the task is put in. ``z`` is the chosen
+    representation; when student and teacher widths differ and the loss compares features
+    element-wise (``loss.same_width``), a learned ``nn.Linear(D_s, D_t)`` adapter maps the
+    student's representation (DESIGN.md §4). The adapter belongs to the task: it is saved in
+    :meth:`extra_state`, never in the student's weights.
+
+    With a teacher cache (``supkd.train.teacher_cache``) and a batch that carries ``index`` and
+    ``aug``, the teacher's logits are looked up instead of computed.
+    """
+
+    Config = DistillConfig
+    name = "distill"
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module,
+        loss: nn.Module,
+        *,
+        example: Tensor,
+        alpha: float = 1.0,
+        ce_weight: float = 1.0,
+        representation: str = "logits",
+        label_smoothing: float = 0.0,
+        cache: Any = None,
+        teacher_source: str | None = None,
+    ) -> None:
+        super().__init__()
+        if representation not in REPRESENTATIONS:
+            raise ValueError(
+                f"representation must be one of {', '.join(REPRESENTATIONS)}, "
+                f"got {representation!r}"
+            )
+        self.model = student
+        self.teacher = teacher
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        teacher.eval()
+        self.criterion = loss
+        self.alpha = float(alpha)
+        self.ce_weight = float(ce_weight)
+        self.representation = representation
+        self.label_smoothing = label_smoothing
+        self.cache = cache
+        self.teacher_source = teacher_source
+        d_t = _probe_width(teacher, representation, example)
+        d_s = _probe_width(student, representation, example)
+        self.widths = (d_s, d_t)
+        self.adapter: nn.Module | None = None
+        if d_s != d_t and getattr(loss, "same_width", True):
+            self.adapter = nn.Linear(d_s, d_t)
+
+    # --- construction from a config -----------------------------------------------------
+
+    @classmethod
+    def build(cls, cfg: Config, bundle: Any, device: torch.device) -> Task:
+        t = cfg.task
+        try:
+            rec = load_model_record(t.teacher)
+        except CheckpointError as exc:
+            raise CheckpointError(f"config field 'task.teacher': {exc}") from None
+        teacher = rec.model
+        _check_teacher(rec, bundle, t)
+        proj_dim = cfg.model.projection_dim
+        if t.representation == "projection" and proj_dim is None:
+            proj_dim = teacher.head.projection_dim
+        student = new_model(cfg, bundle, projection_dim=proj_dim)
+        loss = build_loss(t.loss, **t.loss_args)
+        size = int(bundle.image_size) if not isinstance(bundle.image_size, tuple | list) else None
+        hw = (size, size) if size is not None else tuple(bundle.image_size)
+        example = torch.zeros(2, int(bundle.in_channels), *hw)
+        task = cls(
+            student,
+            teacher,
+            loss,
+            example=example,
+            alpha=t.alpha,
+            ce_weight=t.ce_weight,
+            representation=t.representation,
+            label_smoothing=t.label_smoothing,
+            teacher_source=str(t.teacher),
+        )
+        task.cache = _teacher_cache(teacher.to(device), bundle, rec.run_dir, device, cfg)
+        return task
+
+    # --- the step ------------------------------------------------------------------------
+
+    def train(self, mode: bool = True) -> DistillTask:
+        super().train(mode)
+        self.teacher.eval()  # frozen teacher: always BatchNorm running statistics
+        return self
+
+    def teacher_features(self, batch: Any) -> Tensor:
+        """Teacher representation (B, D_t) of the batch's views, constant (no graph)."""
+        index, aug = getattr(batch, "index", None), getattr(batch, "aug", None)
+        if self.cache is not None and index is not None and aug is not None:
+            return self.cache.lookup(index, aug)
+        with torch.no_grad():
+            z = _pick(as_model_output(self.teacher(batch.x)), self.representation)
+        return z.reshape(z.shape[0], -1)
+
+    def training_step(self, batch: Any) -> dict[str, Tensor]:
+        x, y = batch.x, batch.y
+        out = as_model_output(self.model(x))
+        z_s = _pick(out, self.representation).reshape(x.shape[0], -1)
+        if self.adapter is not None:
+            z_s = self.adapter(z_s)
+        z_t = self.teacher_features(batch)
+        labels = y
+        if getattr(self.criterion, "compares_samples", False) and dist_utils.world_size() > 1:
+            # Losses that compare samples must see the global batch (DESIGN.md §8).
+            z_s = dist_utils.gather_with_grad(z_s)
+            z_t = dist_utils.gather_with_grad(z_t)
+            labels = dist_utils.gather_with_grad(y)
+        kd = self.criterion(z_s, z_t, labels)
+        ce = ce_loss(out.logits, y, self.label_smoothing)
+        loss = self.ce_weight * ce + self.alpha * kd
+        return {
+            "loss": loss,
+            "ce": ce.detach(),
+            "kd": kd.detach(),
+            "acc": accuracy(out.logits, y),
+        }
+
+    # --- what the task owns beyond the student -------------------------------------------
+
+    def extra_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"widths": list(self.widths)}
+        if self.adapter is not None:
+            state["adapter"] = {k: v.detach().cpu() for k, v in self.adapter.state_dict().items()}
+        return state
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        if self.adapter is not None:
+            if "adapter" not in state:
+                raise CheckpointError("checkpoint: the KD adapter's weights are missing")
+            self.adapter.load_state_dict(state["adapter"])
+
+    def networks(self) -> list[nn.Module]:
+        return [self.model, self.teacher]
+
+    def model_info(self) -> dict[str, Any]:
+        info: dict[str, Any] = {"task": self.name, "trained": ["encoder", "classifier"]}
+        if self.representation == "projection":
+            info["trained"].append("head")
+        info["teacher"] = self.teacher_source
+        return info
+
+
+def _check_teacher(rec: ModelRecord, bundle: Any, t: DistillConfig) -> None:
+    """ConfigError when the loaded teacher does not fit the data or cannot give the
+    representation ``t.representation`` (missing head, or an untrained part)."""
+    teacher, spec = rec.model, rec.model.spec
+    check_input_shape(spec, bundle, "task.teacher")
+    if int(spec["num_classes"]) != int(bundle.num_classes):
+        raise ConfigError(
+            f"config field 'task.teacher': teacher {t.teacher} has {spec['num_classes']} "
+            f"classes, the data set '{getattr(bundle, 'name', '?')}' has {bundle.num_classes}"
+        )
+    rep = t.representation
+    if rep == "projection" and teacher.head is None:
+        raise ConfigError(
+            f"config field 'task.representation': teacher {t.teacher} has no projection "
+            "head (a CE teacher?); use logits or embedding"
+        )
+    needed = {"logits": "classifier", "embedding": "encoder", "projection": "head"}[rep]
+    if needed not in rec.trained_parts:
+        hint = (
+            " (run the linear stage on it first: task.name=linear task.encoder=<that run>)"
+            if needed == "classifier"
+            else ""
+        )
+        raise ConfigError(
+            f"config field 'task.representation': {rep!r} of teacher {t.teacher} was not "
+            f"trained (its {needed} is untrained){hint}"
+        )
+
+
+def _teacher_cache(
+    teacher: nn.Module, bundle: Any, teacher_dir: Path | None, device: torch.device, cfg: Config
+) -> Any:
+    """The exact teacher-logit cache when it applies, else None (teacher runs live).
+
+    Under DDP rank 0 alone builds (or loads) and writes the table, then the others read it.
+    Rank 0's outcome, ok or its UserError, is broadcast first so that every rank raises the
+    same error or goes on (as the engine's run-directory preparation): a rank left waiting for
+    a rank 0 that has raised would die in the torn-down process group, with a traceback, or
+    hang.
+    """
+    if cfg.task.teacher_cache == "off":
+        return None
+
+    def get() -> Any:
+        return get_teacher_cache(
+            teacher,
+            bundle,
+            teacher_dir=teacher_dir,
+            device=device,
+            augment=DistillTask.augment,
+            representation=cfg.task.representation,
+            mode=cfg.task.teacher_cache,
+            progress=cfg.train.progress,
+        )
+
+    if not dist_utils.is_enabled():
+        return get()
+    cache, error = None, None
+    if dist_utils.is_main():
+        try:
+            cache = get()
+        except UserError as exc:
+            error = exc
+    # Also the wait: the other ranks read the table only once rank 0 has written it.
+    error = dist_utils.broadcast_object(error)
+    if error is not None:
+        # A broadcast's sender may finish before the others have even reached it: without
+        # this, rank 0 can exit while a slower rank is still building its task, and torchrun
+        # then kills that rank before it prints the error.
+        dist_utils.barrier()
+        raise error
+    if not dist_utils.is_main():
+        cache = get()
+    return cache
+
+
+def distill_task_from_modules(
+    student: nn.Module,
+    teacher: nn.Module,
+    example: Tensor,
+    *,
+    loss: str | nn.Module = "supcon_kd",
+    loss_args: dict[str, Any] | None = None,
+    alpha: float = 1.0,
+    ce_weight: float = 1.0,
+    representation: str = "logits",
+    label_smoothing: float = 0.0,
+) -> DistillTask:
+    """A distill task over the user's own modules (any ``nn.Module`` whose forward returns
+    logits (B, C) or a ``ModelOutput``); ``example`` is an input batch (B, ...) used once to
+    read the representation widths."""
+    crit = build_loss(loss, **(loss_args or {})) if isinstance(loss, str) else loss
+    return DistillTask(
+        student,
+        teacher,
+        crit,
+        example=example,
+        alpha=alpha,
+        ce_weight=ce_weight,
+        representation=representation,
+        label_smoothing=label_smoothing,
+    )
