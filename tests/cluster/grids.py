@@ -67,12 +67,12 @@ def small_raw(name: str) -> dict[str, Any]:
 
 
 def long_raw(name: str, runs: tuple[str, ...] = ("long_a", "long_b"),
-             student: bool = True) -> dict[str, Any]:
-    """Runs long enough (64 steps, a checkpoint every 4) to be requeued, preempted or
-    killed in the middle; ``student``: a KD run that needs ``long_a``."""
+             student: bool = True, epochs: int = 4) -> dict[str, Any]:
+    """Runs long enough (16 steps an epoch, a checkpoint every 4) to be requeued, preempted
+    or killed in the middle; ``student``: a KD run that needs ``long_a``."""
     base = {**BASE, "model": {**BASE["model"], "width": 8},
             "data": {**BASE["data"], "val_fraction": 0.0},
-            "train": {**BASE["train"], "epochs": 4, "steps_per_epoch": 16,
+            "train": {**BASE["train"], "epochs": epochs, "steps_per_epoch": 16,
                       "checkpoint_every_steps": 4}}
     entries: dict[str, Any] = {r: {"config": {"task": {"name": "ce"}}} for r in runs}
     if student:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 import socket
 import subprocess
 from contextlib import redirect_stdout
@@ -15,7 +16,10 @@ from pathlib import Path
 import pytest
 
 from supkd.cli import main
-from supkd.experiments.grid import run_grid
+from supkd.experiments.grid import plan_grid, run_grid, spec_hash
+from supkd.experiments.grid.executor import Job
+from supkd.experiments.grid.jobs import train_job
+from supkd.experiments.grid.launchers import LauncherOptions, build_launcher
 from supkd.experiments.grid.launchers.slurm_queue import job_states
 
 from .grids import (
@@ -25,6 +29,7 @@ from .grids import (
     outcome,
     small_raw,
     spec,
+    supkd,
     unique,
     wait_for,
     write_spec,
@@ -82,6 +87,15 @@ def test_a_small_grid_on_slurm_equals_the_local_launcher(tmp_path, local_small):
     assert "5 done, 1 failed, 1 not started" in text
 
 
+def _read_until(proc, text: str) -> str:
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if text in line:
+            return "".join(seen)
+    raise AssertionError(f"{text!r} never printed:\n{''.join(seen)}")
+
+
 def _requeued(job_id: str) -> bool:
     st = job_states([job_id]).get(job_id)
     return st is not None and st.state == "PENDING"
@@ -109,10 +123,21 @@ def test_requeue_preemption_detach_and_reattach(tmp_path, local_long):
     for run in ("long_a-s0", "long_b-s0"):
         # Slurm holds a requeued job ~2 minutes before it may start again.
         wait_for(lambda r=run: _requeued(ids[r]), 60, f"{run} requeued", every=0.2)
-        subprocess.run(["scontrol", "update", f"JobId={ids[run]}", "StartTime=now"],
-                       check=True)
     text = _status(path, out)
     assert "after_long-s0" in text and "queued" in text and "Dependency" in text
+
+    # A driver attaches to the two held jobs (the student waits for long_a in the plan);
+    # Ctrl-C leaves them to Slurm (the default).
+    driver = supkd("grid", str(path), "--launcher", "slurm", "--out", str(out), "--no-report")
+    _read_until(driver, "attached  long_b-s0")
+    driver.send_signal(signal.SIGINT)
+    text, _ = driver.communicate(timeout=60)
+    assert driver.returncode == 130, text
+    assert f"left 2 Slurm job(s) queued or running ({ids['long_a-s0']}, {ids['long_b-s0']})" \
+        in text
+    for run in ("long_a-s0", "long_b-s0"):
+        subprocess.run(["scontrol", "update", f"JobId={ids[run]}", "StartTime=now"],
+                       check=True)
 
     # The same command again: attaches to all three, submits nothing, waits for them.
     buf = io.StringIO()
@@ -142,3 +167,22 @@ def test_a_two_rank_ddp_job_equals_torchrun(tmp_path, torchrun_ddp):
     assert slurm["replica_fingerprints"] == ref["replica_fingerprints"]
     assert len(set(ref["replica_fingerprints"])) == 1
     assert (slurm["test_acc"], slurm["steps"]) == (ref["test_acc"], ref["steps"])
+
+
+def test_on_interrupt_cancel_stops_the_jobs_at_a_checkpoint(tmp_path):
+    raw = long_raw(unique("tc"), runs=("long_a",), student=False, epochs=8)
+    out = tmp_path / "runs"
+    (run,) = plan_grid(spec(raw), out)
+    config = {**run.config, "meta": {**run.config["meta"], "spec_hash": spec_hash(run.config)}}
+    executor = build_launcher("slurm", LauncherOptions(runs_dir=out, grid=raw["grid"],
+                                                       on_interrupt="cancel", stream=None),
+                              [run])
+    executor.submit(Job(run.name, train_job, config, out / run.dir_name, False, run.resources))
+    job = _job_ids(out)["long_a-s0"]
+    wait_for(lambda: (out / "long_a-s0" / "checkpoints" / "last.pt").is_file(), 120,
+             "a checkpoint of long_a")
+    executor.interrupt()  # what Ctrl-C on the driver does, with --on-interrupt cancel
+    assert not job_states([job])[job].active
+    # Stopped at a checkpoint, with no result: the next `supkd grid` resumes it.
+    assert not (out / "long_a-s0" / "result.json").exists()
+    assert "interrupted" in _status(write_spec(raw, tmp_path), out)

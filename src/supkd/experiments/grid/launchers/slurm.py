@@ -28,8 +28,9 @@ import contextlib
 import json
 import pickle
 import shutil
+import signal
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,17 @@ def _error_line(folder: Path, job_id: str) -> str:
     return ""
 
 
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM held back (delivered when the block ends) in this thread."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 class SlurmExecutor:
     """The :class:`~supkd.experiments.grid.executor.Executor` of ``--launcher slurm``."""
 
@@ -148,15 +160,18 @@ class SlurmExecutor:
         after = [self._jobs[d].job_id for d in job.after]
         ex = self._submitit.AutoExecutor(folder=self.folder, cluster="slurm")
         ex.update_parameters(**slurm_parameters(job, self._cli, self._grid, after))
-        sjob = ex.submit(SlurmRun(), job, job.resources.threads(1), str(self.folder))
-        job_id = str(sjob.job_id)
-        # A job id can come back after a cluster is rebuilt: not this job's outcome.
-        outcome_path(self.folder, job_id).unlink(missing_ok=True)
-        # Written right after sbatch returns (the job itself needs seconds to start python
-        # and torch before the engine touches the directory).
-        write_launch(job.run_dir, job.name, {"launcher": "slurm", "job_id": job_id,
-                                             "folder": str(self.folder)})
-        self._jobs[job.name] = _Tracked(job_id, self.folder)
+        # A Ctrl-C between sbatch and the record would leave a job no later `supkd grid`
+        # knows of (and would submit again): the interrupt waits until both are done.
+        with _interrupts_deferred():
+            sjob = ex.submit(SlurmRun(), job, job.resources.threads(1), str(self.folder))
+            job_id = str(sjob.job_id)
+            # A job id can come back after a cluster is rebuilt: not this job's outcome.
+            outcome_path(self.folder, job_id).unlink(missing_ok=True)
+            # Written right after sbatch returns (the job needs seconds to start python and
+            # torch before the engine touches the directory).
+            write_launch(job.run_dir, job.name, {"launcher": "slurm", "job_id": job_id,
+                                                 "folder": str(self.folder)})
+            self._jobs[job.name] = _Tracked(job_id, self.folder)
 
     # --- watching -------------------------------------------------------------------------
 
