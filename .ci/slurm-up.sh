@@ -42,7 +42,9 @@ SlurmdPort=6818
 ReturnToService=2
 MinJobAge=300
 KillWait=5
-# Requeued jobs become eligible again at once (the default holds them ~2 minutes).
+# JobRequeue=1: batch jobs may be requeued (scontrol requeue, preemption). A requeued job
+# is held ~2 minutes before it may start again; the tests release it with
+# `scontrol update JobId=N StartTime=now`.
 JobRequeue=1
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none

@@ -4,6 +4,7 @@ the same weights; a 2-rank DDP run inside one task equals torchrun."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -11,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from supkd.errors import UserError
 from supkd.experiments.grid import run_grid
+from supkd.train.checkpoint import load_checkpoint
 
 from .grids import (
     ddp_raw,
@@ -73,26 +76,78 @@ def _task_worker(head_pid: int, run: str) -> int | None:
     return None
 
 
-def test_a_killed_ray_worker_is_retried_and_resumes_to_the_same_weights(
+def _checkpoint_step(run_dir: Path) -> int:
+    """The step of the run's last checkpoint (it is rewritten every 4 steps), 0 when none."""
+    path = run_dir / "checkpoints" / "last.pt"
+    if not path.is_file():
+        return 0
+    try:
+        return int(load_checkpoint(path)["step"])
+    except (UserError, OSError, KeyError):  # being replaced right now: look again
+        return 0
+
+
+def test_a_killed_worker_is_retried_and_ctrl_c_stops_its_task_at_a_checkpoint(
         tmp_path, ray_head, local_long):
     address, head_pid = ray_head
     raw = long_raw(unique("rl"), runs=("long_a",), student=False)
-    out = tmp_path / "runs"
-    driver = supkd("grid", str(write_spec(raw, tmp_path)), "--launcher", "ray",
-                   "--ray-address", address, "--out", str(out), "--no-report")
+    path, out = str(write_spec(raw, tmp_path)), tmp_path / "runs"
+    run_dir = out / "long_a-s0"
+    driver = supkd("grid", path, "--launcher", "ray", "--ray-address", address, "--out",
+                   str(out), "--no-report")
     try:
-        wait_for(lambda: (out / "long_a-s0" / "checkpoints" / "last.pt").is_file(), 120,
-                 "a checkpoint of long_a")
-        worker = wait_for(lambda: _task_worker(head_pid, "long_a-s0"), 30, "the task's Ray worker")
+        wait_for(lambda: _checkpoint_step(run_dir) > 0, 120, "a checkpoint of long_a")
+        worker = wait_for(lambda: _task_worker(head_pid, "long_a-s0"), 30, "its Ray worker")
         os.kill(worker, signal.SIGKILL)  # as the out-of-memory killer would
-        text, _ = driver.communicate(timeout=240)
+        # Ray retries the task in a new worker, which resumes from that checkpoint ...
+        retry = wait_for(lambda: (w := _task_worker(head_pid, "long_a-s0")) != worker and w,
+                         60, "the retried task")
+        step = _checkpoint_step(run_dir)
+        wait_for(lambda: _checkpoint_step(run_dir) > step, 60, "a checkpoint of the retry")
+        driver.send_signal(signal.SIGINT)  # ... and Ctrl-C on the driver stops it
+        text, _ = driver.communicate(timeout=120)
     finally:
         if driver.poll() is None:
             driver.kill()
-    assert driver.returncode == 0, text
+    assert driver.returncode == 130, text
+    assert "stopped 1 Ray task(s)" in text
+    assert not (run_dir / "result.json").exists() and _checkpoint_step(run_dir) > step
+    assert not Path(f"/proc/{retry}").exists() or not _cmdline(retry).startswith(
+        "ray::supkd:long_a")
+
+    # The same command again: resumes the run, which ends as an uninterrupted one.
+    res = run_grid(spec(raw), out, launcher="ray", stream=None,
+                   launcher_options={"ray_address": address})
+    assert res.count("completed") == 1
+    assert outcome(out)["long_a-s0"] == local_long["long_a-s0"]  # bit for bit
+    assert launcher_of(out, "long_a-s0")["resumed"] is True
+
+
+def test_a_second_driver_follows_the_first_ones_runs_and_submits_nothing(tmp_path,
+                                                                        ray_address,
+                                                                        local_long):
+    raw = long_raw(unique("r2"), runs=("long_a",), student=False)
+    path, out = str(write_spec(raw, tmp_path)), tmp_path / "runs"
+    first = supkd("grid", path, "--launcher", "ray", "--ray-address", ray_address, "--out",
+                  str(out), "--no-report")
+    try:
+        wait_for(lambda: (out / "long_a-s0" / "checkpoints" / "last.pt").is_file(), 120,
+                 "a checkpoint of long_a")
+        entry = json.loads((out / "long_a-s0" / "launcher.json").read_text())["long_a-s0"]
+        buf = io.StringIO()
+        res = run_grid(spec(raw), out, launcher="ray", stream=buf,
+                       launcher_options={"ray_address": ray_address})
+        text, _ = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 0, text
+    assert "attached  long_a-s0  (run by another supkd grid (Ray job " in buf.getvalue()
+    assert res.count("completed") == 1 and "start " not in buf.getvalue()
+    # One submission, the first driver's: the record is unchanged.
+    assert json.loads((out / "long_a-s0" / "launcher.json").read_text()) == {
+        "long_a-s0": entry}
     assert outcome(out)["long_a-s0"] == local_long["long_a-s0"]
-    rec = launcher_of(out, "long_a-s0")
-    assert rec["resumed"] is True and rec["pid"] != worker  # the retry, in a new worker
 
 
 def test_a_two_rank_ddp_run_in_one_ray_task_equals_torchrun(tmp_path, ray_address,

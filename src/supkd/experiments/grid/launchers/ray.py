@@ -217,6 +217,10 @@ class RayExecutor:
             self._ray.cancel(ref)
         if refs:
             self._ray.wait(refs, num_returns=len(refs), timeout=_CANCEL_WAIT_S)
+            if self._stream is not None:
+                print(f"stopped {len(refs)} Ray task(s) (Ray tasks end with their driver); "
+                      "running runs saved a checkpoint: the same `supkd grid` command "
+                      "resumes them", file=self._stream, flush=True)
 
     def shutdown(self) -> None:
         if self._owned:
