@@ -89,7 +89,10 @@ def _connect(address: str | None) -> bool:
                         "or RAY_ADDRESS); start one with `ray start --head`, or leave both "
                         "unset to start one on this machine")
     try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+        # No address: "local" starts a Ray instance of our own; None would join the last
+        # one `ray start` left on this machine (/tmp/ray/ray_current_cluster), and wait for
+        # minutes when that one has ended.
+        ray.init(address=address or "local", include_dashboard=False, log_to_driver=False,
                  logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError) as exc:
         raise UserError(f"launcher ray: cannot join the Ray cluster at {address or 'a new '}"
