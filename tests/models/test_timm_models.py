@@ -284,3 +284,26 @@ def test_channels_last_and_grad_reach_every_parameter(timm_tiny):
     missing = [n for n, p in net.named_parameters() if p.grad is None]
     assert missing == []
     assert isinstance(net.encoder.net, nn.Module)
+
+
+def test_a_run_config_with_pretrained_weights_corrects_onto_the_data(saved_vit, timm_tiny):
+    from types import SimpleNamespace
+
+    from supkd.train.checks import load_run_config
+    from supkd.train.tasks.base import new_model
+
+    ref, root = saved_vit
+    name, args = timm_tiny["vit"]
+    cfg = load_run_config({"model": {"name": name, "timm_args": args,
+                                     "pretrained": str(root / "vit.pth")}})
+    bundle = SimpleNamespace(num_classes=7, in_channels=3, mean=CIFAR[0], std=CIFAR[1],
+                             image_size=32)
+    net = new_model(cfg, bundle).eval()
+    pix = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(net(_normalize(pix, *CIFAR)).logits,
+                              ref(_normalize(pix, (0.5,) * 3, (0.5,) * 3)), atol=1e-5)
+    cfg = load_run_config({"model": {"name": name, "timm_args": args}})
+    bundle.image_size = 16  # the ViT takes 32-pixel images only: refused before training
+    with pytest.raises(ConfigError, match=r"config section 'model': .*16x16 images"):
+        new_model(cfg, bundle)
