@@ -34,17 +34,22 @@ Each run's config gets ``meta`` (see :mod:`supkd.experiments.protocols`) and a
 ``spec_hash`` of its config, so that a later ``supkd grid`` skips runs whose result.json says
 completed (or diverged) for the same config, resumes interrupted ones from
 ``checkpoints/last.pt``, and retries failed ones. ``--jobs N`` runs N runs at once in
-separate processes (one ``concurrent.futures.ProcessPoolExecutor`` of spawned workers).
+separate processes (one ``concurrent.futures.ProcessPoolExecutor`` of spawned workers);
+``--launcher slurm|ray`` hands each run to a cluster instead, with what its ``resources``
+section asks for (:mod:`.launchers`, :mod:`.resources`).
 
 Modules, in the order a grid goes through them:
 
 - :mod:`.spec`: parse and validate the spec (:func:`parse_grid`, :func:`load_grid`);
+  :mod:`.resources`: its ``resources`` sections;
 - :mod:`.plan`: expand it into :class:`PlannedRun` s in dependency order (:func:`plan_grid`);
 - :mod:`.scheduler`: :class:`GridScheduler` runs a plan on an executor (:func:`run_grid`);
 - :mod:`.executor`: the :class:`Executor` protocol a launcher implements, and the
-  in-process one; :mod:`.local`: the process pool of ``--jobs N``;
+  in-process one; :mod:`.local`: the process pool of ``--jobs N``; :mod:`.launchers`: the
+  launchers by name (local, slurm, ray) and their cluster jobs' records;
 - :mod:`.jobs`: what one job runs (:func:`train_job`, :func:`cka_job`);
-- :mod:`.records`, :mod:`.progress`: run-directory states, failure records, progress lines.
+- :mod:`.records`, :mod:`.progress`: run-directory states, failure records, progress lines;
+  :mod:`.status`: ``supkd grid --status``.
 """
 
 from supkd.experiments.grid.executor import Executor, InProcessExecutor, Job, Outcome
