@@ -93,7 +93,11 @@ class DKDLoss(KDLoss):
         if labels is None:
             raise ValueError("DKDLoss: needs the class labels (B,) of the batch, got None")
         if classes < 2:
-            raise ValueError(f"DKDLoss: needs at least 2 classes, got logits {tuple(student.shape)}")
+            raise ValueError(
+                f"DKDLoss: needs at least 2 classes, got logits {tuple(student.shape)}"
+            )
+        # On CPU the range check is free; on an accelerator it would stall the step (there
+        # gather's bounds check trips instead, and the data layer validates labels).
         if labels.device.type == "cpu" and (int(labels.min()) < 0 or int(labels.max()) >= classes):
             raise ValueError(
                 f"DKDLoss: labels must lie in [0, {classes}), got min {int(labels.min())}, "

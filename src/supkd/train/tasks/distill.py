@@ -57,10 +57,16 @@ class DistillConfig(TaskConfig):
                 f"config field '{prefix}.teacher': expected a teacher run directory or "
                 "model file, got nothing"
             )
-        if not isinstance(self.representation, str) or not self.representation:
+        rep = self.representation
+        # A stage name is checked against the models when the task is built; here only a
+        # near-miss of the three outputs ("embeding") is caught early.
+        close = difflib.get_close_matches(str(rep), REPRESENTATIONS, n=1, cutoff=0.75)
+        if not isinstance(rep, str) or not rep or (close and rep not in REPRESENTATIONS):
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ConfigError(
                 f"config field '{prefix}.representation': expected logits, embedding, "
-                f"projection or a stage name (layer3, layer4, ...), got {self.representation!r}"
+                f"projection or a stage name of the models (layer3, layer4, ...), got "
+                f"{rep!r}{hint}"
             )
         if self.loss not in LOSSES:
             close = difflib.get_close_matches(self.loss, list(LOSSES), n=1)
