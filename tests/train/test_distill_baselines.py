@@ -7,11 +7,14 @@ import json
 
 import pytest
 import torch
+import yaml
 
+from supkd.cli import main
 from supkd.data import Batch, build_data, make_loader
-from supkd.errors import ConfigError
+from supkd.errors import CheckpointError, ConfigError
 from supkd.losses import build_loss
 from supkd.train import build_task, run
+from supkd.train.checkpoint import load_checkpoint
 from supkd.train.tasks import distill_task_from_modules
 
 
@@ -109,8 +112,6 @@ def test_crd_state_belongs_to_the_task(tiny, teacher_runs):
     other.load_extra_state(task.extra_state())
     assert torch.equal(other.criterion.memory_s, crd.memory_s)
     assert other.criterion.steps == 1
-    from supkd.errors import CheckpointError
-
     with pytest.raises(CheckpointError, match="memory bank"):
         other.load_extra_state({"widths": [32, 64]})
     with pytest.raises(ConfigError, match="index"):
@@ -122,9 +123,38 @@ def test_a_crd_run_trains_and_records_its_parts(tiny, teacher_runs, tmp_path):
                "task.representation=embedding", "train.epochs=2")
     res = run(cfg, tmp_path / "crd", quiet=True)
     assert res["status"] == "completed" and res["test_acc"] is not None
-    from supkd.train.checkpoint import load_checkpoint
-
     ck = load_checkpoint(tmp_path / "crd" / "checkpoints" / "last.pt")
     assert ck["task_state"]["loss"]["_extra_state"]["steps"] == res["steps"]
     model = torch.load(tmp_path / "crd" / "model.pt", weights_only=True)["state_dict"]
     assert not any("embed" in k for k in model)
+
+
+@pytest.mark.parametrize(("loss", "extra"), [
+    ("dkd", ["task.alpha_warmup_epochs=1"]),
+    ("dist", []),
+    ("sp", ["task.representation=layer4"]),
+    ("rkd", ["task.representation=embedding"]),
+    ("crd", ["task.representation=embedding"]),
+    ("hinton_kl", ["task.loss_args={standardize: true}"]),
+    ("supcon_kd", ["task.loss_args={positives: instance}"]),
+])
+def test_every_baseline_trains_in_supkd_train(tiny, teacher_runs, tmp_path, capsys, loss, extra):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml.safe_dump(tiny("name=cli_kd").to_dict()))
+    out = tmp_path / "out"
+    args = ["train", str(cfg), "task.name=distill", f"task.teacher={teacher_runs['linear']}",
+            f"task.loss={loss}", *extra, "train.steps_per_epoch=2", "--out", str(out), "--quiet"]
+    assert main(args) == 0, capsys.readouterr().err
+    result = json.loads((out / "result.json").read_text())
+    assert result["status"] == "completed" and result["steps"] == 2
+
+
+def test_a_bad_stage_name_exits_2_with_one_line(tiny, teacher_runs, tmp_path, capsys):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml.safe_dump(tiny("name=cli_kd").to_dict()))
+    code = main(["train", str(cfg), "task.name=distill", f"task.teacher={teacher_runs['ce']}",
+                 "task.loss=sp", "task.representation=layer7", "--out", str(tmp_path / "o"),
+                 "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert len([x for x in err.splitlines() if x.strip()]) == 1 and "layer7" in err
