@@ -84,6 +84,6 @@ def run(args: argparse.Namespace) -> int:
             print("  ".join("-" * w for w in [*widths, len(header[-1])]))
     print()
     print("KD call:       loss(student (B, D_s), teacher (B, D_t), labels (B,) | None)")
-    print("               crd also takes index=(B,) dataset indices, after loss.bind(...)")
+    print("               + index=(B,) dataset indices for losses with state (crd; after bind)")
     print("pre-training:  SupConLoss(...)(features (B, V, D) L2-normalized, labels (B,) | None)")
     return 0
