@@ -222,7 +222,7 @@ def test_report_names_loss_arguments(tmp_path):
     assert "kd_gram: `gram` normalize=True." in md
 
 
-# ------------------------------------------------------------ methods beyond the paper's tables
+# ------------------------------------------------------------ KD baselines beyond the paper
 MY_LOSS = [91.0, 92.5, 93.0]
 PLAIN = [60.0, 62.0]
 
@@ -259,7 +259,7 @@ def test_a_method_without_a_row_gets_the_extra_table(runs, tmp_path):
     _beyond_runs(runs)
     rep = write_report(runs, tmp_path / "out")
     beyond = rep.tables["beyond"]
-    assert beyond.startswith("### Methods beyond the paper's tables")
+    assert beyond.startswith("### KD baselines beyond the paper")
     # Not registered in this process: the bare name; tested against Table II's Baseline.
     m, s = _mean_std(MY_LOSS)
     p = _welch_p(MY_LOSS, KD_BASE_SUP)
@@ -274,7 +274,44 @@ def test_a_method_without_a_row_gets_the_extra_table(runs, tmp_path):
     assert mine["baseline"] == "table2/logit_mse/supcon"
     assert float(mine["p_welch"]) == pytest.approx(p, rel=1e-4)
     assert rows[("cosine", "acc")]["baseline"] == ""
-    assert "Methods beyond the paper's tables" in rep.markdown_path.read_text()
+    assert "KD baselines beyond the paper" in rep.markdown_path.read_text()
+
+
+DKD_RUNS = [93.0, 93.4, 92.9]
+HINTON_LS = [92.4, 92.2, 92.9]
+HINTON = [91.0, 91.5]
+
+
+def test_kd_baselines_and_loss_variants_get_their_own_rows(runs, tmp_path):
+    # The baselines grid's meta: a baseline loss (no Table II row) and a variant of a loss
+    # that has one (hinton_kl with logit standardization): both land in the extra table,
+    # tested against Table II's logit-MSE Baseline; the plain hinton_kl stays in Table II.
+    kd = {"table": "table2", "stage": "final", "teacher_kind": "supcon", "published": "cifar10"}
+    for s, acc in enumerate(DKD_RUNS):
+        write_run(runs, f"base_dkd-s{s}", {**kd, "method": "dkd", "seed": s}, test_acc=acc)
+    for s, acc in enumerate(HINTON_LS):
+        write_run(runs, f"base_kd_ls-s{s}", {**kd, "method": "hinton_kl", "seed": s,
+                                               "variant": "logit standardization"},
+                  test_acc=acc)
+    for s, acc in enumerate(HINTON):
+        write_run(runs, f"kd_hinton_kl-s{s}", {**kd, "method": "hinton_kl", "seed": s},
+                  test_acc=acc)
+    rep = write_report(runs, tmp_path / "out")
+    beyond = rep.tables["beyond"]
+    for label, values in (("DKD (Zhao et al. 2022)", DKD_RUNS),
+                          ("Hinton KD (KL, T=4; not in the paper), logit standardization",
+                           HINTON_LS)):
+        m, sd = _mean_std(values)
+        p = _p_text(_welch_p(values, KD_BASE_SUP))
+        assert f"| {label} | Table II | {m:.2f} ± {sd:.2f} (n=3, p={p}" in beyond, beyond
+    assert "logit standardization" not in rep.tables["table2"]
+    m, sd = _mean_std(HINTON)
+    assert f"{m:.2f} ± {sd:.2f} (n=2" in rep.tables["table2"]
+    rows = _rows(tmp_path / "out" / "beyond.csv")
+    assert ("hinton_kl+logit standardization@table2", "supcon") in rows
+    assert rows[("dkd@table2", "supcon")]["baseline"] == "table2/logit_mse/supcon"
+    # Row order: registration order of the losses (hinton_kl before dkd).
+    assert beyond.index("Hinton KD") < beyond.index("DKD")
 
 
 def test_no_extra_table_when_every_method_has_a_row(runs, tmp_path):

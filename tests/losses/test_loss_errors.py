@@ -26,6 +26,8 @@ def test_mismatched_batch_sizes_name_both_shapes(name):
     ("s_shape", "t_shape"), [((4,), (4, 5)), ((4, 5), (4,)), ((4, 5, 2), (4, 5, 2)), ((), ())]
 )
 def test_wrong_rank_names_both_shapes(name, s_shape, t_shape):
+    if LOSSES[name].flatten_inputs and len(s_shape) >= 2 and len(t_shape) >= 2:
+        pytest.skip("flattens (B, ...) inputs per sample (test_loss_properties checks it)")
     with pytest.raises(ValueError) as err:
         build_loss(name)(torch.randn(s_shape), torch.randn(t_shape))
     assert str(tuple(s_shape)) in str(err.value)
@@ -77,7 +79,8 @@ def test_bad_labels_raise(name):
 
 @pytest.mark.parametrize(
     ("name", "arg"),
-    [("supcon_kd", "temperature"), ("hinton_kl", "temperature")],
+    [("supcon_kd", "temperature"), ("hinton_kl", "temperature"), ("dkd", "temperature"),
+     ("dist", "temperature"), ("crd", "temperature")],
 )
 @pytest.mark.parametrize("value", [0, 0.0, -0.1, float("nan"), float("inf"), True, "0.1", None])
 def test_bad_temperature_names_the_argument(name, arg, value):
@@ -86,8 +89,36 @@ def test_bad_temperature_names_the_argument(name, arg, value):
 
 
 @pytest.mark.parametrize(
+    ("name", "arg"),
+    [("dkd", "alpha"), ("dkd", "beta"), ("dist", "beta"), ("dist", "gamma"),
+     ("rkd", "distance_weight"), ("rkd", "angle_weight"), ("crd", "momentum")],
+)
+@pytest.mark.parametrize("value", [-0.1, float("nan"), float("inf"), True, "1", None])
+def test_bad_weight_names_the_argument(name, arg, value):
+    with pytest.raises(ValueError, match=f"'{arg}'"):
+        build_loss(name, **{arg: value})
+    assert build_loss(name, **{arg: 0.0}) is not None  # zero switches a term off
+
+
+@pytest.mark.parametrize(("arg", "value"), [
+    ("momentum", 1.0), ("feat_dim", 0), ("feat_dim", 2.5), ("feat_dim", True),
+    ("num_negatives", 0), ("num_negatives", "16384"), ("num_negatives", -3),
+])
+def test_bad_crd_arguments_name_the_argument(arg, value):
+    with pytest.raises(ValueError, match=f"'{arg}'"):
+        build_loss("crd", **{arg: value})
+
+
+@pytest.mark.parametrize("value", ["labels", "Instance", "", None, 1])
+def test_unknown_supcon_kd_positives_names_the_argument(value):
+    with pytest.raises(ValueError, match=r"'positives'.*label.*instance"):
+        build_loss("supcon_kd", positives=value)
+
+
+@pytest.mark.parametrize(
     ("name", "flag"),
-    [("supcon_kd", "normalize_student"), ("supcon_kd", "normalize_teacher"), ("gram", "normalize")],
+    [("supcon_kd", "normalize_student"), ("supcon_kd", "normalize_teacher"), ("gram", "normalize"),
+     ("hinton_kl", "standardize"), ("dkd", "standardize")],
 )
 @pytest.mark.parametrize("value", [1, 0, "true", "False", None, 1.0])
 def test_non_bool_flag_names_the_argument(name, flag, value):
@@ -108,6 +139,25 @@ def test_unknown_gram_mode_names_the_argument(mode):
 def test_unknown_argument_is_named(name, arg):
     with pytest.raises(ValueError, match=f"'{arg}'"):
         build_loss(name, **{arg: 1.0})
+
+
+def test_standardize_needs_two_classes():
+    with pytest.raises(ValueError, match="2 classes"):
+        build_loss("hinton_kl", standardize=True)(torch.randn(3, 1), torch.randn(3, 1))
+
+
+def test_index_must_match_the_batch():
+    crd = build_loss("crd", feat_dim=4)
+    crd.bind(5, 5, 10)
+    s, t = torch.randn(4, 5), torch.randn(4, 5)
+    with pytest.raises(ValueError, match=re.escape("(3,)")):
+        crd(s, t, index=torch.arange(3))
+    with pytest.raises(ValueError, match="integer"):
+        crd(s, t, index=torch.zeros(4))
+    with pytest.raises(ValueError, match=">= 0"):
+        crd(s, t, index=torch.tensor([0, 1, -1, 2]))
+    with pytest.raises(ValueError, match="tensor"):
+        crd(s, t, index=[0, 1, 2, 3])
 
 
 def test_unknown_loss_lists_valid_names():

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from loss_setup import ready
 
 from supkd.losses import LOSSES, SupConLoss, build_loss
 
@@ -19,7 +20,16 @@ OPTIONS = [
     ("supcon_kd", {"normalize_student": False, "normalize_teacher": True}),
     ("supcon_kd", {"normalize_student": True, "normalize_teacher": True}),
     ("supcon_kd", {"normalize_student": False, "normalize_teacher": False}),
+    ("supcon_kd", {"positives": "instance"}),
+    ("hinton_kl", {"standardize": True}),
+    ("dkd", {"standardize": True}),
+    ("dkd", {"alpha": 0.0, "beta": 1.0, "temperature": 1.0}),
+    ("dist", {"beta": 2.0, "gamma": 0.0, "temperature": 4.0}),
+    ("rkd", {"distance_weight": 1.0, "angle_weight": 0.0}),
+    ("crd", {"num_negatives": 5}),
 ]
+# Losses that cannot run without labels (the others accept labels=None).
+REQUIRES_LABELS = {"dkd"}
 CONFIGS = [(name, {}) for name in LOSSES] + OPTIONS
 CONFIG_IDS = [f"{n}-{kw}" for n, kw in CONFIGS]
 
@@ -41,9 +51,9 @@ def _pair(b=6, d=5, seed=0, dtype=torch.float32, scale=1.0):
 )
 def test_equal_inputs_give_zero(name, kwargs):
     s, _, _ = _pair(b=7, d=5, seed=1, dtype=torch.float64)
-    assert build_loss(name, **kwargs)(s, s.clone()).item() == pytest.approx(0.0, abs=1e-12)
+    assert ready(name, **kwargs)(s, s.clone()).item() == pytest.approx(0.0, abs=1e-12)
     # And a different input gives a clearly positive value (the zero above is not trivial).
-    assert build_loss(name, **kwargs)(s, s.flip(0) + 1.0).item() > 1e-3
+    assert ready(name, **kwargs)(s, s.flip(0) + 1.0).item() > 1e-3
 
 
 def test_hinton_kl_of_a_distribution_with_itself_is_zero():
@@ -114,6 +124,87 @@ def test_supcon_loss_no_positive_anywhere_is_zero_with_graph():
     assert v1.item() == 0.0 and torch.equal(one.grad, torch.zeros_like(one))
 
 
+def test_baselines_of_equal_inputs_give_zero():
+    s, _, y = _pair(b=7, d=5, seed=21, dtype=torch.float64)
+    for name, kwargs in [("dkd", {}), ("dkd", {"standardize": True}), ("sp", {}), ("rkd", {}),
+                         ("hinton_kl", {"standardize": True})]:
+        loss = build_loss(name, **kwargs)
+        assert loss(s, s.clone(), y).item() == pytest.approx(0.0, abs=1e-12), (name, kwargs)
+        assert loss(s, s.flip(0) * 2.0 + 1.0, y).item() > 1e-3, (name, kwargs)
+    # DIST: rho = |a'|^2 / (|a'|^2 + 1e-8) is 1 only up to the eps of the norm product.
+    assert build_loss("dist")(s, s.clone()).item() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_dkd_decomposes_classic_kd():
+    # DKD paper, Eq. 5: KL(p_t || p_s) = TCKD + (1 - p_t[target]) * NCKD, per sample; with
+    # one sample, hinton_kl equals dkd(alpha=1, beta=1 - p_t[target]) at the same T.
+    g = torch.Generator().manual_seed(22)
+    for trial in range(4):
+        s = torch.randn(1, 6, generator=g, dtype=torch.float64) * 3
+        t = torch.randn(1, 6, generator=g, dtype=torch.float64) * 3
+        y = torch.tensor([trial])
+        temp = 2.0
+        p_t = torch.softmax(t / temp, dim=1)[0, trial].item()
+        dkd = build_loss("dkd", alpha=1.0, beta=1.0 - p_t, temperature=temp)(s, t, y)
+        kd = build_loss("hinton_kl", temperature=temp)(s, t)
+        assert dkd.item() == pytest.approx(kd.item(), rel=1e-10)
+
+
+def test_dist_of_a_single_sample_is_its_intra_class_term():
+    # B = 1: each class column has one entry, its centred vector is 0 and rho = 0.
+    s, _, _ = _pair(b=1, d=5, seed=23, dtype=torch.float64)
+    value = build_loss("dist", beta=1.0, gamma=3.0, temperature=2.0)(s, s.clone())
+    assert value.item() == pytest.approx(4.0 * 3.0, rel=1e-6)
+
+
+def test_logit_standardization_is_invariant_to_per_sample_affine_maps():
+    s, t, y = _pair(b=6, d=7, seed=24, dtype=torch.float64)
+    scale = torch.rand(6, 1, dtype=torch.float64) * 5 + 0.5
+    shift = torch.randn(6, 1, dtype=torch.float64) * 10
+    for name in ("hinton_kl", "dkd"):
+        loss = build_loss(name, standardize=True)
+        base = loss(s, t, y).item()
+        assert loss(s * scale + shift, t, y).item() == pytest.approx(base, rel=1e-6)
+        assert loss(s, t / scale - shift, y).item() == pytest.approx(base, rel=1e-6)
+        # Without standardization the scale matters: the test can tell the difference.
+        plain = build_loss(name)
+        assert plain(s * scale, t, y).item() != pytest.approx(plain(s, t, y).item(), rel=1e-3)
+
+
+@pytest.mark.parametrize("name", ["sp", "rkd"])
+def test_relational_losses_ignore_rotation_and_scale_of_either_side(name):
+    s, t, _ = _pair(b=6, d=5, seed=25, dtype=torch.float64)
+    q, _ = torch.linalg.qr(torch.randn(5, 5, dtype=torch.float64))
+    loss = build_loss(name)
+    base = loss(s, t).item()
+    assert loss(s @ q, t).item() == pytest.approx(base, rel=1e-9)
+    assert loss(s * 7.5, t * 0.01).item() == pytest.approx(base, rel=1e-9)
+    # A per-sample (row) scale changes the sample relations.
+    rows = torch.rand(6, 1, dtype=torch.float64) * 5 + 0.2
+    assert loss(s * rows, t).item() != pytest.approx(base, rel=1e-3)
+    if name == "rkd":  # distances and angles are also translation invariant
+        assert loss(s + 3.0, t - 1.0).item() == pytest.approx(base, rel=1e-9)
+
+
+@pytest.mark.parametrize("name", ["sp", "rkd", "crd"])
+def test_feature_maps_are_flattened_per_sample(name):
+    g = torch.Generator().manual_seed(26)
+    s = torch.randn(4, 3, 2, 2, generator=g, dtype=torch.float64)
+    t = torch.randn(4, 5, generator=g, dtype=torch.float64)
+    loss = ready(name)
+    assert loss(s, t).item() == pytest.approx(loss(s.flatten(1), t).item(), rel=1e-12)
+
+
+def test_supcon_kd_instance_positives_ignore_labels():
+    s, t, y = _pair(b=8, d=5, seed=27)
+    inst = build_loss("supcon_kd", positives="instance")
+    assert inst(s, t, y).item() == pytest.approx(build_loss("supcon_kd")(s, t, None).item())
+    one_class = torch.zeros(8, dtype=torch.long)
+    assert inst(s, t, y).item() == pytest.approx(inst(s, t, one_class).item())
+    # The label positives are a different loss on a batch with repeated labels.
+    assert build_loss("supcon_kd")(s, t, y).item() != pytest.approx(inst(s, t, y).item())
+
+
 # --------------------------------------------------------------------------------- gradients
 
 
@@ -121,9 +212,9 @@ def test_supcon_loss_no_positive_anywhere_is_zero_with_graph():
 def test_gradcheck(name, kwargs):
     s, t, y = _pair(b=4, d=5, seed=5, dtype=torch.float64)
     s.requires_grad_(True)
-    loss = build_loss(name, **kwargs)
+    loss = ready(name, **kwargs)
     assert torch.autograd.gradcheck(lambda x: loss(x, t, y), (s,), eps=1e-6, atol=1e-5)
-    if name == "supcon_kd":
+    if name in ("supcon_kd", "dist", "sp", "rkd"):
         assert torch.autograd.gradcheck(lambda x: loss(x, t, None), (s,), eps=1e-6, atol=1e-5)
 
 
@@ -146,7 +237,7 @@ def test_no_gradient_reaches_the_teacher(name, kwargs, autocast):
     s.requires_grad_(True)
     t.requires_grad_(True)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        value = build_loss(name, **kwargs)(s, t, y)
+        value = ready(name, **kwargs)(s, t, y)
     assert value.shape == () and value.dtype == torch.float32  # a float32 scalar
     value.backward()
     assert t.grad is None
@@ -203,7 +294,7 @@ def test_supcon_kd_is_invariant_to_permuting_the_batch():
 @pytest.mark.parametrize(("name", "kwargs"), CONFIGS, ids=CONFIG_IDS)
 def test_bf16_under_autocast_computes_in_float32(name, kwargs):
     s, t, y = _pair(b=16, d=12, seed=12, scale=2.0)
-    loss = build_loss(name, **kwargs)
+    loss = ready(name, **kwargs)
     ref32 = loss(s, t, y)
     sb, tb = s.bfloat16(), t.bfloat16()
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -236,7 +327,7 @@ def test_supcon_loss_low_precision_inputs(dtype):
 def test_float16_inputs_without_autocast_are_upcast():
     s, t, y = _pair(b=8, d=6, seed=14)
     for name in LOSSES:
-        value = build_loss(name)(s.half(), t.half(), y)
+        value = ready(name)(s.half(), t.half(), y)
         assert value.dtype == torch.float32, name
 
 
@@ -252,7 +343,7 @@ def _finite_value_and_grad(loss, s, t, y):
 
 @pytest.mark.parametrize(("name", "kwargs"), CONFIGS, ids=CONFIG_IDS)
 def test_finite_for_zero_vectors(name, kwargs):
-    loss = build_loss(name, **kwargs)
+    loss = ready(name, **kwargs)
     s, t, y = _pair(b=5, d=4, seed=15)
     zeros = torch.zeros(5, 4)
     one_zero_row = s.clone()
@@ -274,9 +365,13 @@ def test_zero_vector_values_follow_eps_safe_normalization():
 @pytest.mark.parametrize(("name", "kwargs"), CONFIGS, ids=CONFIG_IDS)
 def test_finite_for_batch_of_one(name, kwargs):
     s, t, y = _pair(b=1, d=4, seed=16)
-    loss = build_loss(name, **kwargs)
+    loss = ready(name, **kwargs)
     assert _finite_value_and_grad(loss, s, t, y)
-    assert _finite_value_and_grad(loss, s, t, None)
+    if name in REQUIRES_LABELS:
+        with pytest.raises(ValueError, match="labels"):
+            loss(s, t, None)
+    else:
+        assert _finite_value_and_grad(loss, s, t, None)
     if name == "supcon_kd":
         # One student only: the softmax has one entry, log 1 = 0.
         assert loss(s, t, y).item() == pytest.approx(0.0, abs=1e-6)
@@ -287,7 +382,7 @@ def test_finite_for_batch_of_one(name, kwargs):
 def test_finite_for_logits_of_magnitude_1e4(name, kwargs, dtype):
     s, t, y = _pair(b=8, d=10, seed=17, scale=1e4, dtype=dtype)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
-        assert _finite_value_and_grad(build_loss(name, **kwargs), s, t, y)
+        assert _finite_value_and_grad(ready(name, **kwargs), s, t, y)
 
 
 def test_hinton_kl_large_logits_matches_float64():

@@ -13,15 +13,18 @@ from supkd.losses import LOSSES, KDLoss, SupConLoss, build_loss, loss_arguments,
 
 # The built-in KD losses, in registration order (the paper's Table II order, then Hinton).
 KD_NAMES = ["logit_mse", "norm_mse", "cosine", "gram", "supcon_kd", "hinton_kl"]
+# The KD baselines beyond the paper (issue 14), registered after them.
+BASELINES = ["dkd", "dist", "sp", "rkd", "crd"]
 
 
 def test_registry_holds_the_six_kd_losses_first_in_order():
     assert list(LOSSES)[: len(KD_NAMES)] == KD_NAMES
+    assert list(LOSSES)[len(KD_NAMES) : len(KD_NAMES) + len(BASELINES)] == BASELINES
     assert SupConLoss not in LOSSES.values()
     assert {"LOSSES", "build_loss", "SupConLoss", "KDLoss", "register_loss"} <= set(
         losses_pkg.__all__)
     # One file per built-in loss, named after it.
-    for name in KD_NAMES:
+    for name in [*KD_NAMES, *BASELINES]:
         assert LOSSES[name].__module__ == f"supkd.losses.{name}"
     # Read-only: only register_loss adds.
     with pytest.raises(TypeError):
@@ -78,6 +81,30 @@ def test_class_attributes_follow_the_contract():
     assert build_loss("gram", mode="channel").same_width is True
 
 
+def test_baselines_attributes_follow_their_definitions():
+    def flags(attr):
+        return {n for n in BASELINES if getattr(build_loss(n), attr)}
+
+    assert not any(LOSSES[n].kd_table_row for n in BASELINES)  # no row in Tables II/IV
+    assert flags("needs_labels") == {"dkd"}
+    assert flags("compares_samples") == {"dist", "sp", "rkd", "crd"}
+    assert flags("same_width") == {"dkd", "dist"}
+    assert flags("needs_index") == {"crd"}
+    assert flags("flatten_inputs") == {"sp", "rkd", "crd"}
+    references = {n: LOSSES[n].reference for n in BASELINES}
+    for name, author in [("dkd", "Zhao"), ("dist", "Huang"), ("sp", "Tung"), ("rkd", "Park"),
+                         ("crd", "Tian")]:
+        assert author in references[name], name
+    assert loss_arguments(LOSSES["dkd"]) == {
+        "alpha": 1.0, "beta": 8.0, "temperature": 4.0, "standardize": False}
+    assert loss_arguments(LOSSES["dist"]) == {"beta": 1.0, "gamma": 1.0, "temperature": 1.0}
+    assert loss_arguments(LOSSES["rkd"]) == {"distance_weight": 25.0, "angle_weight": 50.0}
+    assert loss_arguments(LOSSES["crd"]) == {
+        "feat_dim": 128, "num_negatives": 16384, "temperature": 0.07, "momentum": 0.5}
+    assert loss_arguments(LOSSES["hinton_kl"]) == {"temperature": 4.0, "standardize": False}
+    assert loss_arguments(LOSSES["supcon_kd"])["positives"] == "label"
+
+
 def test_build_loss_passes_arguments_and_defaults():
     kd = build_loss("supcon_kd", temperature=0.5, normalize_student=False, normalize_teacher=True)
     assert (kd.temperature, kd.normalize_student, kd.normalize_teacher) == (0.5, False, True)
@@ -99,7 +126,8 @@ def test_supkd_losses_command_lists_every_loss(capsys):
     out = capsys.readouterr().out
     for name in [*LOSSES, "SupConLoss"]:
         assert name in out
-    for text in ("Eq. 1", "Eq. 5", "temperature=0.1", "normalize_student=True", "mode='sample'"):
+    for text in ("Eq. 1", "Eq. 5", "temperature=0.1", "normalize_student=True", "mode='sample'",
+                 "beta=8.0", "num_negatives=16384", "distance_weight=25.0", "positives='label'"):
         assert text in out
     # One table row per loss, the name first.
     rows = [line.split()[0] for line in out.splitlines() if line.strip()]
@@ -113,7 +141,8 @@ def test_supkd_losses_json(capsys):
     assert [r["name"] for r in rows] == [*LOSSES, "SupConLoss"]
     assert [r["name"] for r in rows][: len(KD_NAMES)] == KD_NAMES
     by_name = {r["name"]: r for r in rows}
-    assert by_name["hinton_kl"]["arguments"] == {"temperature": 4.0}
+    assert by_name["hinton_kl"]["arguments"] == {"temperature": 4.0, "standardize": False}
+    assert by_name["crd"]["needs_index"] is True and by_name["dkd"]["needs_index"] is False
     assert by_name["SupConLoss"]["kind"] == "pretrain"
     assert by_name["gram"]["label"] == "Gram KD (Eq. 4)"
     assert by_name["gram"]["module"] == "supkd.losses.gram"

@@ -54,6 +54,13 @@ def test_paper_budgets_follow_design_section_5():
     assert (sup.train.epochs, sup.train.batch_size, sup.optim.lr) == (1000, 1024, 0.5)
     assert (sup.optim.weight_decay, sup.schedule.min_lr_factor) == (1e-4, 1e-3)
     assert sup.schedule.warmup_epochs == 10 and sup.task.temperature == 0.1
+    # The SupContrast code's tau / 0.07 scaling, which its lr 0.5 assumes (SupConLoss docs);
+    # the fast preset keeps no factor.
+    assert sup.task.base_temperature == 0.07
+    assert cfg("imagenet_supcon_teacher").task.base_temperature == 0.07
+    assert cfg("cifar10_supcon_student").task.base_temperature == 0.07
+    fast = load_run_config(CONFIGS / "fast" / "cifar10_supcon_teacher.yaml")
+    assert fast.task.base_temperature is None
     assert sup.model.name == "resnet50" and sup.model.projection_dim == 128
     lin = cfg("cifar10_supcon_teacher_linear")
     assert (lin.train.epochs, lin.train.batch_size, lin.optim.lr) == (100, 512, 5.0)

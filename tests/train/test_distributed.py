@@ -82,6 +82,10 @@ CASES: dict[str, tuple[Any, tuple[str, ...], int]] = {
         0,
     ),
     "gram_channel": (lambda: build_loss("gram", mode="channel"), ("kd_student", "kd_teacher"), 0),
+    # The KD baselines that compare samples (issue 14); CRD's bank: test_distributed_crd.py.
+    "dist": (lambda: build_loss("dist", temperature=2.0), ("kd_student", "kd_teacher"), 0),
+    "sp": (lambda: build_loss("sp"), ("kd_student", "kd_teacher_wide"), 0),
+    "rkd": (lambda: build_loss("rkd"), ("kd_student", "kd_teacher_wide"), 0),
 }
 
 

@@ -28,9 +28,17 @@ def _metrics(path):
     ]
 
 
-@pytest.mark.parametrize("kind", ["distill_adapter_ema", "supcon"])
+@pytest.mark.parametrize("kind", ["distill_adapter_ema", "supcon", "distill_crd_warmup"])
 def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, tiny, teacher_runs, kind):
-    if kind == "supcon":
+    if kind == "distill_crd_warmup":
+        # CRD's embeddings, memory bank, NCE constants and negative draws live in the task
+        # state; the alpha warm-up spans both interruptions (2 of the 6 steps' epochs).
+        overrides = [
+            "task.name=distill", f"task.teacher={teacher_runs['ce']}", "task.loss=crd",
+            "task.representation=embedding", "task.loss_args={num_negatives: 16}",
+            "task.alpha_warmup_epochs=1.5", "train.epochs=2", "deterministic=true",
+        ]
+    elif kind == "supcon":
         overrides = ["task.name=supcon", "train.epochs=2", "deterministic=true"]
     else:
         # Embedding of a width-8 teacher (64) vs a width-4 student (32): logit_mse needs an
@@ -64,3 +72,13 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, tiny, teacher_ru
     cb = load_checkpoint(d / "checkpoints" / "last.pt")
     for k, v in ca["task_state"].get("adapter", {}).items():
         assert torch.equal(v, cb["task_state"]["adapter"][k])
+    for k, v in ca["task_state"].get("loss", {}).items():
+        if k == "_extra_state":
+            for name, x in v.items():
+                same = torch.equal(x, cb["task_state"]["loss"][k][name]) if isinstance(
+                    x, torch.Tensor) else x == cb["task_state"]["loss"][k][name]
+                assert same, name
+        else:
+            assert torch.equal(v, cb["task_state"]["loss"][k]), k
+    if kind == "distill_crd_warmup":
+        assert ca["task_state"]["loss"]["_extra_state"]["steps"] == 6

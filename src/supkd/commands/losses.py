@@ -40,6 +40,7 @@ def _rows() -> list[dict[str, object]]:
                 "needs_labels": cls.needs_labels,
                 "compares_samples": cls.compares_samples,
                 "same_width": cls.same_width,
+                "needs_index": cls.needs_index,
             }
         )
     rows.append(
@@ -55,6 +56,7 @@ def _rows() -> list[dict[str, object]]:
             "needs_labels": False,
             "compares_samples": True,
             "same_width": True,
+            "needs_index": False,
         }
     )
     return rows
@@ -82,5 +84,6 @@ def run(args: argparse.Namespace) -> int:
             print("  ".join("-" * w for w in [*widths, len(header[-1])]))
     print()
     print("KD call:       loss(student (B, D_s), teacher (B, D_t), labels (B,) | None)")
+    print("               + index=(B,) dataset indices for losses with state (crd; after bind)")
     print("pre-training:  SupConLoss(...)(features (B, V, D) L2-normalized, labels (B,) | None)")
     return 0

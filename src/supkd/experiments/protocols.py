@@ -21,6 +21,9 @@ key                meaning
 ``role``           ``teacher`` | ``student`` (rows of Tables I and III)
 ``kind``           ``ce`` | ``supcon`` (columns of Tables I and III: the training objective)
 ``method``         KD loss name, a key of ``supkd.losses.LOSSES`` (rows of Tables II, IV)
+``variant``        a short text naming a non-default option of ``method`` (e.g. ``logit
+                   standardization``): the run is its own row of the report's table "KD
+                   baselines beyond the paper", never the loss's row of Tables II, IV
 ``teacher_kind``   ``ce`` | ``supcon`` (columns of Tables II and IV)
 ``placement``      ``none`` | ``teacher_only`` | ``student_only`` | ``both``: where
                    ``supcon_kd`` L2-normalizes features (rows of Table V)
@@ -48,7 +51,7 @@ from supkd.losses import LOSSES, loss_label
 
 META_KEYS: tuple[str, ...] = (
     "grid", "entry", "cell", "stage", "seed", "alpha", "alpha_candidates", "table", "role",
-    "kind", "method", "teacher_kind", "placement", "published", "cka_teacher",
+    "kind", "method", "variant", "teacher_kind", "placement", "published", "cka_teacher",
 )
 
 STAGES = ("final", "tune")

@@ -9,10 +9,12 @@ column beside ours. Only ``stage: final`` runs (trained on the full training spl
 on the test set) enter the tables; ``stage: tune`` runs only show in the α section.
 
 Method labels come from each loss class's metadata (:func:`supkd.losses.loss_label`). A run
-whose method has no row in the paper's tables (a loss registered outside the paper's set, a
-``meta.table`` the method does not fit, or a distill run without ``meta.table``) is not
-dropped: it appears in the extra table "Methods beyond the paper's tables" (``beyond.csv``)
-with the same statistics.
+whose method has no row in the paper's tables (a KD baseline the paper does not report, such
+as ``dkd`` or ``crd``, a loss registered by a plugin, a variant of a loss named by
+``meta.variant`` such as Hinton KD with logit standardization, a ``meta.table`` the method
+does not fit, or a distill run without ``meta.table``) is not dropped: it appears in the
+extra table "KD baselines beyond the paper" (``beyond.csv``) with the same statistics, each
+method tested against the logit-MSE Baseline of the KD table its meta names.
 """
 
 from __future__ import annotations
@@ -60,9 +62,10 @@ from supkd.utils.atomic import atomic_write_text
 CellKey = tuple[str, str, str]  # (table, row, col)
 
 #: Id of the extra table of runs whose method has no row in a paper table. Its rows are
-#: ``method`` or ``method@table`` (the KD table its meta named), its columns teacher kinds.
+#: ``method``, ``method+variant`` (``meta.variant``), each optionally ``@table`` (the KD
+#: table its meta named); its columns are teacher kinds.
 BEYOND = "beyond"
-BEYOND_TITLE = "Methods beyond the paper's tables"
+BEYOND_TITLE = "KD baselines beyond the paper"
 ANY_TEACHER = "acc"  # column of a run whose meta names no teacher kind
 _TEACHER_COLUMNS = {"ce": "KD from CE teacher", "supcon": "KD from SupCon teacher",
                     ANY_TEACHER: "Top-1 accuracy"}
@@ -139,15 +142,20 @@ def places(rec: RunRecord) -> list[CellKey]:
     :data:`BEYOND` table instead of being dropped."""
     keys: list[CellKey] = []
     named = tables_of(rec.meta)
+    # A variant of a loss (meta.variant: another option than the paper's) is never the
+    # loss's own row of a KD table.
+    variant = rec.meta.get("variant")
     for table in named:
         rc = cell_of(rec.meta, table)
-        if rc is not None and (table not in METHOD_TABLES or rc[0] in rows_of(table)):
+        in_kd_row = rc is not None and rc[0] in rows_of(table) and not variant
+        if rc is not None and (table not in METHOD_TABLES or in_kd_row):
             keys.append((table, *rc))
     method = method_of(rec)
     if keys or method is None:
         return keys
     source = next((t for t in named if t in METHOD_TABLES), None)
-    row = f"{method}@{source}" if source else method
+    row = f"{method}+{variant}" if variant else method
+    row = f"{row}@{source}" if source else row
     return [(BEYOND, row, str(rec.meta.get("teacher_kind") or ANY_TEACHER))]
 
 
@@ -159,7 +167,7 @@ def _beyond_baseline(key: CellKey) -> CellKey | None:
 
 
 def _beyond_order(row: str) -> tuple[int, str]:
-    method = row.partition("@")[0]
+    method = row.partition("@")[0].partition("+")[0]
     names = list(LOSSES)
     return (names.index(method) if method in names else len(names), row)
 
@@ -214,6 +222,8 @@ def _alpha_rows(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
 def _cell_label(meta: dict[str, Any]) -> str:
     if meta.get("method"):
         text = str(meta["method"])
+        if meta.get("variant"):
+            text += f" + {meta['variant']}"
         if meta.get("teacher_kind"):
             text += f" from {meta['teacher_kind']} teacher"
         if meta.get("placement"):
@@ -307,11 +317,13 @@ def beyond_rows(col: Collected) -> tuple[list[str], list[list[str]]]:
               *(f"{_TEACHER_COLUMNS.get(c, f'KD from {c} teacher')} (ours)" for c in cols)]
     rows = []
     for row in sorted({k[1] for k in col.cells if k[0] == BEYOND}, key=_beyond_order):
-        method, _, source = row.partition("@")
+        head, _, source = row.partition("@")
+        method, _, variant = head.partition("+")
         where = TABLES[source].title.split(":")[0] if source else "–"
         ours = [_cell_text(col, (BEYOND, row, c)) if (BEYOND, row, c) in col.cells else "–"
                 for c in cols]
-        rows.append([loss_label(method), where, *ours])
+        label = f"{loss_label(method)}, {variant}" if variant else loss_label(method)
+        rows.append([label, where, *ours])
     return header, rows
 
 
@@ -320,10 +332,11 @@ def table_markdown(col: Collected, table: str) -> str:
     if table == BEYOND:
         return (f"### {BEYOND_TITLE}\n\n" + _md_table(header, rows)
                 + "\n\nTop-1 test accuracy (%), mean ± sample std over seeds (n), of the runs "
-                "no paper table has a cell for: a method with no row in the paper's tables, "
-                "or a run whose meta names no table. p: each method vs the Baseline (logit "
-                "MSE) row of the KD table its meta names, same column (none when it names "
-                "none); ns = not significant at 0.05.\n")
+                "no paper table has a cell for: KD baselines and loss variants the paper does "
+                "not report (α tuned on the validation split like the paper's rows; see the "
+                "α section), other methods, and runs whose meta names no table. p: each "
+                "method vs the Baseline (logit MSE) row of the KD table its meta names, same "
+                "column (none when it names none); ns = not significant at 0.05.\n")
     spec = TABLES[table]
     block = _published_block(col, table)
     paper = ("ImageNet-1k, ResNet-50 → ResNet-34, single runs (NaN: the paper's run diverged)"

@@ -9,7 +9,8 @@ Usage::
     sup = SupConLoss(temperature=0.1)
     value = sup(features, labels)     # features (B, V, D), L2-normalized
 
-One file per KD loss (``logit_mse.py`` ... ``hinton_kl.py``), each class registered with
+One file per KD loss (``logit_mse.py`` ... ``hinton_kl.py``, then the baselines ``dkd.py``,
+``dist.py``, ``sp.py``, ``rkd.py``, ``crd.py``), each class registered with
 ``@register_loss``; ``LOSSES`` is the read-only view of the registry (name -> class, in
 registration order). ``SupConLoss`` (teacher pre-training) is not a KD loss and is not in it.
 
@@ -43,7 +44,8 @@ the class that holds it.
 from __future__ import annotations
 
 # Import order is registration order (LOSSES lists the losses in it): the paper's Table II
-# order, then classic KD. isort would sort them by file name.
+# order, then classic KD, then the KD baselines beyond the paper (DKD, DIST, SP, RKD, CRD).
+# isort would sort them by file name.
 # isort: off
 from supkd.losses.base import KDLoss
 from supkd.losses.logit_mse import LogitMSELoss
@@ -52,18 +54,28 @@ from supkd.losses.cosine import CosineLoss
 from supkd.losses.gram import GramLoss
 from supkd.losses.supcon_kd import SupConKDLoss
 from supkd.losses.hinton_kl import HintonKLLoss
+from supkd.losses.dkd import DKDLoss
+from supkd.losses.dist import DISTLoss
+from supkd.losses.sp import SPLoss
+from supkd.losses.rkd import RKDLoss
+from supkd.losses.crd import CRDLoss
 # isort: on
 from supkd.losses.registry import LOSSES, build_loss, loss_arguments, loss_label, register_loss
 from supkd.losses.supcon import SupConLoss
 
 __all__ = [
     "LOSSES",
+    "CRDLoss",
     "CosineLoss",
+    "DISTLoss",
+    "DKDLoss",
     "GramLoss",
     "HintonKLLoss",
     "KDLoss",
     "LogitMSELoss",
     "NormMSELoss",
+    "RKDLoss",
+    "SPLoss",
     "SupConKDLoss",
     "SupConLoss",
     "build_loss",

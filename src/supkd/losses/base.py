@@ -20,7 +20,14 @@ Class attributes (a subclass sets those that differ from the defaults):
 - for the distill task: ``needs_labels`` (the task should pass labels), ``compares_samples``
   (the value couples samples of the batch, so under DDP the task gathers the global batch
   first), ``same_width`` (student and teacher widths must be equal; otherwise the task
-  inserts an adapter).
+  inserts an adapter), ``needs_index`` (the loss keeps per-sample state: the task passes
+  ``index=``, each sample's index in the training split, the loaders' ``Batch.index``),
+  ``flatten_inputs`` (inputs (B, ...) of any rank ≥ 2 are accepted and flattened per sample
+  to (B, D), e.g. a conv stage's (B, C, H, W) map).
+
+Losses with learned parts or per-sample state build them in :meth:`KDLoss.bind`, which the
+distill task calls once, before the optimizer is built, with the representation widths and
+the training split's size (a no-op for the stateless losses).
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from supkd.losses.common import check_labels, full_precision, upcast
+from supkd.losses.common import check_index, check_labels, full_precision, upcast
 
 __all__ = ["PAPER", "KDLoss"]
 
@@ -56,6 +63,8 @@ class KDLoss(nn.Module, abc.ABC):
     kd_table_row: ClassVar[bool] = False
     needs_labels: ClassVar[bool] = False
     compares_samples: ClassVar[bool] = False
+    needs_index: ClassVar[bool] = False
+    flatten_inputs: ClassVar[bool] = False
     # Not a ClassVar: GramLoss sets it per instance (True only in channel mode).
     same_width: bool = True
 
@@ -64,14 +73,25 @@ class KDLoss(nn.Module, abc.ABC):
         student: torch.Tensor,
         teacher: torch.Tensor,
         labels: torch.Tensor | None = None,
+        *,
+        index: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """student (B, D_s), teacher (B, D_t), labels (B,) or None -> scalar."""
-        self._check(student, teacher)
-        labels = check_labels(
-            labels,
-            student.shape[0],
-            f"student {tuple(student.shape)} / teacher {tuple(teacher.shape)}",
-        )
+        """student (B, D_s), teacher (B, D_t), labels (B,) or None -> scalar.
+
+        ``index`` (B,): each sample's index in the training split, required by (and only
+        passed on to) losses with ``needs_index``; ignored by the others.
+        """
+        student, teacher = self._check(student, teacher)
+        what = f"student {tuple(student.shape)} / teacher {tuple(teacher.shape)}"
+        labels = check_labels(labels, student.shape[0], what)
+        extra: dict[str, torch.Tensor] = {}
+        if self.needs_index:
+            if index is None:
+                raise ValueError(
+                    f"{type(self).__name__}: needs each sample's index in the training split "
+                    "(index=..., the loaders' Batch.index)"
+                )
+            extra["index"] = check_index(index, student.shape[0], what)
         teacher = teacher.detach()
         with full_precision(student, teacher):
             s, t = upcast(student), upcast(teacher)
@@ -81,9 +101,23 @@ class KDLoss(nn.Module, abc.ABC):
                 s, t = s.to(wide), t.to(wide)
             if labels is not None:
                 labels = labels.to(s.device)
-            return self.compute(s, t, labels)
+            if extra:
+                extra = {k: v.to(s.device) for k, v in extra.items()}
+            return self.compute(s, t, labels, **extra)
 
-    def _check(self, student: torch.Tensor, teacher: torch.Tensor) -> None:
+    def bind(
+        self, student_width: int, teacher_width: int, num_samples: int | None, seed: int = 0
+    ) -> None:
+        """Build what the loss learns or keeps per sample, for inputs (B, student_width) and
+        (B, teacher_width) over a training split of ``num_samples`` samples (None when
+        unknown); ``seed`` seeds any random state it draws. The distill task calls it once,
+        before the optimizer is built (so learned parts are trained), with a seed drawn from
+        the run's initialization generator, the same on every DDP rank. Default: nothing."""
+
+    def _check(
+        self, student: torch.Tensor, teacher: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Validate the inputs; return them, flattened to (B, D) for ``flatten_inputs``."""
         for name, x in (("student", student), ("teacher", teacher)):
             if not isinstance(x, torch.Tensor):
                 raise ValueError(f"{name}: expected a tensor, got {type(x).__name__}")
@@ -91,20 +125,32 @@ class KDLoss(nn.Module, abc.ABC):
                 raise ValueError(f"{name}: expected a floating tensor, got dtype {x.dtype}")
         s_shape, t_shape = tuple(student.shape), tuple(teacher.shape)
         both = f"student shape {s_shape}, teacher shape {t_shape}"
-        if student.dim() != 2 or teacher.dim() != 2:
-            raise ValueError(f"{type(self).__name__}: expected (B, D) inputs, got {both}")
+        ranks_ok = (
+            student.dim() >= 2 and teacher.dim() >= 2
+            if self.flatten_inputs
+            else student.dim() == 2 and teacher.dim() == 2
+        )
+        if not ranks_ok:
+            expected = "(B, ...) inputs of rank >= 2" if self.flatten_inputs else "(B, D) inputs"
+            raise ValueError(f"{type(self).__name__}: expected {expected}, got {both}")
         if s_shape[0] != t_shape[0]:
             raise ValueError(f"{type(self).__name__}: batch sizes differ, {both}")
         if s_shape[0] == 0:
             raise ValueError(f"{type(self).__name__}: empty batch, {both}")
-        if self.same_width and s_shape[1] != t_shape[1]:
+        if self.flatten_inputs:
+            student = student.reshape(s_shape[0], -1)
+            teacher = teacher.reshape(t_shape[0], -1)
+        if self.same_width and student.shape[1] != teacher.shape[1]:
             raise ValueError(
-                f"{type(self).__name__}: widths differ ({s_shape[1]} vs {t_shape[1]}) and this "
-                f"loss compares features element-wise; {both} (use an adapter)"
+                f"{type(self).__name__}: widths differ ({student.shape[1]} vs "
+                f"{teacher.shape[1]}) and this loss compares features element-wise; {both} "
+                "(use an adapter)"
             )
+        return student, teacher
 
     @abc.abstractmethod
     def compute(
         self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor | None
     ) -> torch.Tensor:
-        """The loss on validated float32/float64 tensors (teacher already detached)."""
+        """The loss on validated float32/float64 tensors (teacher already detached); losses
+        with ``needs_index`` also get ``index=`` (B,) long, on the inputs' device."""

@@ -19,6 +19,9 @@ import torch.nn.functional as F
 # (finite value and finite gradient) instead of 0/0; same default as F.normalize.
 NORM_EPS = 1e-12
 
+#: eps of logit standardization's denominator (Sun et al. 2024's code: 1e-7).
+STANDARDIZE_EPS = 1e-7
+
 
 @contextlib.contextmanager
 def full_precision(*tensors: torch.Tensor) -> Iterator[None]:
@@ -74,3 +77,63 @@ def check_labels(labels: torch.Tensor | None, batch: int, what: str) -> torch.Te
     if labels.is_floating_point() or labels.is_complex():
         raise ValueError(f"labels: expected an integer tensor, got dtype {labels.dtype}")
     return labels
+
+
+def check_index(index: object, batch: int, what: str) -> torch.Tensor:
+    """Validate per-sample dataset indices: an integer tensor of shape (batch,), values ≥ 0
+    (checked on CPU tensors only: on an accelerator the check would stall the step; there an
+    index past the end trips the indexing kernel's bounds check)."""
+    if not isinstance(index, torch.Tensor):
+        got = type(index).__name__
+        raise ValueError(f"index: expected a tensor of shape ({batch},), got {got}")
+    if index.dim() != 1 or index.shape[0] != batch:
+        raise ValueError(
+            f"index shape {tuple(index.shape)} does not match {what}: expected ({batch},)"
+        )
+    if index.is_floating_point() or index.is_complex() or index.dtype == torch.bool:
+        raise ValueError(f"index: expected an integer tensor, got dtype {index.dtype}")
+    if index.device.type == "cpu" and index.numel() and int(index.min()) < 0:
+        raise ValueError(f"index: expected indices >= 0, got {int(index.min())}")
+    return index.long()
+
+
+def check_number(value: object, name: str, *, minimum: float = 0.0, strict: bool = False) -> float:
+    """Validate a finite real weight: ``>= minimum`` (``> minimum`` when ``strict``); bool and
+    strings are refused."""
+    op = ">" if strict else ">="
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"argument '{name}': expected a number {op} {minimum:g}, got {value!r}")
+    value = float(value)
+    ok = value > minimum if strict else value >= minimum
+    if not (math.isfinite(value) and ok):
+        raise ValueError(
+            f"argument '{name}': expected a finite number {op} {minimum:g}, got {value!r}"
+        )
+    return value
+
+
+def check_choice(value: object, name: str, choices: tuple[str, ...]) -> str:
+    """Validate a string option against ``choices``."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"argument '{name}': expected one of {list(choices)}, got {value!r}")
+    return value
+
+
+def standardize_logits(z: torch.Tensor) -> torch.Tensor:
+    """Logit standardization (Sun et al., "Logit Standardization in Knowledge Distillation",
+    CVPR 2024, Eq. 3 and their code): each row z (B, C) -> (z − mean) / (std + 1e-7), std with
+    Bessel's correction. Needs C ≥ 2 (one class has no std)."""
+    if z.shape[1] < 2:
+        raise ValueError(
+            f"standardize: needs at least 2 classes per sample, got shape {tuple(z.shape)}"
+        )
+    mean = z.mean(dim=1, keepdim=True)
+    std = z.std(dim=1, keepdim=True, correction=1)
+    return (z - mean) / (std + STANDARDIZE_EPS)
+
+
+def other_indices(own: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, n − 1) long: for each row the indices in [0, n) other than ``own`` (B,), in order
+    (DKD's non-target classes; CRD's negatives when they are all other samples)."""
+    cols = torch.arange(n - 1, device=own.device)[None, :]
+    return cols + (cols >= own[:, None]).long()

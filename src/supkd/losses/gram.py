@@ -20,11 +20,17 @@ class GramLoss(KDLoss):
     the B² entries. ``mode="channel"`` compares the D×D Gram ``ZᵀZ`` (Yim et al., 2017
     style inter-channel correlations; widths must match), also divided by B² so that the
     value does not grow with the batch (each entry is a sum over B samples).
-    ``normalize=True`` L2-normalizes each sample's row first, as similarity-preserving KD
-    (Tung & Mori, 2019) does, making the loss invariant to per-sample scale.
+    ``normalize=True`` L2-normalizes each sample's feature row *before* the product, so the
+    sample Gram's entries are cosine similarities and the loss is invariant to per-sample
+    scale. This is not similarity-preserving KD (Tung & Mori, ICCV 2019), which forms the
+    Gram of the raw features and L2-normalizes each row of the *Gram* after the product;
+    that loss is ``sp`` (:class:`supkd.losses.sp.SPLoss`). The two give different values on
+    the same batch (tests/losses/test_loss_reference.py).
+
+    Shapes: student (B, D_s), teacher (B, D_t) (D_s = D_t in channel mode); returns a scalar.
 
     Args:
-        normalize: L2-normalize rows of Z before forming the Gram matrix.
+        normalize: L2-normalize the feature rows of Z before forming the Gram matrix.
         mode: ``"sample"`` (B×B) or ``"channel"`` (D×D).
     """
 

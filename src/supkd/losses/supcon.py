@@ -29,10 +29,23 @@ class SupConLoss(nn.Module):
     a zero that is still connected to the graph. The log-softmax is max-shifted (through
     ``torch.logsumexp``) and computed in float32 even under autocast.
 
+    The factor τ/τ_base: the public SupContrast code (Khosla et al.'s ``SupConLoss``)
+    multiplies the loss by ``temperature / base_temperature`` with ``base_temperature=0.07``
+    by default, so at τ = 0.1 its loss and gradient are 0.1/0.07 ≈ 1.43× the plain
+    L^sup_out of Eq. 2 (at τ = 0.07 the factor is 1). supkd's default (None: τ_base = τ) does
+    not scale, so a recipe taken from that code trains with 0.7× of that code's gradient
+    unless ``base_temperature=0.07`` is given. The "paper" preset does so, to keep the lr 0.5
+    of that code's recipe at the gradient scale it was tuned for:
+    ``configs/paper/cifar10_supcon_teacher.yaml``, ``configs/paper/imagenet_supcon_teacher.yaml``
+    (and the SupCon students that extend them) and the ``supcon_teacher`` / ``supcon_student``
+    runs of ``configs/paper/cifar10.yaml`` and ``configs/paper/imagenet.yaml`` (so also
+    ``ablation.yaml``). The fast preset and the demo keep no factor (their learning rates were
+    chosen without it).
+
     Args:
         temperature: τ > 0 (Khosla et al. use 0.1 on CIFAR).
         base_temperature: τ_base > 0; the loss is scaled by τ/τ_base as in the public
-            SupCon code. None means τ_base = τ (no scaling).
+            SupCon code (which uses 0.07). None means τ_base = τ (no scaling).
 
     Shapes:
         features: (B, V, D), V ≥ 1 augmented views of each of B images. Expected to be

@@ -434,6 +434,8 @@ class TrainLoop:
         if self.cudagraphs:
             torch.compiler.cudagraph_mark_step_begin()
         batch = to_batch(obj, self.device, self.channels_last)
+        state = self.state
+        self.task.set_progress(state.epoch + (state.batch_in_epoch + 1) / self.steps_per_epoch)
         amp = self.amp_dtype
         with torch.autocast(self.device.type, dtype=amp or torch.float32, enabled=amp is not None):
             parts = self.step_module(batch)

@@ -20,7 +20,9 @@ Tasks (paper §III, DESIGN.md §5):
   with logits.
 - ``distill`` (:mod:`.distill`): student trained with ``L = ce_weight·CE + α·L_KD`` (paper
   Eq. 6) from a frozen teacher, for any loss in :data:`supkd.losses.LOSSES` and any
-  representation (``logits | embedding | projection``, DESIGN.md §4).
+  representation (``logits | embedding | projection``, DESIGN.md §4, or a stage of
+  ``forward_intermediates`` such as ``layer4``), with an optional linear warm-up of α
+  (``alpha_warmup_epochs``, told the epoch position through :meth:`Task.set_progress`).
 """
 
 from __future__ import annotations

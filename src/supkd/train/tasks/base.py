@@ -53,6 +53,11 @@ class Task(nn.Module, abc.ABC):
     def training_step(self, batch: Any) -> dict[str, Tensor]:
         """``batch`` (a ``supkd.data.Batch``) -> ``{"loss": scalar, parts...}``."""
 
+    def set_progress(self, epochs: float) -> None:
+        """Told by the loop before each training step: the epochs done when that step ends
+        (a fraction, e.g. 2.25), for weights scheduled over training (distill's α warm-up).
+        Default: ignored."""
+
     def predict(self, x: Tensor) -> Tensor:
         """Logits (B, C) for evaluation."""
         return as_model_output(self.model(x)).logits

@@ -1,6 +1,7 @@
 """``distill``: a student trained with ``L = ce_weight·CE + α·L_KD`` (paper Eq. 6) from a
 frozen teacher, for any loss in :data:`supkd.losses.LOSSES` and any representation
-(``logits | embedding | projection``, DESIGN.md §4)."""
+(``logits | embedding | projection``, DESIGN.md §4, or a stage of ``forward_intermediates``
+such as ``layer3`` / ``layer4``, flattened per sample)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from torch import Tensor, nn
 
 from supkd.config import Config, TaskConfig, bounded
 from supkd.errors import CheckpointError, ConfigError, UserError
-from supkd.losses import LOSSES, build_loss
+from supkd.losses import LOSSES, KDLoss, build_loss
 from supkd.models import ModelOutput, as_model_output
 from supkd.models.files import ModelRecord, load_model_record
 from supkd.train import distributed as dist_utils
@@ -40,8 +41,12 @@ class DistillConfig(TaskConfig):
     loss: str = "supcon_kd"  # any name in supkd.losses.LOSSES
     loss_args: dict[str, Any] = field(default_factory=dict)  # constructor arguments
     alpha: float = bounded(1.0, ge=0)  # weight of L_KD (paper Eq. 6)
+    # Linear warm-up of α from 0 over this many epochs (per step; DKD uses 20); 0: none.
+    alpha_warmup_epochs: float = bounded(0.0, ge=0)
     ce_weight: float = bounded(1.0, ge=0)  # weight of the CE term (Eq. 6 uses 1)
-    representation: Literal["logits", "embedding", "projection"] = "logits"
+    # logits | embedding | projection, or a stage of the models' forward_intermediates
+    # (stem, layer1 ... layer4 for supkd's ResNets), flattened per sample.
+    representation: str = "logits"
     label_smoothing: float = bounded(0.0, ge=0, lt=1)
     teacher_cache: Literal["auto", "on", "off"] = "auto"
 
@@ -51,6 +56,17 @@ class DistillConfig(TaskConfig):
             raise ConfigError(
                 f"config field '{prefix}.teacher': expected a teacher run directory or "
                 "model file, got nothing"
+            )
+        rep = self.representation
+        # A stage name is checked against the models when the task is built; here only a
+        # near-miss of the three outputs ("embeding") is caught early.
+        close = difflib.get_close_matches(str(rep), REPRESENTATIONS, n=1, cutoff=0.75)
+        if not isinstance(rep, str) or not rep or (close and rep not in REPRESENTATIONS):
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(
+                f"config field '{prefix}.representation': expected logits, embedding, "
+                f"projection or a stage name of the models (layer3, layer4, ...), got "
+                f"{rep!r}{hint}"
             )
         if self.loss not in LOSSES:
             close = difflib.get_close_matches(self.loss, list(LOSSES), n=1)
@@ -69,6 +85,32 @@ def _pick(out: ModelOutput, representation: str) -> Tensor | None:
     return getattr(out, representation)
 
 
+def _forward(model: nn.Module, x: Tensor, representation: str) -> tuple[Tensor, Tensor | None]:
+    """(logits (B, C), representation (B, ...) or None) of ``model`` on ``x``.
+
+    A stage name runs ``model.forward_intermediates`` (which also gives the logits, so the
+    student still takes one forward); ConfigError when the model has no such stage.
+    """
+    if representation in REPRESENTATIONS:
+        out = as_model_output(model(x))
+        return out.logits, _pick(out, representation)
+    intermediates = getattr(model, "forward_intermediates", None)
+    if intermediates is None:
+        raise ConfigError(
+            f"config field 'task.representation': {representation!r} is a stage name, but "
+            f"{type(model).__name__} has no forward_intermediates; use "
+            f"{', '.join(REPRESENTATIONS)}"
+        )
+    feats = intermediates(x)
+    if representation not in feats or "logits" not in feats:
+        valid = [*REPRESENTATIONS, *(k for k in feats if k not in REPRESENTATIONS)]
+        raise ConfigError(
+            f"config field 'task.representation': expected one of {', '.join(valid)}, "
+            f"got {representation!r}"
+        )
+    return feats["logits"], feats[representation]
+
+
 @torch.no_grad()
 def _probe_width(model: nn.Module, representation: str, example: Tensor) -> int:
     """Width of ``representation`` for ``model`` from one forward in eval mode (no BN update)."""
@@ -78,7 +120,7 @@ def _probe_width(model: nn.Module, representation: str, example: Tensor) -> int:
     if param is not None:
         example = example.to(param.device)
     try:
-        z = _pick(as_model_output(model(example)), representation)
+        _, z = _forward(model, example, representation)
     finally:
         model.train(was_training)
     if z is None:
@@ -86,6 +128,11 @@ def _probe_width(model: nn.Module, representation: str, example: Tensor) -> int:
             f"config field 'task.representation': the model has no {representation!r} output"
         )
     return int(z.reshape(z.shape[0], -1).shape[1])
+
+
+def _binds(loss: nn.Module) -> bool:
+    """True for a loss with its own :meth:`KDLoss.bind` (learned parts or per-sample state)."""
+    return isinstance(loss, KDLoss) and type(loss).bind is not KDLoss.bind
 
 
 @register_task
@@ -119,13 +166,15 @@ class DistillTask(Task):
         label_smoothing: float = 0.0,
         cache: Any = None,
         teacher_source: str | None = None,
+        alpha_warmup_epochs: float = 0.0,
+        num_samples: int | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
-        if representation not in REPRESENTATIONS:
-            raise ValueError(
-                f"representation must be one of {', '.join(REPRESENTATIONS)}, "
-                f"got {representation!r}"
-            )
+        if not isinstance(representation, str) or not representation:
+            raise ValueError(f"representation must be a non-empty name, got {representation!r}")
+        if alpha_warmup_epochs < 0:
+            raise ValueError(f"alpha_warmup_epochs must be >= 0, got {alpha_warmup_epochs!r}")
         self.model = student
         self.teacher = teacher
         for p in teacher.parameters():
@@ -133,6 +182,8 @@ class DistillTask(Task):
         teacher.eval()
         self.criterion = loss
         self.alpha = float(alpha)
+        self.alpha_warmup_epochs = float(alpha_warmup_epochs)
+        self.progress = 0.0  # epochs done at the end of the current step (set_progress)
         self.ce_weight = float(ce_weight)
         self.representation = representation
         self.label_smoothing = label_smoothing
@@ -144,6 +195,11 @@ class DistillTask(Task):
         self.adapter: nn.Module | None = None
         if d_s != d_t and getattr(loss, "same_width", True):
             self.adapter = nn.Linear(d_s, d_t)
+        if _binds(loss):
+            try:
+                loss.bind(d_t if self.adapter is not None else d_s, d_t, num_samples, seed)
+            except ValueError as exc:
+                raise ConfigError(f"config field 'task.loss': {exc}") from None
 
     # --- construction from a config -----------------------------------------------------
 
@@ -174,6 +230,11 @@ class DistillTask(Task):
             representation=t.representation,
             label_smoothing=t.label_smoothing,
             teacher_source=str(t.teacher),
+            alpha_warmup_epochs=t.alpha_warmup_epochs,
+            num_samples=len(bundle.train),
+            # The run's init seed (engine: seed_everything(seeds.init) before the build), the
+            # same on every rank; rank 0's is sent anyway so a loss's state can never differ.
+            seed=dist_utils.broadcast_object(torch.initial_seed()) if _binds(loss) else 0,
         )
         task.cache = _teacher_cache(teacher.to(device), bundle, rec.run_dir, device, cfg)
         return task
@@ -185,37 +246,59 @@ class DistillTask(Task):
         self.teacher.eval()  # frozen teacher: always BatchNorm running statistics
         return self
 
+    def set_progress(self, epochs: float) -> None:
+        self.progress = float(epochs)
+
+    def kd_weight(self) -> float:
+        """α of the current step (α itself without warm-up)."""
+        if self.alpha_warmup_epochs <= 0:
+            return self.alpha
+        return self.alpha * min(1.0, self.progress / self.alpha_warmup_epochs)
+
     def teacher_features(self, batch: Any) -> Tensor:
         """Teacher representation (B, D_t) of the batch's views, constant (no graph)."""
         index, aug = getattr(batch, "index", None), getattr(batch, "aug", None)
         if self.cache is not None and index is not None and aug is not None:
             return self.cache.lookup(index, aug)
         with torch.no_grad():
-            z = _pick(as_model_output(self.teacher(batch.x)), self.representation)
+            _, z = _forward(self.teacher, batch.x, self.representation)
         return z.reshape(z.shape[0], -1)
 
     def training_step(self, batch: Any) -> dict[str, Tensor]:
         x, y = batch.x, batch.y
-        out = as_model_output(self.model(x))
-        z_s = _pick(out, self.representation).reshape(x.shape[0], -1)
+        logits, z_s = _forward(self.model, x, self.representation)
+        z_s = z_s.reshape(x.shape[0], -1)
         if self.adapter is not None:
             z_s = self.adapter(z_s)
         z_t = self.teacher_features(batch)
-        labels = y
+        labels, extra = y, self._index_of(batch)
         if getattr(self.criterion, "compares_samples", False) and dist_utils.world_size() > 1:
             # Losses that compare samples must see the global batch (DESIGN.md §8).
             z_s = dist_utils.gather_with_grad(z_s)
             z_t = dist_utils.gather_with_grad(z_t)
             labels = dist_utils.gather_with_grad(y)
-        kd = self.criterion(z_s, z_t, labels)
-        ce = ce_loss(out.logits, y, self.label_smoothing)
-        loss = self.ce_weight * ce + self.alpha * kd
-        return {
-            "loss": loss,
-            "ce": ce.detach(),
-            "kd": kd.detach(),
-            "acc": accuracy(out.logits, y),
-        }
+            extra = {k: dist_utils.gather_with_grad(v) for k, v in extra.items()}
+        kd = self.criterion(z_s, z_t, labels, **extra)
+        ce = ce_loss(logits, y, self.label_smoothing)
+        weight = self.kd_weight()
+        loss = self.ce_weight * ce + weight * kd
+        parts = {"loss": loss, "ce": ce.detach(), "kd": kd.detach(), "acc": accuracy(logits, y)}
+        if self.alpha_warmup_epochs > 0:
+            parts["kd_weight"] = torch.full((), weight, device=loss.device)
+        return parts
+
+    def _index_of(self, batch: Any) -> dict[str, Tensor]:
+        """``{"index": batch.index}`` for a loss with ``needs_index``, else ``{}``."""
+        if not getattr(self.criterion, "needs_index", False):
+            return {}
+        index = getattr(batch, "index", None)
+        if index is None:
+            raise ConfigError(
+                f"config field 'task.loss': {type(self.criterion).__name__} needs each "
+                "sample's index in the training split (Batch.index), and the training "
+                "loader gives none (a loader of plain (x, y) batches?)"
+            )
+        return {"index": index}
 
     # --- what the task owns beyond the student -------------------------------------------
 
@@ -223,6 +306,11 @@ class DistillTask(Task):
         state: dict[str, Any] = {"widths": list(self.widths)}
         if self.adapter is not None:
             state["adapter"] = {k: v.detach().cpu() for k, v in self.adapter.state_dict().items()}
+        loss_state = self.criterion.state_dict()
+        if loss_state:  # a loss's learned parts and per-sample state (CRD); most have none
+            state["loss"] = {
+                k: v.detach().cpu() if isinstance(v, Tensor) else v for k, v in loss_state.items()
+            }
         return state
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
@@ -230,6 +318,13 @@ class DistillTask(Task):
             if "adapter" not in state:
                 raise CheckpointError("checkpoint: the KD adapter's weights are missing")
             self.adapter.load_state_dict(state["adapter"])
+        if self.criterion.state_dict():
+            if "loss" not in state:
+                raise CheckpointError(
+                    f"checkpoint: the state of the KD loss ({type(self.criterion).__name__}: "
+                    "learned parts, memory bank) is missing"
+                )
+            self.criterion.load_state_dict(state["loss"])
 
     def networks(self) -> list[nn.Module]:
         return [self.model, self.teacher]
@@ -258,7 +353,9 @@ def _check_teacher(rec: ModelRecord, bundle: Any, t: DistillConfig) -> None:
             f"config field 'task.representation': teacher {t.teacher} has no projection "
             "head (a CE teacher?); use logits or embedding"
         )
-    needed = {"logits": "classifier", "embedding": "encoder", "projection": "head"}[rep]
+    needed = {"logits": "classifier", "embedding": "encoder", "projection": "head"}.get(
+        rep, "encoder"  # a stage of forward_intermediates
+    )
     if needed not in rec.trained_parts:
         hint = (
             " (run the linear stage on it first: task.name=linear task.encoder=<that run>)"
@@ -329,10 +426,14 @@ def distill_task_from_modules(
     ce_weight: float = 1.0,
     representation: str = "logits",
     label_smoothing: float = 0.0,
+    alpha_warmup_epochs: float = 0.0,
+    num_samples: int | None = None,
+    seed: int = 0,
 ) -> DistillTask:
     """A distill task over the user's own modules (any ``nn.Module`` whose forward returns
     logits (B, C) or a ``ModelOutput``); ``example`` is an input batch (B, ...) used once to
-    read the representation widths."""
+    read the representation widths. ``num_samples`` (the training set's size) and ``seed``
+    are for losses with per-sample state (``crd``), whose batches must carry ``index``."""
     crit = build_loss(loss, **(loss_args or {})) if isinstance(loss, str) else loss
     return DistillTask(
         student,
@@ -343,4 +444,7 @@ def distill_task_from_modules(
         ce_weight=ce_weight,
         representation=representation,
         label_smoothing=label_smoothing,
+        alpha_warmup_epochs=alpha_warmup_epochs,
+        num_samples=num_samples,
+        seed=seed,
     )
