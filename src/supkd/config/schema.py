@@ -31,6 +31,7 @@ from supkd.config.typed import Section, bounded, build_section, to_plain
 from supkd.config.yamlio import apply_overrides, read_yaml
 from supkd.errors import ConfigError
 from supkd.utils.device import DEVICE_PATTERN
+from supkd.utils.paths import check_path_name
 from supkd.utils.registry import Registry, did_you_mean
 
 __all__ = [
@@ -303,6 +304,8 @@ class Config(Section):
     task: TaskConfig = field(default_factory=lambda: default_task())
 
     def check(self) -> None:
+        # The name is the run folder's name when no --out is given (runs/<name>).
+        check_path_name(self.name, "name")
         if not re.fullmatch(DEVICE_PATTERN, self.device):
             raise ConfigError(
                 f"config field 'device': expected auto, cpu, cuda or cuda:N, got {self.device!r}"

@@ -195,6 +195,7 @@ def _prepare_run_dir(rd: RunDir, cfg: Config, resume: bool) -> tuple[str, Any]:
     Raises UserError (run() sends it to every rank) for a directory that cannot be used.
     """
     run_dir = rd.path
+    rd.claim()  # a folder of the user's own files is never taken over
     if rd.result_path.is_file():
         prior = rd.read_result()[0] or {}
         # "imported": a teacher brought in by `supkd import-teacher`; never retrained.
