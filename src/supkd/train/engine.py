@@ -34,6 +34,7 @@ from supkd.data import DataBundle, Loader, build_data, make_loader
 from supkd.errors import CheckpointError, ConfigError, UserError
 from supkd.models.files import save_model
 from supkd.train import distributed as dist_utils
+from supkd.train.batchnorm_check import check_batchnorm_batch
 from supkd.train.checks import load_run_config
 from supkd.train.evaluation import evaluate
 from supkd.train.loop import (
@@ -346,6 +347,10 @@ def build_loaders(
         rank=dinfo.rank,
         world_size=world,
     )
+    side = bundle.image_size
+    hw = tuple(side) if isinstance(side, tuple | list) else (side, side)
+    check_batchnorm_batch(task.model, batch_size // world * task.views,
+                          (int(bundle.in_channels), *hw))
     if len(train_loader) == 0:
         # Training keeps full batches only (equal batch statistics and, under DDP, equal
         # per-rank batches), so a split smaller than one batch gives an empty epoch.
@@ -434,9 +439,10 @@ def _train_run(
     quiet: bool,
     callbacks: Sequence[Callable[[TrainState], None]],
 ) -> dict[str, Any]:
-    """Build, train and save run ``cfg``: ``fit``'s result (``base`` gains the replicas'
-    fingerprints under DDP)."""
-    task, _, loaders = build_run(cfg, seeds, dinfo)
+    """Build, train and save run ``cfg``: ``fit``'s result (``base`` gains the data's
+    summary and, under DDP, the replicas' fingerprints)."""
+    task, bundle, loaders = build_run(cfg, seeds, dinfo)
+    base["data"] = bundle.summary()  # what the run saw: images per split, a fingerprint
     res = fit(
         task,
         loaders.train,

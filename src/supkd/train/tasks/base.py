@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import warnings
 from typing import Any, ClassVar
 
 import torch
@@ -17,11 +18,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from supkd.config import TASK_SECTIONS, Config, TaskConfig
-from supkd.errors import ConfigError
+from supkd.errors import ConfigError, SupkdWarning
 from supkd.models import as_model_output, create_model
 from supkd.utils.registry import Registry
 
-__all__ = ["TASKS", "Task", "build_task", "register_task", "task_config_fields"]
+__all__ = ["TASKS", "Task", "build_task", "register_task", "task_config_fields",
+           "warn_if_unfinished"]
 
 
 class Task(nn.Module, abc.ABC):
@@ -143,6 +145,16 @@ def new_model(cfg: Config, bundle: Any, projection_dim: int | None = None) -> nn
         )
     except ValueError as exc:
         raise ConfigError(f"config section 'model': {exc}") from None
+
+
+def warn_if_unfinished(rec: Any, field_name: str) -> None:
+    """SupkdWarning when a loaded model is a training checkpoint of a run that never
+    finished (no model.pt): what is built on it inherits a partly trained network."""
+    if getattr(rec, "unfinished", None):
+        where = rec.run_dir if rec.run_dir is not None else rec.path
+        warnings.warn(f"config field '{field_name}': run {where} never finished (no model.pt); "
+                      f"using its {rec.unfinished}",
+                      SupkdWarning, stacklevel=3)
 
 
 def check_input_shape(spec: dict[str, Any], bundle: Any, field_name: str) -> None:
