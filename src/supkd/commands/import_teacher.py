@@ -182,8 +182,8 @@ def run(args: argparse.Namespace) -> int:
             )
         try:
             rd = RunDir(out)
+            rd.write_config(cfg.to_dict())  # first: what makes the folder a run (RunDir.claim)
             (scratch / "model.pt").replace(rd.model_path)
-            rd.write_config(cfg.to_dict())
             rd.write_result(
                 RunResult(
                     status="imported",

@@ -38,13 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from supkd.config import read_yaml
+    from supkd.errors import ConfigError
     from supkd.train import distributed as dist_utils
     from supkd.train import load_run_config as load_config
     from supkd.train.engine import run as run_training
     from supkd.train.run_dir import RunDir
-
-    from supkd.config import read_yaml
-    from supkd.errors import ConfigError
 
     raw = read_yaml(args.config)
     if "runs" in raw:  # run configs have no 'runs'; grid specs always do

@@ -93,7 +93,7 @@ def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
 
 def load_yaml_text(text: str) -> Any:
     """``yaml.load`` of ``text`` with :class:`StrictLoader` (raises ``yaml.YAMLError``)."""
-    return yaml.load(text, Loader=StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+    return yaml.load(text, Loader=StrictLoader)
 
 
 def merge(base: Mapping[str, Any], top: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -34,8 +34,8 @@ __all__ = [
     "DEFAULT_ROOT",
     "TEST_FRACTION",
     "TEST_SPLIT_SEED",
-    "Source",
     "TORCHVISION_EXTENSIONS",
+    "Source",
     "TensorImageDataset",
     "decode_image_bytes",
     "identity_digest",
@@ -131,8 +131,10 @@ def identity_digest(*parts: bytes | str | torch.Tensor | np.ndarray) -> str:
             body = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
         elif isinstance(part, np.ndarray):
             head, body = f"{part.dtype}:{part.shape}".encode(), np.ascontiguousarray(part).tobytes()
+        elif isinstance(part, str):
+            head, body = b"", part.encode("utf-8", "surrogateescape")
         else:
-            head, body = b"", part.encode("utf-8", "surrogateescape") if isinstance(part, str) else part
+            head, body = b"", part
         h.update(len(head).to_bytes(8, "little") + head + len(body).to_bytes(8, "little"))
         h.update(body)
     return h.hexdigest()

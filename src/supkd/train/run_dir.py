@@ -193,7 +193,7 @@ class RunDir:
         if not strict:
             return self.config_path.is_file()
         config, problem = self.read_config()
-        return problem is None and config is not None and RUN_SECTIONS <= set(config)
+        return problem is None and config is not None and set(config) >= RUN_SECTIONS
 
     def foreign_entries(self, *, strict: bool = True) -> list[str]:
         """The names in this folder when it holds files but is not a run (:meth:`holds_run`):

@@ -32,8 +32,13 @@ import torch
 from torch.utils.data import Dataset
 
 from supkd.config import DataConfig
-from supkd.data.images import TEST_FRACTION, TEST_SPLIT_SEED, Source, decode_image_bytes
-from supkd.data.images import identity_digest
+from supkd.data.images import (
+    TEST_FRACTION,
+    TEST_SPLIT_SEED,
+    Source,
+    decode_image_bytes,
+    identity_digest,
+)
 from supkd.data.spec import LoadedSplits, register_dataset
 from supkd.data.splits import stratified_split
 from supkd.errors import DataError

@@ -122,8 +122,9 @@ def task_config_fields(name: str) -> list[str]:
 
 
 def accuracy(logits: Tensor, y: Tensor) -> Tensor:
-    """Top-1 accuracy in [0, 1] as a detached device scalar (no host sync)."""
-    return (logits.detach().argmax(dim=1) == y).float().mean()
+    """Top-1 accuracy in % (0-100, the unit of every accuracy supkd records: ``train_acc``
+    beside ``test_acc``) as a detached device scalar (no host sync)."""
+    return (logits.detach().argmax(dim=1) == y).float().mean() * 100
 
 
 def ce_loss(logits: Tensor, y: Tensor, label_smoothing: float) -> Tensor:
