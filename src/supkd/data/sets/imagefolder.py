@@ -165,8 +165,12 @@ def _scan_tree(root: Path, scan: _Scan) -> tuple[list[str], list[str], list[int]
                         "(through a symlink); its images would be in two splits")
     scan.seen[root_real] = str(root)
     scan.roots.add(root_real)
-    classes = sorted(e.name for e in os.scandir(root)
-                     if not e.name.startswith(".") and e.is_dir())
+    entries = [e for e in os.scandir(root) if not e.name.startswith(".")]
+    broken = next((e for e in entries if e.is_symlink() and not os.path.exists(e.path)), None)
+    if broken is not None:
+        raise DataError(f"image folder {broken.path}: is a broken symlink (to "
+                        f"{os.readlink(broken.path)}); remove or fix it")
+    classes = sorted(e.name for e in entries if e.is_dir())
     if not classes:
         raise DataError(
             f"image folder {root} has no class sub-folders (expected ROOT/<class>/<image>)"
