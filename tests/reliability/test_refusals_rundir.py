@@ -98,18 +98,22 @@ def test_import_teacher_never_takes_over_a_users_folder(tmp_path, capsys):
             str(mine), "not a supkd run", watch=[tmp_path])
 
 
-def test_grid_leaves_a_users_folder_in_the_runs_folder_alone(tmp_path, capsys):
+def test_grid_leaves_a_users_folder_in_the_runs_folder_alone(tmp_path):
     """A run whose folder in the runs folder is the user's: that run fails with the reason
-    (exit 1, the grid goes on); the folder is neither written to nor removed for a retry."""
-    spec = tmp_path / "g.yaml"
-    spec.write_text(yaml.safe_dump({"grid": "g", "seeds": [0], "base": TINY,
-                                    "runs": {"a": {"config": {}}}}))
+    (the grid goes on, exit 1 from the CLI); the folder is neither written to nor removed
+    for a retry (today: rmtree'd as a failed run's leftovers)."""
+    import io
+
+    from supkd.experiments.grid import parse_grid, run_grid
+
+    spec = parse_grid({"grid": "g", "seeds": [0], "base": TINY, "runs": {"a": {}, "b": {}}})
     runs = tmp_path / "runs_g"
     mine = _user_folder(runs / "a-s0", {"notes.txt": "mine"})
     before = snapshot(mine)
-    code, lines, out = run_cli(capsys, ["grid", str(spec), "--out", str(runs), "--no-report"])
-    assert code == 1, (lines, out)
-    assert "not a supkd run" in out and "a-s0" in out
+    log = io.StringIO()
+    res = run_grid(spec, runs, stream=log)
+    assert not res.ok and res.statuses == {"a-s0": "failed", "b-s0": "completed"}, log.getvalue()
+    assert f"run directory {mine}: is not a supkd run" in log.getvalue()
     assert snapshot(mine) == before
 
 
