@@ -34,3 +34,21 @@ def cifar10_jpeg_dir() -> Path:
             "(../shared/data/cifar10-jpeg beside the repository, or set SUPKD_CIFAR10_JPEG)"
         )
     return CIFAR10_JPEG_DIR
+
+
+#: Tiny timm networks, one per family (a CNN, a ConvNeXt, a ViT), as (model name, timm_args)
+#: for 32-pixel inputs: widths and depths cut down through timm_args so that a training step
+#: takes milliseconds on one CPU core.
+TIMM_TINY = {
+    "cnn": ("timm/resnet10t", {"channels": [8, 16, 32, 64], "stem_width": 8}),
+    "convnext": ("timm/convnext_atto", {"dims": [8, 16, 32, 64], "depths": [1, 1, 1, 1]}),
+    "vit": ("timm/vit_tiny_patch16_224",
+            {"img_size": 32, "patch_size": 8, "depth": 2, "embed_dim": 32, "num_heads": 2}),
+}
+
+
+@pytest.fixture(scope="session")
+def timm_tiny() -> dict[str, tuple[str, dict]]:
+    """:data:`TIMM_TINY` (skips when timm is not installed: it is the ``timm`` extra)."""
+    pytest.importorskip("timm")
+    return TIMM_TINY

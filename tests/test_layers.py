@@ -192,8 +192,8 @@ def test_the_cli_starts_without_importing_torch(argv):
         f"    main({argv!r})\n"
         "except SystemExit:\n"
         "    pass\n"
-        "heavy = sorted(m for m in ('torch', 'numpy', 'torchvision', 'matplotlib') "
-        "if m in sys.modules)\n"
+        "heavy = sorted(m for m in ('torch', 'numpy', 'torchvision', 'matplotlib', 'timm', "
+        "'wandb') if m in sys.modules)\n"
         "assert not heavy, heavy\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

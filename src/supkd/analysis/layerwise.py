@@ -10,6 +10,10 @@ teacher-vs-teacher block is a sanity check (its diagonal must be 1; anything els
 features or the estimator are broken) and shows how the teacher's own stages relate. Its Grams
 are shared with the teacher-vs-student block, so it costs O(m²) per stage pair only.
 
+Models of different architectures (a ViT teacher, a ResNet student) have different stage
+names: the full stage × stage ``matrix`` compares every pair anyway, and the same-stage line of
+Fig. 2 (``diagonal``) pairs the stages by relative depth (:func:`match_stages`).
+
 Stage outputs are taken from ``forward_intermediates``, never from forward hooks: public
 hook-based CKA code stores "the module's last output", which is overwritten per batch if not
 consumed at once and keeps only one output of a module called twice.
@@ -30,7 +34,45 @@ from torch import Tensor, nn
 from supkd.analysis.cka import MinibatchCKA
 from supkd.analysis.stats import summarize
 
-__all__ = ["LayerwiseCKA", "layerwise_cka", "layerwise_cka_many", "per_stage_summary"]
+__all__ = [
+    "OUTPUT_STAGES",
+    "LayerwiseCKA",
+    "layerwise_cka",
+    "layerwise_cka_many",
+    "match_stages",
+    "per_stage_summary",
+    "stage_labels",
+]
+
+#: Stages every supkd model ends with; they are always matched by name.
+OUTPUT_STAGES = ("embedding", "logits")
+
+
+def match_stages(stages_a: Sequence[str], stages_b: Sequence[str]) -> list[tuple[str, str]]:
+    """The (A stage, B stage) pairs of Fig. 2's same-stage line, in A's order.
+
+    ``embedding`` and ``logits`` pair by name. The other (feature) stages pair by name when
+    the two models share any feature stage name (the same family: ``layer1``..``layer4``);
+    when they share none (a ViT's ``blocks.i`` against a ResNet's ``layerN``), by relative
+    depth: with s the shorter list's length and l the longer's, its k-th stage (k = 1..s,
+    depth k/s, the end of the stage) pairs with the longer list's stage
+    ``floor(k·l/s + 1/2)`` (depth closest to k/s). E.g. 12 ViT blocks against ``stem,
+    layer1..layer4``: blocks 2, 5, 7, 10, 12 (1-based).
+    """
+    feats_a = [s for s in stages_a if s not in OUTPUT_STAGES]
+    feats_b = [s for s in stages_b if s not in OUTPUT_STAGES]
+    if set(feats_a) & set(feats_b) or not feats_a or not feats_b:
+        return [(s, s) for s in stages_a if s in stages_b]
+    short, long_ = (feats_a, feats_b) if len(feats_a) <= len(feats_b) else (feats_b, feats_a)
+    ratio = len(long_) / len(short)
+    picked = {s: long_[math.floor((k + 1) * ratio + 0.5) - 1] for k, s in enumerate(short)}
+    if short is feats_a:
+        pairs = [(a, picked[a]) for a in feats_a]
+    else:
+        by_a = {a: b for b, a in picked.items()}
+        pairs = [(a, by_a[a]) for a in feats_a if a in by_a]
+    tail = [(s, s) for s in stages_a if s in OUTPUT_STAGES and s in stages_b]
+    return pairs + tail
 
 
 @dataclass
@@ -41,7 +83,9 @@ class LayerwiseCKA:
         stages_a, stages_b: stage names of model A (rows) and model B (columns).
         matrix: (len(stages_a), len(stages_b)) CKA of A's stage i with B's stage j.
         self_matrix: (len(stages_a), len(stages_a)) CKA of A with itself (diagonal 1).
-        diagonal: CKA of the stages that both models have, by name, in A's order.
+        diagonal: CKA of the matched stages (:func:`match_stages`: by name, or by relative
+            depth when the architectures' stage names differ), keyed by A's stage name, in
+            A's order; ``matched`` says which B stage each one was paired with.
         num_samples, num_batches: what was accumulated; ``skipped_samples`` counts the
             images of batches smaller than 4 that the unbiased estimator cannot use.
     """
@@ -58,6 +102,7 @@ class LayerwiseCKA:
     kernel: str = "linear"
     estimator: str = "minibatch unbiased HSIC_1 (Song et al. 2012; Nguyen et al. 2021)"
     extra: dict[str, Any] = field(default_factory=dict)
+    matched: dict[str, str] = field(default_factory=dict)
 
     @property
     def sanity(self) -> dict[str, float]:
@@ -72,6 +117,7 @@ class LayerwiseCKA:
             "matrix": [[float(v) for v in row] for row in self.matrix.tolist()],
             "self_matrix": [[float(v) for v in row] for row in self.self_matrix.tolist()],
             "diagonal": dict(self.diagonal),
+            "matched": dict(self.matched),
             "sanity": self.sanity,
             "num_samples": self.num_samples,
             "num_batches": self.num_batches,
@@ -265,13 +311,15 @@ class _Accumulator:
         for key, names in self.names_b.items():
             matrix = full[:, col:col + len(names)].clone()
             col += len(names)
+            pairs = match_stages(self.names_a, names)
             out[key] = LayerwiseCKA(
                 stages_a=list(self.names_a), stages_b=names, matrix=matrix,
                 self_matrix=self_matrix.clone(),
-                diagonal={s: float(matrix[i, names.index(s)])
-                          for i, s in enumerate(self.names_a) if s in names},
+                diagonal={a: float(matrix[self.names_a.index(a), names.index(b)])
+                          for a, b in pairs},
                 num_samples=mb.num_samples, num_batches=mb.num_batches,
                 skipped_samples=self.skipped, pool=self.pool, kernel=self.kernel,
+                matched=dict(pairs),
             )
         return out
 
@@ -286,7 +334,8 @@ def per_stage_summary(
 
     Returns:
         ``(stages, {method: {"mean": [...], "std": [...], "n": k}})`` where ``stages`` are the
-        matched stages common to every run (in the teacher's order), ``mean`` and ``std`` the
+        teacher's matched stages common to every run (in the teacher's order; see
+        :func:`stage_labels` for axis labels naming the students' stages), ``mean`` and ``std`` the
         mean and sample std (ddof 1; NaN when n < 2) over the runs of the method, per stage
         (via :func:`supkd.analysis.stats.summarize`). Non-finite CKA values are left out of a
         stage's statistics; ``n`` counts the runs.
@@ -311,3 +360,19 @@ def per_stage_summary(
             "n": len(results),
         }
     return stages, out
+
+
+def stage_labels(stages: Sequence[str], results: Sequence[LayerwiseCKA]) -> list[str]:
+    """Axis labels of Fig. 2 for the teacher ``stages``: the name where every result matched
+    it by name, ``"A ~ B"`` where all results paired it with the same other stage B (by
+    relative depth), ``"A ~ ..."`` where they paired it with different ones."""
+    labels = []
+    for s in stages:
+        partners = {r.matched.get(s, s) for r in results}
+        if partners == {s}:
+            labels.append(s)
+        elif len(partners) == 1:
+            labels.append(f"{s} ~ {partners.pop()}")
+        else:
+            labels.append(f"{s} ~ ...")
+    return labels

@@ -81,12 +81,15 @@ def plot_cka_per_stage(
     *,
     title: str | None = None,
     ylabel: str = "CKA (teacher vs student, same stage)",
+    xlabel: str = "stage",
 ) -> Path:
     """Fig. 2 style: CKA per stage (x), one line per method, mean ± std error bars.
 
     ``series[method]`` has ``"mean"`` (len(stages) floats), optional ``"std"`` (same length,
     sample std over seeds; NaN or absent draws no bar) and optional ``"n"`` (int, runs per
-    method, shown in the legend).
+    method, shown in the legend). Across architectures ``stages`` label the pairs matched by
+    relative depth (``"blocks.4 ~ layer1"``, :func:`supkd.analysis.layerwise.stage_labels`)
+    and ``xlabel`` says so.
     """
     if not series:
         raise ValueError("plot_cka_per_stage needs at least one series")
@@ -117,7 +120,7 @@ def plot_cka_per_stage(
                     linewidth=1.5, label=label)
     ax.set_xticks(xs)
     ax.set_xticklabels(list(stages), rotation=30, ha="right")
-    ax.set_xlabel("stage")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     # Unbiased CKA estimates can dip slightly below 0 for unrelated stages: keep them visible.
     ax.set_ylim(min(0.0, lowest - 0.05), 1.05)

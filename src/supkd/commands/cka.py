@@ -12,6 +12,11 @@ Writes to ``--out`` (default: ``<teacher run dir>/cka``, or ``./cka`` for a bare
 ``cka.json`` (schema in docs/architecture.md), ``heatmap_<student>.png`` per student
 (teacher stage × student stage) and ``cka_per_stage.png`` (Fig. 2: CKA of matched stages,
 one series per method, mean ± sample std over the runs that share a method).
+
+Teacher and students may be of different architectures (``supkd cka --teacher runs/vit
+--student runs/resnet18_kd``): the heatmap compares every stage pair, and Fig. 2 pairs the
+stages by relative depth when their names differ (``blocks.4 ~ layer1``; each student's
+pairs are in ``cka.json`` under ``matched``).
 """
 
 from __future__ import annotations
@@ -267,7 +272,7 @@ def _student_entries(teacher: _Run, students: dict[str, _Run], results: dict[str
             "key": key, "name": s.name, "path": str(s.path), "method": s.method or key,
             "seed": s.seed, "stages": res.stages_b,
             "matrix": [[float(v) for v in row] for row in res.matrix.tolist()],
-            "diagonal": res.diagonal, "heatmap": png,
+            "diagonal": res.diagonal, "matched": res.matched, "heatmap": png,
         })
     return entries
 
@@ -311,7 +316,7 @@ def _print_table(args: argparse.Namespace, teacher: _Run, summary: dict[str, Any
 
 
 def run(args: argparse.Namespace) -> int:
-    from supkd.analysis.layerwise import per_stage_summary
+    from supkd.analysis.layerwise import per_stage_summary, stage_labels
     from supkd.analysis.plots import plot_cka_per_stage
     from supkd.utils.atomic import atomic_write_json
 
@@ -329,10 +334,13 @@ def run(args: argparse.Namespace) -> int:
     entries = _student_entries(teacher, students, results, out)
     fig_stages, series = per_stage_summary(
         [(s.method or key, results[key]) for key, s in students.items()])
+    labels = stage_labels(fig_stages, list(results.values()))
+    by_depth = labels != fig_stages
     plot_cka_per_stage(
-        fig_stages, series, out / "cka_per_stage.png",
+        labels, series, out / "cka_per_stage.png",
         title=f"CKA with the teacher ({teacher.name}) per stage"
         + (", global average pooled" if args.pool else ""),
+        xlabel="teacher stage ~ student stage (same relative depth)" if by_depth else "stage",
     )
     summary = _summary(args, teacher, bundle, next(iter(results.values())), entries,
                        {"stages": fig_stages, "methods": series})

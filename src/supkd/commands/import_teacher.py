@@ -5,6 +5,8 @@
     supkd import-teacher resnet50-11ad3fa6.pth --format torchvision --out runs/tv_r50
     supkd import-teacher ckpt.pth --input-norm "0.5,0.5,0.5/0.5,0.5,0.5" --data cifar10 \\
         --num-classes 10 --out runs/own_teacher
+    supkd import-teacher --timm convnext_atto --weights model.safetensors --data cifar10 \\
+        --num-classes 10 --out runs/convnext_teacher
 
 The run directory gets ``model.pt`` (the engine's format, what ``distill`` loads teachers
 from), ``config.yaml`` (the model section; ``meta.imported`` records the source files and the
@@ -36,11 +38,20 @@ from supkd.errors import CheckpointError, UserError
 if TYPE_CHECKING:
     import torch
 
-HELP = "import a teacher (SupContrast checkpoint, torchvision ResNet weights, supkd run)"
+HELP = "import a teacher (SupContrast checkpoint, torchvision ResNet or timm weights, supkd run)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source", help="checkpoint file, or a supkd run directory")
+    parser.add_argument("source", nargs="?", default=None,
+                        help="checkpoint file, or a supkd run directory (not with --timm)")
+    parser.add_argument("--timm", metavar="NAME", default=None,
+                        help="a timm architecture (e.g. convnext_atto, vit_tiny_patch16_224) "
+                        "whose weights --weights holds")
+    parser.add_argument("--weights", metavar="FILE", default=None,
+                        help="with --timm: the .safetensors or .pth weights file")
+    parser.add_argument("--timm-args", metavar="MAPPING", default=None,
+                        help="with --timm: constructor arguments as a YAML mapping, e.g. "
+                        "'{img_size: 32}'")
     parser.add_argument("--out", required=True, help="run directory to create")
     parser.add_argument(
         "--arch",
@@ -97,8 +108,10 @@ def _same_outputs(a: torch.nn.Module, b: torch.nn.Module, spec: dict[str, Any]) 
     import torch  # here, not at the top: `supkd --help` imports this module, not torch
 
     size = 32 if spec.get("stem") == "cifar" else 64
+    fixed = getattr(a, "input_size", None)  # a ViT takes its img_size only
+    shape = fixed or (int(spec.get("in_channels", 3)), size, size)
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(2, int(spec.get("in_channels", 3)), size, size, generator=gen)
+    x = torch.randn(2, *shape, generator=gen)
     a.eval()
     b.eval()
     with torch.no_grad():
@@ -111,10 +124,61 @@ def _same_outputs(a: torch.nn.Module, b: torch.nn.Module, spec: dict[str, Any]) 
     return all(torch.equal(p, q) for p, q in pairs)
 
 
+#: Fields of the ``model:`` section an imported model's spec can fill.
+MODEL_FIELDS = ("name", "stem", "width", "projection_dim", "timm_args")
+
+
+def _timm_args(text: str | None) -> dict[str, Any]:
+    if text is None:
+        return {}
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = None
+    if not isinstance(value, dict):
+        raise UserError(f"--timm-args: expected a YAML mapping such as '{{img_size: 32}}', "
+                        f"got {text!r}")
+    return value
+
+
+def _import(args: argparse.Namespace) -> Any:
+    """The :class:`ImportedTeacher` the flags ask for (``--timm`` or a source)."""
+    from supkd.importers import import_teacher, import_timm
+
+    if args.timm is None:
+        if args.source is None:
+            raise UserError("import-teacher: give a checkpoint or run directory, or "
+                            "--timm NAME --weights FILE")
+        if args.weights is not None or args.timm_args is not None:
+            raise UserError("--weights/--timm-args: only used with --timm NAME")
+        return import_teacher(
+            args.source,
+            arch=args.arch,
+            stem=args.stem,
+            fmt=args.fmt,
+            classifier=args.classifier,
+            num_classes=args.num_classes,
+            input_norm=args.input_norm,
+            data=args.data,
+        )
+    if args.weights is None:
+        raise UserError("--timm: give the weights file with --weights FILE")
+    if args.source is not None:
+        raise UserError(f"--timm: the weights come from --weights, not {args.source!r}")
+    for flag, value in (("--arch", args.arch), ("--stem", args.stem),
+                        ("--classifier", args.classifier)):
+        if value is not None:
+            raise UserError(f"{flag}: not used with --timm")
+    return import_timm(args.timm, args.weights, num_classes=args.num_classes,
+                       timm_args=_timm_args(args.timm_args), input_norm=args.input_norm,
+                       data=args.data)
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from supkd.importers import import_teacher
     from supkd.models.files import load_model, save_model
     from supkd.train import load_run_config as load_config
     from supkd.train.run_dir import RunDir, RunResult
@@ -126,16 +190,7 @@ def run(args: argparse.Namespace) -> int:
     if (out / "model.pt").exists() and not args.force:
         raise UserError(f"--out {out}: already holds model.pt; pass --force to replace it")
     t0 = time.time()
-    imp = import_teacher(
-        args.source,
-        arch=args.arch,
-        stem=args.stem,
-        fmt=args.fmt,
-        classifier=args.classifier,
-        num_classes=args.num_classes,
-        input_norm=args.input_norm,
-        data=args.data,
-    )
+    imp = _import(args)
     net = imp.model
     spec = dict(net.spec)
     name = args.name or out.resolve().name
@@ -152,12 +207,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(
         {
             "name": name,
-            "model": {
-                "name": spec["name"],
-                "stem": spec["stem"],
-                "width": spec["width"],
-                "projection_dim": spec["projection_dim"],
-            },
+            # The model fields the spec has (ResNets: stem, width; timm: timm_args).
+            "model": {k: spec[k] for k in MODEL_FIELDS if k in spec},
             # The data set the correction was made for (when known), so that the run's
             # config.yaml does not name the default data set.
             **({"data": {"name": imp.data}} if imp.data else {}),
@@ -201,8 +252,9 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--out {out}: cannot write ({exc.strerror})") from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    stem = f"stem={spec['stem']}, " if "stem" in spec else ""
     print(
-        f"imported {imp.format} {spec['name']} (stem={spec['stem']}, "
+        f"imported {imp.format} {spec['name']} ({stem}"
         f"{spec['num_classes']} classes, head={'yes' if imp.has_head else 'no'}) -> {out}"
     )
     print(imp.input_note)

@@ -18,6 +18,7 @@ from supkd.config.schema import (
     ScheduleConfig,
     TaskConfig,
     TrainConfig,
+    WandbConfig,
     config_from_dict,
     load_config,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "Section",
     "TaskConfig",
     "TrainConfig",
+    "WandbConfig",
     "apply_overrides",
     "bounded",
     "check_range",

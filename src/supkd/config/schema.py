@@ -44,6 +44,7 @@ __all__ = [
     "ScheduleConfig",
     "TaskConfig",
     "TrainConfig",
+    "WandbConfig",
     "config_from_dict",
     "load_config",
 ]
@@ -63,6 +64,15 @@ class DataConfig(Section):
     - ``subset``: keep at most this many images per split (stratified), for quick runs.
     - ``image_size``: side of the images the network sees (None: the data set's own size;
       16 for digits, 224 for imagefolder).
+    - ``resize``: where an in-memory data set is brought to ``image_size``. ``load``: once,
+      when loaded; the augmentation then works at ``image_size`` (pad ``image_size // 8``).
+      ``batch``: the images stay at the data set's own size in memory (and on the device);
+      views are drawn there (pad-crop + flip with the native pad: CIFAR's 162 views, which
+      the teacher cache keeps exact) and each batch is resized bilinearly on the device
+      (SupCon's RandomResizedCrop renders at ``image_size`` directly). ``auto``: ``batch``
+      when ``image_size`` is larger than the native size (an upsampled copy only costs
+      memory: CIFAR at 224 pixels would hold 7.5 GB instead of 150 MB), else ``load``.
+      Image folders resize every image in their transforms whatever it says.
     - ``download``: let torchvision download CIFAR when it is absent.
     - ``num_workers``: DataLoader worker processes (-1: automatic).
     - ``gpu_resident``: keep the uint8 images on the device and augment there in batches
@@ -110,6 +120,7 @@ class DataConfig(Section):
     val_fraction: float = bounded(0.1, ge=0, lt=1)
     subset: int | None = bounded(None, gt=0)
     image_size: int | None = bounded(None, gt=0)
+    resize: Literal["auto", "load", "batch"] = "auto"
     download: bool = True
     num_workers: int = bounded(-1, ge=-1)  # -1: automatic
     gpu_resident: Literal["auto", "on", "off"] = "auto"
@@ -133,7 +144,16 @@ class DataConfig(Section):
 @dataclass
 class ModelConfig(Section):
     """The trained network (the student for ``distill``). ``num_classes`` and
-    ``in_channels`` come from the data set, never from the config."""
+    ``in_channels`` come from the data set, never from the config.
+
+    ``stem`` and ``width`` are the ResNets' (``resnet18|34|50``); ``timm_args`` and
+    ``pretrained`` are those of ``timm/<arch>`` models (``supkd.models.timm_models``):
+    ``timm_args`` the constructor arguments of timm's model (``img_size: 32``,
+    ``drop_path_rate: 0.1``, ...), ``pretrained`` false (random init), true (timm's weights
+    from the Hugging Face Hub) or the path of a ``.safetensors`` / ``.pth`` weights file,
+    whose input normalization is then corrected onto the data set's. A field the model
+    does not take must keep its default (the task layer says which, naming the field).
+    """
 
     SECTION: ClassVar[str] = "model"
 
@@ -141,6 +161,8 @@ class ModelConfig(Section):
     stem: Literal["cifar", "imagenet"] = "cifar"
     width: int = bounded(64, gt=0)  # base channels of the first stage (64: the standard ResNet)
     projection_dim: int | None = bounded(None, gt=0)  # SupCon head output (128 in the paper)
+    pretrained: bool | str = False  # timm/ models: false | true (the Hub) | a weights file
+    timm_args: dict[str, Any] = field(default_factory=dict)  # timm/ models' constructor args
 
 
 @dataclass
@@ -210,6 +232,21 @@ class ScheduleConfig(Section):
 
 
 @dataclass
+class WandbConfig(Section):
+    """Weights & Biases logging (opt-in; ``pip install 'supkd[wandb]'``): one W&B run per
+    supkd run, with the resolved config and every numeric field of each ``metrics.jsonl``
+    line, from rank 0 only. Off while ``project`` is None. ``mode``: ``online``,
+    ``offline`` (files under ``RUN/wandb/``, uploaded later with ``wandb sync``) or
+    ``disabled``; None leaves it to wandb (``WANDB_MODE``, else online)."""
+
+    SECTION: ClassVar[str] = "train.wandb"
+
+    project: str | None = None
+    entity: str | None = None
+    mode: Literal["online", "offline", "disabled"] | None = None
+
+
+@dataclass
 class TrainConfig(Section):
     """The loop. On CUDA the fast path is the default (``auto``): bf16 autocast,
     channels_last, fused optimizer, and ``torch.compile`` for runs long enough to repay
@@ -245,6 +282,7 @@ class TrainConfig(Section):
     save_best: bool = False  # keep checkpoints/best.pt (best validation accuracy)
     checkpoint_every_steps: int = bounded(0, ge=0)  # extra mid-epoch checkpoints (0: none)
     tensorboard: bool = False  # also log to run_dir/tensorboard when installed
+    wandb: WandbConfig = field(default_factory=WandbConfig)  # opt-in W&B logging
     progress: bool = True
 
 

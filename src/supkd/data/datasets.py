@@ -9,6 +9,7 @@ imports (``from supkd.data.datasets import NORMALIZATION``).
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,7 +35,7 @@ from supkd.data.spec import (
     check_data_config,
 )
 from supkd.data.splits import stratified_split
-from supkd.errors import DataError, SupkdWarning
+from supkd.errors import ConfigError, DataError, SupkdWarning
 
 __all__ = [
     "DATASETS",
@@ -61,7 +62,8 @@ class DataBundle:
 
     ``style``: ``small`` (fixed-size images; pad-crop + flip, no resize at eval) or
     ``imagenet`` (RandomResizedCrop for training, resize + center crop at eval).
-    ``pad``: the crop padding of the small style (4 for 32x32, as in the ResNet/CIFAR recipe).
+    ``pad``: the crop padding of the small style (4 for 32x32, as in the ResNet/CIFAR recipe),
+    of the images as held (``stored_size`` with ``data.resize: batch``).
     """
 
     name: str
@@ -77,6 +79,17 @@ class DataBundle:
     style: str = "small"
     pad: int = 4
     config: DataConfig = field(default_factory=DataConfig)
+    #: side of the images as held in memory when it is not ``image_size``
+    #: (``data.resize: batch``: each batch is resized on the device); None: ``image_size``
+    stored_size: int | None = None
+
+    @property
+    def resize_to(self) -> int | None:
+        """The side batches are resized to on the device, or None when the held images
+        already have ``image_size`` (``data.resize: load``, or no resize asked for)."""
+        if self.stored_size is None or self.stored_size == self.image_size:
+            return None
+        return int(self.image_size)
 
     def split(self, name: str) -> Dataset:
         """The data set of split ``train``, ``val`` or ``test``."""
@@ -160,7 +173,13 @@ def build_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
     check_data_config(cfg)
     split_seed = seed if cfg.split_seed is None else cfg.split_seed
     spec = DATASETS[cfg.name]
-    train_src, test_src, classes, image_size = spec.load(cfg)
+    per_batch = _resize_per_batch(cfg, spec)
+    # Per batch: the data set is loaded at its own size and the loaders resize each batch.
+    load_cfg = dataclasses.replace(cfg, image_size=None) if per_batch else cfg
+    train_src, test_src, classes, image_size = spec.load(load_cfg)
+    stored = image_size
+    if per_batch:
+        image_size = int(cfg.image_size)
     n = len(train_src.labels)
     where = f"data set {cfg.name!r}" + (f" ({cfg.root})" if cfg.root else "")
     if n == 0:
@@ -197,6 +216,23 @@ def build_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
         std=tuple(std),
         in_channels=spec.channels,
         style=spec.style,
-        pad=max(1, image_size // 8),
+        pad=max(1, stored // 8),
         config=cfg,
+        stored_size=stored if stored != image_size else None,
     )
+
+
+def _resize_per_batch(cfg: DataConfig, spec: DatasetSpec) -> bool:
+    """Whether ``data.resize`` resolves to ``batch`` for this data set (see DataConfig)."""
+    if cfg.image_size is None or cfg.image_size == spec.native_size:
+        return False
+    if spec.style != "small":
+        if cfg.resize == "batch":
+            raise ConfigError(
+                f"config field 'data.resize': 'batch' is for in-memory data sets of fixed-size "
+                f"images; {cfg.name!r} resizes every image in its transforms (use auto or load)"
+            )
+        return False
+    if cfg.resize == "auto":
+        return cfg.image_size > spec.native_size
+    return cfg.resize == "batch"

@@ -40,6 +40,7 @@ from supkd.data.transforms import (
     center_fallback_box,
     erase,
     normalization_affine,
+    resize_batch,
 )
 
 # ITU-R 601-2 luma, the weights torchvision's rgb_to_grayscale uses.
@@ -398,8 +399,12 @@ class GpuLoader:
         size: int | None = None,
         recipe: SupconRecipe | None = None,
         cutout: int = 0,
+        resize_to: int | None = None,
     ) -> None:
         self.images = images.to(device)
+        # data.resize: batch: standard and evaluation batches are resized to this side after
+        # the crop + flip (SupCon views render at `size` directly).
+        self.resize_to = resize_to
         self.labels = labels.to(device).long()
         self.batch_size = batch_size
         self.views = views
@@ -479,6 +484,8 @@ class GpuLoader:
                 x = torch.stack(views, 1) if V > 1 else views[0]
                 if V == 1 and ep.cutout is None:
                     aug = ep.aug[0].index_select(0, idx)
+                if self.resize_to is not None:
+                    x = resize_batch(x, self.resize_to)
                 x = self._normalize(x, 255.0)
                 if ep.cutout is not None:
                     H, W = x.shape[-2:]
@@ -495,13 +502,8 @@ class GpuLoader:
                 if V == 1:
                     x = x[:, 0]
             else:
-                x = (
-                    imgs
-                    if self.size in (None, imgs.shape[-1])
-                    else F.interpolate(
-                        imgs.float(), size=(self.size, self.size), mode="bilinear", antialias=True
-                    )
-                )
+                size = self.resize_to or self.size
+                x = imgs if size in (None, imgs.shape[-1]) else resize_batch(imgs, size)
                 x = self._normalize(x, 255.0)
                 if V > 1:
                     x = x[:, None].expand(-1, V, -1, -1, -1)

@@ -63,7 +63,8 @@ def quiet(fn: Callable, *args, **kwargs):
 #: File types torchvision's ``decode_image`` reads (its build may add AVIF/HEIC; not relied on).
 TORCHVISION_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif")
 # "decode_image, /__w/vision/.../decode_image.cpp:67, Unsupported image file..." (or
-# "operator(), /__w/.../decode_png.cpp:79, ...") -> the last part: the function and build path of torchvision's C++ source say nothing to a user.
+# "operator(), /__w/.../decode_png.cpp:79, ...") -> the last part: the function and build
+# path of torchvision's C++ source say nothing to a user.
 _SOURCE_PREFIX = re.compile(r"^(?:[^,/]+, )?(?:/\S+\.(?:cpp|cc|cu|h|hpp):\d+, )")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 

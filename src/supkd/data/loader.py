@@ -25,6 +25,7 @@ from supkd.data.transforms import (
     erase,
     eval_transform,
     normalize_batch,
+    resize_batch,
 )
 from supkd.errors import ConfigError, DataError
 
@@ -41,7 +42,8 @@ class _PlannedDataset(Dataset):
     normalization, DeVries & Taylor, 2017)."""
 
     def __init__(
-        self, base: Dataset, mode: str, views: int, pad: int, transform: Any, cutout: int = 0
+        self, base: Dataset, mode: str, views: int, pad: int, transform: Any, cutout: int = 0,
+        mask_side: int | None = None,
     ) -> None:
         self.base, self.mode, self.views, self.pad, self.transform = (
             base,
@@ -51,6 +53,8 @@ class _PlannedDataset(Dataset):
             transform,
         )
         self.cutout = cutout
+        # data.resize: batch: the mask is of the resized batch the main process erases.
+        self.mask_side = mask_side
 
     def __len__(self) -> int:
         return len(self.base)  # type: ignore[arg-type]
@@ -70,7 +74,7 @@ class _PlannedDataset(Dataset):
         x = torch.stack(out) if self.views > 1 else out[0]
         mask = None
         if self.cutout and centres is not None:
-            h, w = x.shape[-2:]
+            h, w = (self.mask_side,) * 2 if self.mask_side else x.shape[-2:]
             masks = [cutout_mask(h, w, cy, cx, self.cutout) for cy, cx in centres]
             mask = torch.stack(masks) if self.views > 1 else masks[0]
         # Batch.aug only when the crop + flip is the whole augmentation (teacher cache keys).
@@ -142,6 +146,9 @@ class Loader:
         self.gpu_resident = gpu_resident
         self._epoch, self._explicit_epoch = 0, False
         size = bundle.image_size
+        # data.resize: batch: crop/flip and evaluation views at the held size, then each
+        # batch resized on the device (SupCon views render at `size` directly).
+        self.resize_to = bundle.resize_to if augment != "supcon" else None
         recipe = SupconRecipe.from_config(bundle.config)
         # Cutout belongs to the standard augmentation only (make_loader refuses supcon).
         self.cutout = int(bundle.config.cutout) if augment == "standard" else 0
@@ -163,6 +170,7 @@ class Loader:
                 size=size,
                 recipe=recipe,
                 cutout=self.cutout,
+                resize_to=self.resize_to,
             )
             return
         if augment == "standard" and bundle.style == "small":
@@ -172,11 +180,13 @@ class Loader:
         elif augment == "supcon":
             mode, transform = "random", SupconAugment(size, bundle.in_channels, recipe)
         else:
-            mode, transform = "fixed", eval_transform(bundle.style, size)
+            held = bundle.stored_size if self.resize_to else size
+            mode, transform = "fixed", eval_transform(bundle.style, held or size)
         self._mode = mode
         self._sampler = _KeyBatches()
         self._dl = DataLoader(
-            _PlannedDataset(self.dataset, mode, views, bundle.pad, transform, self.cutout),
+            _PlannedDataset(self.dataset, mode, views, bundle.pad, transform, self.cutout,
+                            self.resize_to),
             batch_sampler=self._sampler,
             num_workers=num_workers,
             collate_fn=_collate,
@@ -247,9 +257,10 @@ class Loader:
         ]
         nb = self.device.type == "cuda"
         for x, y, index, a, mask in self._dl:
-            x = normalize_batch(
-                x.to(self.device, non_blocking=nb), self.bundle.mean, self.bundle.std
-            )
+            x = x.to(self.device, non_blocking=nb)
+            if self.resize_to is not None:
+                x = resize_batch(x, self.resize_to)
+            x = normalize_batch(x, self.bundle.mean, self.bundle.std)
             if mask is not None:
                 x = erase(x, mask.to(self.device, non_blocking=nb))
             yield Batch(

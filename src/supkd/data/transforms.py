@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
@@ -229,6 +230,23 @@ def eval_transform(style: str, size: int) -> Callable[[torch.Tensor], torch.Tens
         return TF.resize(image, [size, size], antialias=True)
 
     return fit
+
+
+def resize_batch(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Images (..., C, H, W) (uint8 or float, any leading dims) -> float (..., C, S, S) with
+    S = ``size``, values in the input's range: bilinear, ``align_corners=False``,
+    antialiased (it matters when shrinking only). The one resize of ``data.resize: batch``,
+    used by both loader paths and the teacher cache, so all three see the same pixels;
+    ``x`` unchanged (as float) when it already has the size."""
+    *lead, c, h, w = x.shape
+    x = x.float()
+    if (h, w) == (size, size):
+        return x
+    y = F.interpolate(
+        x.reshape(-1, c, h, w), size=(size, size), mode="bilinear", align_corners=False,
+        antialias=True,
+    )
+    return y.reshape(*lead, c, size, size)
 
 
 def normalize_batch(

@@ -228,6 +228,16 @@ def _cell_label(meta: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------
 
 
+def _model_label(c: Any) -> str:
+    """``resnet18 (width 64)``; a family member (``timm/<arch>``) has no ResNet width: its
+    name, with the constructor arguments it was given."""
+    name = str(_get(c, "model.name") or "?")
+    if "/" not in name:
+        return f"{name} (width {_get(c, 'model.width') or '?'})"
+    args = _get(c, "model.timm_args")
+    return f"{name} {json.dumps(args, sort_keys=True)}" if args else name
+
+
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     def esc(x: str) -> str:
         return str(x).replace("|", "\\|")
@@ -457,7 +467,7 @@ def setup_markdown(col: Collected) -> str:
         wall_e = [float(r.result["wall_time_s"]) for r in rs if r.result.get("wall_time_s")]
         rows.append([
             entry, str(_get(c, "task.name") or "?"),
-            f"{_get(c, 'model.name') or '?'} (width {_get(c, 'model.width') or '?'})",
+            _model_label(c),
             str(_get(c, "data.name") or "?"), str(_get(c, "train.epochs") or "?"),
             str(_get(c, "train.batch_size") or "?"),
             f"{_get(c, 'optim.name') or '?'} lr {_get(c, 'optim.lr') or '?'}",

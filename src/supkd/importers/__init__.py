@@ -14,6 +14,9 @@ Three sources are understood:
 - ``torchvision``: an ImageNet ResNet state dict (``conv1``, ``layerL.B.downsample.{0,1}``,
   ``fc``), as saved by ``torch.save(model.state_dict())`` or shipped by torchvision.
 - ``run``: a supkd run directory (or its ``model.pt``), loaded by the engine.
+- ``timm``: a timm model's weights file (``.safetensors`` / ``.pth``) for a named timm
+  architecture (:func:`import_timm`; ``supkd import-teacher --timm NAME --weights FILE``),
+  its normalization read from timm's pretrained config.
 
 Both foreign formats are translated to torchvision naming, which
 :func:`supkd.models.load_torchvision_state_dict` maps onto a :class:`SupKDResNet`; the
@@ -58,6 +61,7 @@ from supkd.importers.input_norm import (
 )
 from supkd.importers.run import import_run
 from supkd.importers.supcontrast import import_supcontrast, supcontrast_to_torchvision
+from supkd.importers.timm_weights import import_timm
 from supkd.importers.torchvision_weights import import_torchvision
 
 __all__ = [
@@ -70,6 +74,7 @@ __all__ = [
     "import_run",
     "import_supcontrast",
     "import_teacher",
+    "import_timm",
     "import_torchvision",
     "input_affine_between",
     "parse_input_norm",

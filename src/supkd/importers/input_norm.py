@@ -25,6 +25,10 @@ from supkd.data.datasets import NORMALIZATION
 from supkd.errors import CheckpointError, UserError
 from supkd.importers.common import ImportedTeacher
 from supkd.models import create_model
+from supkd.models.input_affine import (  # one formula for every importer and model family
+    STATS_ATOL,  # noqa: F401  (re-exported: it was defined here)
+    input_affine_between,
+)
 
 #: Named input statistics ``name -> (mean, std)`` per RGB channel that teachers from
 #: elsewhere were trained with.
@@ -50,8 +54,6 @@ _INPUT_NORM_EXPECTED = (
     f"expected {', '.join(INPUT_NORM_CHOICES)} or the teacher's statistics as "
     "'m1,m2,m3/s1,s2,s3' (mean/std per channel, std > 0)"
 )
-#: Teacher and data statistics closer than this are the same: no correction.
-STATS_ATOL = 1e-6
 
 
 @dataclass(frozen=True)
@@ -178,26 +180,6 @@ def check_data_name(data: str | None) -> None:
             f"--data: expected the supkd data set the teacher will be distilled on, one of "
             f"{', '.join(NORMALIZATION)}, got {data!r}"
         )
-
-
-def input_affine_between(
-    teacher_mean: Sequence[float],
-    teacher_std: Sequence[float],
-    data_mean: Sequence[float],
-    data_std: Sequence[float],
-) -> dict[str, list[float]] | None:
-    """``{"scale", "shift"}`` turning data-normalized inputs into teacher-normalized ones:
-    ``scale = std_d / std_t``, ``shift = (mean_d - mean_t) / std_t`` per channel (see
-    :class:`supkd.models.InputAffine`); None when the statistics agree within 1e-6."""
-    if all(
-        abs(a - b) <= STATS_ATOL
-        for a, b in zip([*teacher_mean, *teacher_std], [*data_mean, *data_std])
-    ):
-        return None
-    return {
-        "scale": [sd / st for sd, st in zip(data_std, teacher_std)],
-        "shift": [(md - mt) / st for md, mt, st in zip(data_mean, teacher_mean, teacher_std)],
-    }
 
 
 def _compose(

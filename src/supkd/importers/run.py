@@ -17,8 +17,9 @@ def import_run(
     spec = dict(net.spec)
     layout = Layout(
         arch=str(spec["name"]),
-        stem=str(spec["stem"]),
-        width=int(spec["width"]),
+        # timm models (timm/<arch>) have no stem or width: only a ResNet request names them.
+        stem=str(spec.get("stem", "")),
+        width=int(spec.get("width", 0)),
         in_channels=int(spec["in_channels"]),
     )
     check_request(layout, arch, stem, str(source))

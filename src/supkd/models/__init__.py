@@ -6,7 +6,8 @@
 One registry (:mod:`supkd.models.registry`): ``create_model(name, **kwargs)`` calls the
 builder registered for ``name`` with ``@register_model(name)``, or for a whole family
 (``"timm/<arch>"``) with ``@register_model_family("timm")``; ``list_models()`` lists the exact
-names. A model family is its own file registering its builder (``resnet.py`` for ResNets).
+names. A model family is its own file registering its builder (``resnet.py`` for ResNets,
+``timm_models.py`` for ``timm/<arch>``: timm's CNNs and ViTs, timm imported only then).
 
 ``create_model(..., input_affine={"scale": [...], "shift": [...]})`` builds a network that
 first maps supkd-normalized inputs onto another normalization (:class:`InputAffine`): how an
@@ -29,6 +30,7 @@ from supkd.models.registry import (
     register_model_family,
 )
 from supkd.models.resnet import InputAffine, ModelOutput, ResNetEncoder, SupKDResNet
+from supkd.models.timm_models import TimmModel  # registers the "timm" family (timm lazily)
 from supkd.models.weights import load_torchvision_state_dict, to_torchvision_state_dict
 
 
@@ -63,6 +65,7 @@ __all__ = [
     "ProjectionHead",
     "ResNetEncoder",
     "SupKDResNet",
+    "TimmModel",
     "as_model_output",
     "create_model",
     "list_model_families",

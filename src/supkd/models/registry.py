@@ -7,7 +7,10 @@ arguments of :func:`create_model`. Two kinds of registration:
 - ``@register_model("resnet18")``: one exact name (stack the decorator for several names);
 - ``@register_model_family("timm")``: every name ``"timm/<arch>"``; the builder is handed
   the full name and parses ``<arch>`` itself (how a wrapper of another library's model zoo
-  plugs in without listing its names).
+  plugs in without listing its names). A family's builder may carry ``check_name(name)``
+  (raising ValueError for a member the family does not have, e.g. an unknown timm
+  architecture); :func:`find_model_builder` calls it, so a config is refused before any
+  data is loaded.
 
 A model file stores its ``spec`` (the keyword arguments, with ``name``), and
 :func:`supkd.models.files.load_model` rebuilds the network with ``create_model(**spec)``;
@@ -90,7 +93,11 @@ def find_model_builder(name: str) -> ModelBuilder:
             return MODELS[name]
         prefix, sep, member = name.partition("/")
         if sep and member and prefix in MODEL_FAMILIES:
-            return MODEL_FAMILIES[prefix]
+            builder = MODEL_FAMILIES[prefix]
+            check = getattr(builder, "check_name", None)
+            if callable(check):
+                check(name)
+            return builder
     names = list_models()
     families = list_model_families()
     valid = ", ".join(names) + (f"; families: {', '.join(families)}" if families else "")

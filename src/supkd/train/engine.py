@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import platform
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -135,7 +136,7 @@ def fit(
 
 
 def _versions() -> dict[str, str | None]:
-    return {
+    out = {
         "supkd": __version__,
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
@@ -143,6 +144,11 @@ def _versions() -> dict[str, str | None]:
         "python": platform.python_version(),
         "cuda": torch.version.cuda,
     }
+    # Optional model libraries, when the run's config made them load (a timm/ model name).
+    timm = sys.modules.get("timm")
+    if timm is not None:
+        out["timm"] = getattr(timm, "__version__", None)
+    return out
 
 
 def _device_name(device: torch.device) -> str:

@@ -84,7 +84,7 @@ from supkd.models.files import cpu_state_dict
 from supkd.train import distributed as dist_utils
 from supkd.train.checkpoint import load_checkpoint, save_checkpoint
 from supkd.train.evaluation import evaluate, to_batch
-from supkd.train.loggers import TensorBoardLogger, print_epoch, progress_bar
+from supkd.train.loggers import TensorBoardLogger, WandbLogger, print_epoch, progress_bar
 from supkd.train.optim import build_optimizer, build_scheduler
 from supkd.train.run_dir import RunDir
 from supkd.train.seeding import rng_state, set_rng_state
@@ -289,6 +289,18 @@ class TrainLoop:
             self.rd.tensorboard if self.rd is not None else None,
             train.tensorboard and self.main,
         )
+        # The resolved run config when run() passed it, else the loop's own sections.
+        config = self.checkpoint_extra.get("config") or {
+            "train": train.to_dict(), "optim": self.optim.to_dict(),
+            "schedule": self.schedule.to_dict(),
+        }
+        self.wb = WandbLogger(
+            train.wandb,
+            self.rd.wandb if self.rd is not None else None,
+            config=config,
+            name=config.get("name") if isinstance(config.get("name"), str) else None,
+            enabled=self.main,
+        )
         self.show_bar = self.main and not self.quiet and train.progress and sys.stdout.isatty()
         self.t_start = time.perf_counter()
 
@@ -348,10 +360,12 @@ class TrainLoop:
         """Train the remaining epochs; the result dict (a diverged run returns, not raises)."""
         status, diverged_step, error = "completed", None, None
         self.t_epoch = time.perf_counter()
+        finished = False
         try:
             with self.signals:
                 while self.state.epoch < self.train.epochs:
                     self.epoch()
+            finished = True
         except RunDiverged as exc:
             status, diverged_step = "diverged", exc.step
             error = str(exc)
@@ -359,6 +373,7 @@ class TrainLoop:
                 print(f"supkd: run diverged: {exc}", file=sys.stderr)
         finally:
             self.tb.close()
+            self.wb.close(ok=finished)
         if status == "completed" and self.ema is not None:
             # The run's model is the averaged one (what was evaluated and reported).
             self.model.load_state_dict(self.ema.module.state_dict())
@@ -580,6 +595,7 @@ class TrainLoop:
                 save_checkpoint(self.rd.best_checkpoint, self.checkpoint_state())
         self.save_last()
         self.tb.log(record)
+        self.wb.log(record)
         if not self.quiet and self.main and not self.show_bar:
             print_epoch(record, self.train.epochs)
 

@@ -11,6 +11,7 @@ state shared between the driver and the workers. Layout::
     RUN/checkpoints/last.pt    everything a resumed run needs (+ best.pt when asked)
     RUN/cka.json               a KD student's layer-wise CKA against its teacher (the grid)
     RUN/tensorboard/           event files, with ``train.tensorboard: true``
+    RUN/wandb/                 the W&B run's files, with ``train.wandb.project`` set
 
 Every write is atomic (temporary file, fsync, rename; :mod:`supkd.utils.atomic`); reads are
 tolerant (a missing file is ``None``, an unreadable one is reported, never raised), so that
@@ -172,6 +173,11 @@ class RunDir:
     def tensorboard(self) -> Path:
         """Where ``train.tensorboard: true`` writes its event files."""
         return self.path / "tensorboard"
+
+    @property
+    def wandb(self) -> Path:
+        """Where ``train.wandb`` keeps the W&B run (its id and wandb's own files)."""
+        return self.path / "wandb"
 
     def is_run(self) -> bool:
         """A folder is a run directory when it has a config.yaml or a result.json."""

@@ -15,6 +15,13 @@ pixels the training loader produces for the same ``Batch.aug = [dy, dx, flip]`` 
   so ``dy = dx = pad`` is the un-shifted image;
 - ``flip`` in ``{0, 1}``: mirror along the width axis, applied after the crop.
 
+With ``data.resize: batch`` (e.g. a 224-pixel ViT teacher on 32-pixel CIFAR) the views are
+still the pad-crop + flip views of the images as held, each then resized to the network's
+``image_size`` by the loaders' own :func:`supkd.data.transforms.resize_batch`; the table renders
+its views the same way, so it stays exact over the same 162 views. With ``data.resize: load``
+the crop happens at ``image_size`` (pad ``image_size // 8``: 6,498 views per image at 224
+pixels): ``auto`` then runs the teacher live and says why (:data:`AUTO_MAX_VIEWS`).
+
 The table is stored beside the teacher's run as
 ``TEACHER_DIR/teacher_cache/<key>.pt``, where ``key`` hashes the training images, the teacher's
 weights and architecture, the normalization and the padding: a grid of KD runs from one
@@ -26,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -35,7 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from supkd.data.gpu import crop_flip_batch
-from supkd.data.transforms import normalize_batch
+from supkd.data.transforms import normalize_batch, resize_batch
 from supkd.errors import ConfigError, SupkdWarning
 from supkd.models.files import read_torch_file
 from supkd.utils.atomic import atomic_torch_save
@@ -48,6 +56,10 @@ CACHE_FORMAT = 1
 #: Augmentation names (``task.augment``) whose only randomness is pad-crop + flip.
 CROP_FLIP_AUGMENTS = ("standard",)
 MODES = ("auto", "on", "off")
+#: ``auto`` builds a table only up to this many views per image: CIFAR's 162 (pad 4) costs
+#: about 162 teacher epochs, which a KD schedule of 240 epochs repays; more views than that
+#: (a crop of an upsampled copy) cost more teacher forwards than the run would make live.
+AUTO_MAX_VIEWS = 162
 
 
 def num_views(pad: int) -> int:
@@ -238,10 +250,14 @@ def cache_key(
     mean: Sequence[float],
     std: Sequence[float],
     pad: int,
+    size: int | None = None,
 ) -> str:
-    """SHA-256 of everything that determines the table: data, teacher, normalization, padding."""
+    """SHA-256 of everything that determines the table: data, teacher, normalization, padding
+    and the side views are resized to (``size``; None: not resized)."""
     h = hashlib.sha256()
     h.update(f"supkd-teacher-cache:{CACHE_FORMAT}:pad={pad}".encode())
+    if size is not None:  # absent for unresized views: their keys stay what they were
+        h.update(f":size={int(size)}".encode())
     h.update(f":mean={[float(m) for m in mean]}:std={[float(s) for s in std]}".encode())
     h.update(f":images={tuple(images.shape)}".encode())
     _hash_tensor(h, images)
@@ -269,12 +285,14 @@ def build_cache_table(
     device: torch.device | str = "cpu",
     batch_size: int = 1024,
     progress: bool = True,
+    size: int | None = None,
 ) -> Tensor:
     """Teacher logits for every view of every image -> (N, num_views(pad), C) bfloat16.
 
     The N·V (image, view) pairs are enumerated flat, image-major, and run ``batch_size`` pairs
     per forward (full batches even for small N); teacher in eval mode, bf16 autocast +
-    channels_last on CUDA, as in the live KD step.
+    channels_last on CUDA, as in the live KD step. ``size``: each view is resized to it after
+    the crop + flip, as the loaders do with ``data.resize: batch`` (None: no resize).
     """
     device = torch.device(device)
     N = images.shape[0]
@@ -300,7 +318,10 @@ def build_cache_table(
             ids = torch.arange(start, min(start + batch_size, total), device=device)
             img, view = ids // V, ids % V
             # the loader's crop and normalization ops: the same inputs the live teacher sees
-            x = normalize_batch(render_views(images[img], all_aug[view], pad), mean, std)
+            x = render_views(images[img], all_aug[view], pad)
+            if size is not None:
+                x = resize_batch(x, size)
+            x = normalize_batch(x, mean, std)
             x = x.contiguous(memory_format=memory_format)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_cuda):
                 logits = _teacher_logits(teacher, x)
@@ -371,6 +392,18 @@ def get_teacher_cache(
         if mode == "on":
             raise ConfigError(f"teacher cache mode 'on': cannot apply, {why_not}")
         return None
+    views = num_views(pad)
+    if mode == "auto" and views > AUTO_MAX_VIEWS:
+        if progress:
+            print(
+                f"supkd: teacher cache off: {views} pad-crop + flip views per image (pad "
+                f"{pad}), more than the {AUTO_MAX_VIEWS} it is built for; the teacher runs "
+                "live (data.resize=batch keeps the native views; task.teacher_cache=on "
+                "builds it anyway)",
+                file=sys.stderr,
+            )
+        return None
+    size = getattr(bundle, "resize_to", None)
     device = torch.device(device)
     # auto off CUDA only ever reuses a stored table, never builds one.
     may_build = mode == "on" or device.type == "cuda"
@@ -381,7 +414,7 @@ def get_teacher_cache(
         return None
     images = dataset_images(bundle.train)  # type: ignore[attr-defined]
     mean, std = list(bundle.mean), list(bundle.std)  # type: ignore[attr-defined]
-    key = cache_key(images, teacher, mean, std, pad)
+    key = cache_key(images, teacher, mean, std, pad, size)
     path = folder / f"{key[:32]}.pt" if folder is not None else None
     if path is not None:
         stored = _read_stored(path, key, len(images), pad, device)
@@ -393,7 +426,7 @@ def get_teacher_cache(
     t0 = time.perf_counter()
     table = build_cache_table(
         teacher, images, mean=mean, std=std, pad=pad, device=device, batch_size=batch_size,
-        progress=progress,
+        progress=progress, size=size,
     )  # fmt: skip
     seconds = time.perf_counter() - t0
     if path is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import inspect
 import warnings
 from typing import Any, ClassVar
 
@@ -20,6 +21,7 @@ from torch import Tensor, nn
 from supkd.config import TASK_SECTIONS, Config, TaskConfig
 from supkd.errors import ConfigError, SupkdWarning
 from supkd.models import as_model_output, create_model
+from supkd.models.registry import find_model_builder
 from supkd.utils.registry import Registry
 
 __all__ = ["TASKS", "Task", "build_task", "register_task", "task_config_fields",
@@ -132,18 +134,61 @@ def ce_loss(logits: Tensor, y: Tensor, label_smoothing: float) -> Tensor:
     return F.cross_entropy(logits, y, label_smoothing=label_smoothing)
 
 
+#: Model fields every builder was handed before builders said which they take: a user's
+#: builder with ``**kwargs`` keeps receiving them.
+_ALWAYS_PASSED = ("stem", "width", "projection_dim")
+
+
+def model_kwargs(cfg: Config, bundle: Any, builder: Any) -> dict[str, Any]:
+    """The keyword arguments of ``builder`` for ``cfg.model`` on ``bundle``'s data.
+
+    Each builder takes the ``model:`` fields of its family (the ResNets ``stem`` and
+    ``width``, ``timm/`` models ``timm_args`` and ``pretrained``): a field is passed when the
+    builder's signature names it (or it has ``**kwargs``); one it does not take must keep its
+    default, else ConfigError naming the field. ``data_norm`` (the data's normalization, for
+    pretrained weights to be corrected onto) and ``image_size`` go to builders naming them.
+    """
+    m = cfg.model
+    params = inspect.signature(builder).parameters
+    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    defaults = type(m)()
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(m):
+        value = getattr(m, f.name)
+        if f.name == "name":
+            continue
+        changed = value != getattr(defaults, f.name)
+        if f.name in params or (var_kw and (changed or f.name in _ALWAYS_PASSED)):
+            kwargs[f.name] = value
+        elif changed:
+            taken = [n for n in params if n in {g.name for g in dataclasses.fields(m)}]
+            raise ConfigError(
+                f"config field 'model.{f.name}': model {m.name!r} does not take it (its "
+                f"model fields: {', '.join(taken) or 'none'}); remove it"
+            )
+    extras = {"data_norm": (tuple(bundle.mean), tuple(bundle.std)),
+              "image_size": bundle.image_size}
+    kwargs.update({k: v for k, v in extras.items() if k in params})
+    return kwargs
+
+
 def new_model(cfg: Config, bundle: Any, projection_dim: int | None = None) -> nn.Module:
-    """A freshly initialized ``cfg.model`` for ``bundle``'s classes and channels."""
+    """A freshly initialized ``cfg.model`` for ``bundle``'s classes and channels (with the
+    weights ``model.pretrained`` names, for the models that take them)."""
     m = cfg.model
     try:
+        builder = find_model_builder(m.name)
+        kwargs = model_kwargs(cfg, bundle, builder)
+        if projection_dim is not None:
+            kwargs["projection_dim"] = projection_dim
         return create_model(
             m.name,
-            stem=m.stem,
             num_classes=int(bundle.num_classes),
-            projection_dim=projection_dim if projection_dim is not None else m.projection_dim,
-            width=m.width,
             in_channels=int(bundle.in_channels),
+            **kwargs,
         )
+    except ConfigError:
+        raise
     except ValueError as exc:
         raise ConfigError(f"config section 'model': {exc}") from None
 
