@@ -321,6 +321,10 @@ def build_run(
     seed_everything(seeds.init)
     bundle = build_data(cfg.data, seed=seeds.data)
     task = build_task(cfg, bundle, dinfo.device)
+    side = bundle.image_size
+    hw = tuple(side) if isinstance(side, tuple | list) else (side, side)
+    check_batchnorm_batch(task.model, cfg.train.batch_size // dinfo.world_size * task.views,
+                          (int(bundle.in_channels), *hw))
     # Training-time randomness (anything a step draws from the global generators) gets
     # its own seed, independent of the initialization.
     seed_everything(seeds.augment)
@@ -353,10 +357,6 @@ def build_loaders(
         rank=dinfo.rank,
         world_size=world,
     )
-    side = bundle.image_size
-    hw = tuple(side) if isinstance(side, tuple | list) else (side, side)
-    check_batchnorm_batch(task.model, batch_size // world * task.views,
-                          (int(bundle.in_channels), *hw))
     if len(train_loader) == 0:
         # Training keeps full batches only (equal batch statistics and, under DDP, equal
         # per-rank batches), so a split smaller than one batch gives an empty epoch.

@@ -211,8 +211,19 @@ class RunDir:
             names = [e.name for e in os.scandir(self.path)]
         except OSError:
             return []  # unreadable: the write that follows reports it
-        own = (is_temp_name(n) or n.startswith(".import-") for n in names)
+        own = (is_temp_name(n) or n.startswith(".import-") or self._only_temps(n) for n in names)
         return sorted(n for n, ours in zip(names, own) if not ours)
+
+    def _only_temps(self, name: str) -> bool:
+        """``checkpoints/`` holding nothing but temporary files: a run killed while writing
+        its first checkpoint (its config.yaml write may have been cut short too)."""
+        folder = self.path / name
+        if name != self.checkpoints.name or not folder.is_dir() or folder.is_symlink():
+            return False
+        try:
+            return all(is_temp_name(e.name) for e in os.scandir(folder))
+        except OSError:
+            return False
 
     def claim(self, *, strict: bool = True) -> None:
         """UserError unless this folder may hold a run: it is absent, empty, or a run
