@@ -109,7 +109,7 @@ mapfile -t CUDA_FILES < <(
 )
 # pytest-xdist (in the CUDA image) runs 4 tests at once: most of their time is compilation
 # on the CPU cores, and the tiny models share the GPU easily. -rA keeps the output of
-# passing tests (the CE throughput line) in the log.
+# passing tests in the log.
 XDIST=()
 "$PY" -c "import xdist" 2>/dev/null && XDIST=(-n 4)
 echo "=== 1/3 CUDA tests (limit ${CUDA_TESTS_LIMIT_S}s, at $(elapsed), ${XDIST[*]:-no xdist}): ${CUDA_FILES[*]}"

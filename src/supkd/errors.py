@@ -36,3 +36,14 @@ class RunDiverged(Exception):  # noqa: N818 (a signal, not an error: public name
         super().__init__(f"loss became non-finite ({value}) at step {step}")
         self.step = step
         self.value = value
+
+
+class SupkdWarning(UserWarning):
+    """A result that would mislead without a word: supkd goes on, and says why once.
+
+    Raised with ``warnings.warn(message, SupkdWarning)``: one line naming the field, file or
+    run and what is odd (a teacher that never finished, CKA across data sets, a single class,
+    SupCon batches without positives, a warm-up longer than the run, unreadable runs in a
+    report). The CLI prints each distinct message once, as ``supkd CMD: warning: MESSAGE``
+    on stderr; library users get ordinary Python warnings they can filter by this class.
+    """

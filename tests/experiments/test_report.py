@@ -203,7 +203,7 @@ def test_report_out_under_a_file_is_a_user_error(tmp_path, capsys):
     blocker.write_text("x")
     from supkd.errors import UserError
 
-    with pytest.raises(UserError, match=r"cannot write to folder .*file/rep"):
+    with pytest.raises(UserError, match=r"folder .*file/rep: cannot be created under the file"):
         write_report(tmp_path / "runs", blocker / "rep")
     assert main(["report", str(tmp_path / "runs"), "--out", str(blocker / "rep")]) == 2
     err = capsys.readouterr().err

@@ -1,11 +1,19 @@
-"""A stand-in for the public SupContrast code's networks (Khosla et al., 2020), written for
-the tests from its published parameter layout so that nothing is downloaded.
+"""A stand-in for the public SupContrast code's networks (Khosla et al., 2020,
+github.com/HobbitLong/SupContrast, ``networks/resnet_big.py``), written for the tests from
+that file's architecture (not copied) so that nothing is downloaded.
 
-Only the *state-dict key names and shapes* must match the public checkpoints:
-``encoder.conv1`` (3x3, stride 1: CIFAR stem, no max-pool), ``encoder.bn1``,
-``encoder.layerL.B.{conv1,bn1,conv2,bn2[,conv3,bn3]}``, projection shortcuts as
-``encoder.layerL.B.shortcut.{0,1}``, an MLP head ``head.0`` (Linear d->d), ReLU,
-``head.2`` (Linear d->feat_dim), and a separately saved linear classifier ``fc``.
+What every checkpoint that code saves looks like, and so what the modules here produce:
+
+- the encoder (``ResNet``: resnet18/34 with BasicBlock, resnet50/101 with Bottleneck, widths
+  64-128-256-512, embedding 512 or 2048): ``encoder.conv1`` (3x3, stride 1: CIFAR stem, no
+  max-pool), ``encoder.bn1``, ``encoder.layerL.B.{conv1,bn1,conv2,bn2[,conv3,bn3]}``,
+  projection shortcuts as ``encoder.layerL.B.shortcut.{0,1}``;
+- ``SupConResNet(name, head='mlp')``: head ``head.0`` (Linear d->d), ReLU, ``head.2``
+  (Linear d->feat_dim); ``head='linear'``: ``head.weight``/``head.bias`` (Linear
+  d->feat_dim); the output is L2-normalized;
+- ``SupCEResNet(name, num_classes)``: the CE baseline, ``encoder.*`` + ``fc.*``;
+- ``LinearClassifier(name, num_classes)``: ``fc`` on the frozen encoder, saved alone.
+
 The forward pass is the standard post-activation ResNet, so outputs are comparable.
 """
 
@@ -67,7 +75,10 @@ _ARCHS = {
     "resnet18": (_Basic, [2, 2, 2, 2]),
     "resnet34": (_Basic, [3, 4, 6, 3]),
     "resnet50": (_Bottle, [3, 4, 6, 3]),
+    "resnet101": (_Bottle, [3, 4, 23, 3]),
 }
+#: embedding width of each encoder (the code's ``model_dict``)
+DIMS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "resnet101": 2048}
 
 
 class Encoder(nn.Module):
@@ -92,17 +103,29 @@ class Encoder(nn.Module):
         return torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
 
 
-class SupConNet(nn.Module):
-    """encoder + MLP projection head; ``forward`` returns the L2-normalized projection."""
+class SupConResNet(nn.Module):
+    """encoder + projection head (``head='mlp'`` or ``'linear'``); ``forward`` returns the
+    L2-normalized projection."""
 
-    def __init__(self, arch: str = "resnet50", feat_dim: int = 128) -> None:
+    def __init__(self, name: str = "resnet50", head: str = "mlp", feat_dim: int = 128) -> None:
         super().__init__()
-        self.encoder = Encoder(arch)
+        self.encoder = Encoder(name)
         d = self.encoder.dim
-        self.head = nn.Sequential(nn.Linear(d, d), nn.ReLU(inplace=True), nn.Linear(d, feat_dim))
+        if head == "linear":
+            self.head: nn.Module = nn.Linear(d, feat_dim)
+        elif head == "mlp":
+            self.head = nn.Sequential(nn.Linear(d, d), nn.ReLU(inplace=True),
+                                      nn.Linear(d, feat_dim))
+        else:
+            raise ValueError(f"head {head!r}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.head(self.encoder(x)), dim=1)
+
+
+def SupConNet(arch: str = "resnet50", feat_dim: int = 128) -> SupConResNet:  # noqa: N802
+    """The default (MLP head) SupConResNet, as older tests name it."""
+    return SupConResNet(arch, "mlp", feat_dim)
 
 
 class LinearClassifierNet(nn.Module):
@@ -112,6 +135,13 @@ class LinearClassifierNet(nn.Module):
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         return self.fc(feats)
+
+
+class LinearClassifier(LinearClassifierNet):
+    """``LinearClassifier(name, num_classes)``: the width comes from the encoder's name."""
+
+    def __init__(self, name: str = "resnet50", num_classes: int = 10) -> None:
+        super().__init__(DIMS[name], num_classes)
 
 
 class SupCENet(nn.Module):
@@ -137,3 +167,6 @@ def randomize_bn(module: nn.Module, seed: int = 0) -> None:
             m.running_var.copy_(torch.rand(n, generator=g) * 0.5 + 0.75)
             m.weight.data.copy_(torch.rand(n, generator=g) * 0.5 + 0.75)
             m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
+
+
+SupCEResNet = SupCENet  # the public code's name

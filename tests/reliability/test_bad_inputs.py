@@ -609,7 +609,8 @@ def test_user_error_types_are_user_errors():
 
 
 def test_cli_report_unwritable_output(tmp_path, capsys):
-    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "r").mkdir(parents=True)  # one (failed) run: a folder worth a report
+    (tmp_path / "runs" / "r" / "result.json").write_text('{"status": "failed"}')
     blocker = tmp_path / "file"
     blocker.write_text("x")
     _cli(capsys, ["report", str(tmp_path / "runs"), "--out", str(blocker / "rep")], str(blocker))

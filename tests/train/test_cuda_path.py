@@ -3,8 +3,6 @@ deferred divergence check, torch.compile, and a KD run with the teacher cache.""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -86,16 +84,3 @@ def test_kd_run_on_cuda_with_teacher_cache(tmp_path):
     assert s["status"] == "completed", s
     assert (tmp_path / "teacher" / "teacher_cache").is_dir()
 
-
-def test_print_ce_throughput():
-    """Images/s of a ResNet-18 CE step (CIFAR size, batch 512): fast path vs fp32."""
-    loader = _loader(n=512 * 40, batch=512, size=32)
-    for amp, cl in (("off", "off"), ("auto", "auto")):
-        task = CETask(create_model("resnet18", num_classes=10))
-        t0 = time.perf_counter()
-        res = fit(task, loader, device="cuda", quiet=True,
-                  train=TrainConfig(epochs=1, amp=amp, channels_last=cl, progress=False))
-        torch.cuda.synchronize()
-        dt = time.perf_counter() - t0
-        print(f"\nResNet-18 CE amp={amp} channels_last={cl}: {512 * res['steps'] / dt:,.0f} img/s "
-              f"({torch.cuda.get_device_name()})")

@@ -224,14 +224,36 @@ def _compare(args: argparse.Namespace, teacher: _Run, students: dict[str, _Run],
 
 
 def _out_dir(args: argparse.Namespace, teacher: _Run) -> Path:
+    """The output folder, created and checked writable before any work (UserError)."""
+    from supkd.utils.paths import prepare_output_dir
+
     if args.out is not None:
-        out = Path(args.out)
-    elif teacher.run_dir is not None:
-        out = teacher.run_dir / "cka"
-    else:
-        out = Path("cka")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+        return prepare_output_dir(args.out, "cka --out")
+    out = teacher.run_dir / "cka" if teacher.run_dir is not None else Path("cka")
+    return prepare_output_dir(out, "cka: default output folder",
+                              hint="pass --out DIR (e.g. on storage you can write)")
+
+
+def _warn_other_data(teacher: _Run, runs: list[_Run]) -> None:
+    """SupkdWarning per student trained on another data set than the teacher (name or
+    root differ): CKA then compares representations of data one of them never saw."""
+    import warnings
+
+    from supkd.errors import SupkdWarning
+
+    def data_of(r: _Run) -> str | None:
+        data = (r.config or {}).get("data")
+        if not isinstance(data, dict):
+            return None
+        return f"{data.get('name')}" + (f" ({data['root']})" if data.get("root") else "")
+
+    ref = data_of(teacher)
+    for r in runs:
+        mine = data_of(r)
+        if ref is not None and mine is not None and mine != ref:
+            warnings.warn(f"student {r.path} was trained on data set {mine}, the teacher "
+                          f"{teacher.path} on {ref}: CKA compares them on data one of them "
+                          "never saw", SupkdWarning, stacklevel=2)
 
 
 def _student_entries(teacher: _Run, students: dict[str, _Run], results: dict[str, Any],
@@ -303,11 +325,12 @@ def run(args: argparse.Namespace) -> int:
     teacher = _load_run(args.teacher)
     paths = [args.student] if args.student else list(args.students)
     runs = [_load_run(p) for p in paths]
+    out = _out_dir(args, teacher)
+    _warn_other_data(teacher, runs)
     taken: set[str] = set()
     students = {_safe_name(r.name, taken): r for r in runs}
     bundle, loader = _images(args, [teacher, *runs], device)
     results = _compare(args, teacher, students, loader, stages, device)
-    out = _out_dir(args, teacher)
     entries = _student_entries(teacher, students, results, out)
     fig_stages, series = per_stage_summary(
         [(s.method or key, results[key]) for key, s in students.items()])

@@ -12,6 +12,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+#: Top-level keys of a run config that a grid spec never has (a spec puts them in ``base``).
+_RUN_CONFIG_KEYS = ("data", "model", "optim", "schedule", "train", "task")
+
 HELP = "run a grid spec (e.g. configs/paper/cifar10.yaml) resumably, then write its report"
 
 
@@ -55,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rerun-changed", action="store_true",
                         help="redo finished runs whose config differs from the spec")
     parser.add_argument("--no-report", action="store_true", help="do not write the report")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+    parser.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE",
                         help="overrides of the spec's base config, e.g. train.epochs=2")
 
 
@@ -92,6 +95,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.jobs is not None and args.jobs < 1:
         raise UserError(f"--jobs: expected a number >= 1, got {args.jobs}")
+    raw_spec = read_grid_yaml(args.config)
+    run_keys = [k for k in _RUN_CONFIG_KEYS if k in raw_spec]
+    if "runs" not in raw_spec and run_keys:
+        raise UserError(f"grid file {args.config}: is a run config (it has '{run_keys[0]}' and "
+                        f"no 'runs'); train it with: supkd train {args.config}")
     spec = load_grid(args.config)
     if args.seeds is not None or args.overrides:
         raw = read_grid_yaml(args.config)
@@ -107,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
         for r in plan_grid(spec, out):
             deps = ", ".join(r.deps + r.soft_deps)
             print(f"{r.name:<40} {r.stage:<5}" + (f"  after {deps}" if deps else ""))
+            _check_planned(r)
         return 0
     if args.status:
         return _status(spec, out)
@@ -121,3 +130,27 @@ def run(args: argparse.Namespace) -> int:
         rep = write_report(out)
         print(f"report: {rep.markdown_path}")
     return 0 if res.ok else 1
+
+
+def _check_planned(run: Any) -> None:
+    """A planned run's resolved config through the checks ``supkd train`` makes
+    (``supkd.train.load_run_config``); ConfigError naming the run on the first bad field.
+    A ``${alpha}`` still to be tuned is checked with its first candidate."""
+    import copy
+
+    from supkd.errors import ConfigError
+    from supkd.experiments.grid.plan import _refs, _substitute
+    from supkd.train import load_run_config
+
+    if run.stage == "cka":
+        return
+    cfg = copy.deepcopy(run.config)
+    if "alpha" in _refs(cfg):
+        candidates = cfg.get("meta", {}).get("alpha_candidates") or []
+        if not candidates:
+            raise ConfigError(f"grid run '{run.name}': uses ${{alpha}} but has no alphas")
+        cfg = _substitute(cfg, {"alpha": candidates[0]}, set(), f"runs.{run.cell}.config")
+    try:
+        load_run_config(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"grid run '{run.name}': {exc}") from None

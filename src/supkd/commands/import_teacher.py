@@ -186,6 +186,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a folder")
+    RunDir(out).claim()  # a folder of the user's own files is never taken over
     if (out / "model.pt").exists() and not args.force:
         raise UserError(f"--out {out}: already holds model.pt; pass --force to replace it")
     t0 = time.time()
@@ -232,8 +233,8 @@ def run(args: argparse.Namespace) -> int:
             )
         try:
             rd = RunDir(out)
+            rd.write_config(cfg.to_dict())  # first: what makes the folder a run (RunDir.claim)
             (scratch / "model.pt").replace(rd.model_path)
-            rd.write_config(cfg.to_dict())
             rd.write_result(
                 RunResult(
                     status="imported",

@@ -21,9 +21,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from supkd.experiments.report import write_report
+    import warnings
 
+    from supkd.errors import DataError, SupkdWarning
+    from supkd.experiments.report import write_report
+    from supkd.experiments.store import scan_runs
+
+    runs = scan_runs(Path(args.runs_dir))
+    if not runs:
+        raise DataError(f"runs folder {args.runs_dir}: holds no run directories (expected "
+                        "folders with a config.yaml or result.json, e.g. a grid's --out)")
     rep = write_report(Path(args.runs_dir), args.out)
+    for r in runs:
+        if r.problem is not None:  # also in report.md; said here so that it is not missed
+            warnings.warn(f"run {r.path}: {r.status}, {r.problem}", SupkdWarning, stacklevel=1)
     if not args.quiet:
         for md in rep.tables.values():
             print(md)

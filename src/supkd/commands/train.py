@@ -23,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "overrides",
         nargs="*",
+        default=[],  # without a default argparse lists it among the missing arguments
         metavar="key=value",
         help="dotted overrides applied on top of the file, e.g. optim.lr=0.1 task.alpha=2",
     )
@@ -37,12 +38,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from supkd.config import read_yaml
+    from supkd.errors import ConfigError
     from supkd.train import distributed as dist_utils
     from supkd.train import load_run_config as load_config
     from supkd.train.engine import run as run_training
+    from supkd.train.run_dir import RunDir
 
-    cfg = load_config(args.config, args.overrides)
-    out = Path(args.out) if args.out else Path("runs") / cfg.name
+    raw = read_yaml(args.config)
+    if "runs" in raw:  # run configs have no 'runs'; grid specs always do
+        raise ConfigError(f"config file {args.config}: is a grid spec (it has 'runs'); run "
+                          f"it with: supkd grid {args.config}")
+    cfg = load_config(raw, args.overrides)
+    out = Path(args.out) if args.out else RunDir.under("runs", cfg.name, "name").path
     try:
         result = run_training(cfg, out, resume=args.resume, quiet=args.quiet)
         # Asked before cleanup(): after it every process reads as rank 0. The messages are

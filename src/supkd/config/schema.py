@@ -22,6 +22,7 @@ A YAML file may start from another one with ``extends: other.yaml`` (see
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +30,9 @@ from typing import Any, ClassVar, Literal
 
 from supkd.config.typed import Section, bounded, build_section, to_plain
 from supkd.config.yamlio import apply_overrides, read_yaml
-from supkd.errors import ConfigError
+from supkd.errors import ConfigError, SupkdWarning
 from supkd.utils.device import DEVICE_PATTERN
+from supkd.utils.paths import check_path_name
 from supkd.utils.registry import Registry, did_you_mean
 
 __all__ = [
@@ -331,7 +333,7 @@ class Config(Section):
     name: str = "run"
     seed: int = bounded(0, ge=0)
     deterministic: bool = False
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     meta: dict[str, Any] = field(default_factory=dict)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -341,10 +343,20 @@ class Config(Section):
     task: TaskConfig = field(default_factory=lambda: default_task())
 
     def check(self) -> None:
+        # The name is the run folder's name when no --out is given (runs/<name>).
+        check_path_name(self.name, "name")
         if not re.fullmatch(DEVICE_PATTERN, self.device):
             raise ConfigError(
-                f"config field 'device': expected auto, cpu, cuda or cuda:N, got {self.device!r}"
+                f"config field 'device': expected auto, cpu, cuda, cuda:N or mps, got "
+                f"{self.device!r}" + did_you_mean(self.device, ["auto", "cpu", "cuda", "mps"])
             )
+        sched, epochs = self.schedule, self.train.epochs
+        if sched.name != "onecycle" and sched.warmup_epochs > epochs:
+            # The scheduler caps the warm-up at the run's last step: lr then peaks only there.
+            warnings.warn(
+                f"config field 'schedule.warmup_epochs': a warm-up of {sched.warmup_epochs:g} "
+                f"epochs is longer than the run ({epochs} epochs, train.epochs): the learning "
+                "rate reaches optim.lr only at the last step", SupkdWarning, stacklevel=2)
 
 
 def config_from_dict(raw: Mapping[str, Any]) -> Config:

@@ -6,7 +6,10 @@ does the same three things, so there is one validation style:
 
 1. each field's value is checked against its annotation and converted
    (:func:`convert`: ``int`` for a ``float`` field, YAML's ``"1e-4"`` string for a number,
-   ``on``/``off`` that YAML read as booleans for ``Literal["on", "off"]``);
+   ``on``/``off`` that YAML read as booleans for ``Literal["on", "off"]``); a ``float`` is
+   finite (YAML reads ``.inf`` and ``.nan``, and ``inf`` as a string, as floats: a learning
+   rate or weight decay of inf only shows as a NaN loss later) unless its field says
+   ``bounded(..., finite=False)``;
 2. numeric bounds declared on the field (:func:`bounded`) are checked;
 3. :meth:`Section.check` runs the section's rules that involve several fields.
 
@@ -62,13 +65,16 @@ def bounded(
     lt: float | None = None,
     le: float | None = None,
     each: bool = False,
+    finite: bool = True,
 ) -> Any:
     """A dataclass field whose numeric value must lie in the given bounds (``None`` passes).
 
-    ``each=True``: the bounds apply to every element of a list field.
+    ``each=True``: the bounds apply to every element of a list field. ``finite=False``:
+    the field also takes ``inf`` (every float field is finite otherwise, bounded or not).
     """
-    meta = {k: v for k, v in zip(_BOUNDS, (gt, ge, lt, le)) if v is not None}
+    meta: dict[str, Any] = {k: v for k, v in zip(_BOUNDS, (gt, ge, lt, le)) if v is not None}
     meta["each"] = each
+    meta["finite"] = finite
     if factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=factory, metadata={"bounds": meta})
     return dataclasses.field(default=default, metadata={"bounds": meta})
@@ -138,7 +144,7 @@ def _fail(path: str, tp: Any, value: Any) -> ConfigError:
     )
 
 
-def _convert_union(value: Any, tp: Any, path: str) -> Any:
+def _convert_union(value: Any, tp: Any, path: str, finite: bool) -> Any:
     args = typing.get_args(tp)
     if value is None:
         if type(None) in args:
@@ -148,8 +154,10 @@ def _convert_union(value: Any, tp: Any, path: str) -> Any:
         if arg is type(None):
             continue
         try:
-            return convert(value, arg, path)
-        except ConfigError:
+            return convert(value, arg, path, finite=finite)
+        except ConfigError as exc:
+            if arg is float and _is_nonfinite(value):
+                raise exc from None  # "expected a finite number" says more than the union
             continue
     raise _fail(path, tp, value)
 
@@ -167,7 +175,19 @@ def _convert_literal(value: Any, tp: Any, path: str) -> Any:
     )
 
 
-def _convert_scalar(value: Any, tp: Any, path: str) -> Any:
+def _is_nonfinite(value: Any) -> bool:
+    if isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()):
+        value = float(value)
+    return isinstance(value, float) and not math.isfinite(value)
+
+
+def _finite_float(value: float, path: str, finite: bool) -> float:
+    if finite and not math.isfinite(value):
+        raise ConfigError(f"config field '{path}': expected a finite number, got {value!r}")
+    return value
+
+
+def _convert_scalar(value: Any, tp: Any, path: str, finite: bool = True) -> Any:
     number = isinstance(value, int | float) and not isinstance(value, bool)
     if tp is bool and isinstance(value, bool):
         return value
@@ -176,9 +196,9 @@ def _convert_scalar(value: Any, tp: Any, path: str) -> Any:
             return int(value)
     elif tp is float:
         if number:
-            return float(value)
+            return _finite_float(float(value), path, finite)
         if isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()):
-            return float(value)
+            return _finite_float(float(value), path, finite)
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -188,24 +208,25 @@ def _convert_scalar(value: Any, tp: Any, path: str) -> Any:
     raise _fail(path, tp, value)
 
 
-def convert(value: Any, tp: Any, path: str) -> Any:
-    """Check ``value`` against the annotation ``tp`` and return the typed value."""
+def convert(value: Any, tp: Any, path: str, *, finite: bool = True) -> Any:
+    """Check ``value`` against the annotation ``tp`` and return the typed value (``finite``:
+    refuse ``inf`` and ``nan`` for floats, also inside lists and unions)."""
     origin = typing.get_origin(tp)
     if tp is Any:
         return value
     if origin in (typing.Union, types.UnionType):
-        return _convert_union(value, tp, path)
+        return _convert_union(value, tp, path, finite)
     if origin is Literal:
         return _convert_literal(value, tp, path)
     if tp in (bool, int, float, str):
-        return _convert_scalar(value, tp, path)
+        return _convert_scalar(value, tp, path, finite)
     if origin is list:
         (inner,) = typing.get_args(tp) or (Any,)
         if isinstance(value, tuple):
             value = list(value)
         if not isinstance(value, list):
             raise _fail(path, tp, value)
-        return [convert(v, inner, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [convert(v, inner, f"{path}[{i}]", finite=finite) for i, v in enumerate(value)]
     if origin is dict or tp is dict:
         if not isinstance(value, Mapping):
             raise _fail(path, tp, value)
@@ -224,7 +245,7 @@ def field_types(cls: type) -> dict[str, Any]:
 
 
 def _check_bounds(path: str, value: Any, bounds: Mapping[str, Any]) -> None:
-    limits = {k: v for k, v in bounds.items() if k in _BOUNDS}
+    limits = {k: v for k, v in bounds.items() if k in _BOUNDS}  # ("each", "finite": not bounds)
     if bounds.get("each"):
         for i, v in enumerate(value or []):
             check_range(f"{path}[{i}]", v, **limits)
@@ -244,7 +265,8 @@ class Section:
         hints = field_types(type(self))
         for f in dataclasses.fields(self):
             path = self.field_path(f.name)
-            value = convert(getattr(self, f.name), hints[f.name], path)
+            finite = f.metadata.get("bounds", {}).get("finite", True)
+            value = convert(getattr(self, f.name), hints[f.name], path, finite=finite)
             object.__setattr__(self, f.name, value)
             if "bounds" in f.metadata:
                 _check_bounds(path, value, f.metadata["bounds"])

@@ -7,6 +7,12 @@
   number, ``null``) replaces what was there.
 - :func:`parse_overrides` / :func:`apply_overrides`: dotted ``key=value`` strings
   (``optim.lr=0.1``), the values read as YAML.
+
+Every YAML text goes through :class:`StrictLoader`, PyYAML's ``SafeLoader`` with two
+refusals: a key given twice in one mapping (YAML 1.2 forbids it; PyYAML silently keeps the
+last one, so ``lr: 0.1`` a few lines above ``lr: 0.5`` would be ignored unseen), and an
+alias inside the node it names (``a: &x [*x]``: a structure that contains itself, on which
+every later walk of the config recurses forever).
 """
 
 from __future__ import annotations
@@ -20,7 +26,74 @@ import yaml
 
 from supkd.errors import ConfigError
 
-__all__ = ["apply_overrides", "merge", "parse_overrides", "read_yaml"]
+__all__ = ["StrictLoader", "apply_overrides", "load_yaml_text", "merge", "parse_overrides",
+           "read_yaml"]
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses duplicate keys and recursive aliases (module
+    docstring); both are ``yaml.MarkedYAMLError`` s with the line of the offending node."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._open_anchors: set[str] = set()  # anchors of the nodes being composed
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            if event.anchor in self._open_anchors:
+                raise yaml.composer.ComposerError(
+                    None, None,
+                    f"the alias *{event.anchor} is inside the node &{event.anchor} it refers "
+                    "to (a recursive structure)", event.start_mark)
+            return super().compose_node(parent, index)
+        anchor = getattr(self.peek_event(), "anchor", None)
+        if anchor is not None:
+            self._open_anchors.add(anchor)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            if anchor is not None:
+                self._open_anchors.discard(anchor)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            first: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == _MERGE_TAG:  # "<<: *base" merges may override on purpose
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    seen = first.get(key)
+                except TypeError:  # an unhashable key: PyYAML reports it itself
+                    continue
+                if seen is not None:
+                    raise yaml.constructor.ConstructorError(
+                        None, None,
+                        f"the key {key!r} is given twice (first on line {seen + 1}); YAML "
+                        "allows a key once per mapping", key_node.start_mark)
+                first[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
+    """``line N: what is wrong`` for a YAML error, one line; a tab is explained."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" line {mark.line + 1}" if mark is not None else ""
+    problem = str(getattr(exc, "problem", None) or "").replace("\n", " ").strip()
+    lines = text.splitlines()
+    line = lines[mark.line] if mark is not None and mark.line < len(lines) else ""
+    if "\t" in problem or "'\\t'" in problem or "\t" in line[: (mark.column + 1) if mark else 0]:
+        problem = ("a tab character: YAML indents with spaces only (tabs are not allowed "
+                   "in indentation)")
+    return f"{where}: {problem}" if problem else where
+
+
+def load_yaml_text(text: str) -> Any:
+    """``yaml.load`` of ``text`` with :class:`StrictLoader` (raises ``yaml.YAMLError``)."""
+    return yaml.load(text, Loader=StrictLoader)
 
 
 def merge(base: Mapping[str, Any], top: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -36,13 +109,13 @@ def merge(base: Mapping[str, Any], top: Mapping[str, Any] | None) -> dict[str, A
 
 def _load_text(path: Path, what: str) -> Any:
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{what} {path}:{where} is not valid YAML") from None
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{what} {path}: cannot be read ({type(exc).__name__})") from None
+    try:
+        return load_yaml_text(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {path}:{_yaml_problem(exc, text)} (not valid YAML)") from None
 
 
 def read_yaml(
@@ -89,7 +162,9 @@ def parse_overrides(overrides: Sequence[str]) -> list[tuple[list[str], Any]]:
         if not key or any(not p for p in key.split(".")):
             raise ConfigError(f"override {item!r}: expected a dotted key such as optim.lr")
         try:
-            value = yaml.safe_load(text) if text.strip() else ""
+            value = load_yaml_text(text) if text.strip() else ""
+        except yaml.constructor.ConstructorError as exc:  # a duplicate key in {a: 1, a: 2}
+            raise ConfigError(f"override {item!r}:{_yaml_problem(exc, text)}") from None
         except yaml.YAMLError:
             value = text
         parsed.append((key.split("."), value))

@@ -10,13 +10,21 @@ imports (``from supkd.data.datasets import NORMALIZATION``).
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset
 
 from supkd.config import DataConfig
-from supkd.data.images import DEFAULT_ROOT, TEST_FRACTION, TEST_SPLIT_SEED, TensorImageDataset
+from supkd.data.images import (
+    DEFAULT_ROOT,
+    TEST_FRACTION,
+    TEST_SPLIT_SEED,
+    TensorImageDataset,
+    identity_digest,
+)
 from supkd.data.sets.imagefolder import IMG_EXTENSIONS, ImageFolderDataset, scan_image_folder
 from supkd.data.sets.jpeg_pack import PACK_ARRAYS, load_jpeg_pack
 from supkd.data.spec import (
@@ -27,7 +35,7 @@ from supkd.data.spec import (
     check_data_config,
 )
 from supkd.data.splits import stratified_split
-from supkd.errors import ConfigError, DataError
+from supkd.errors import ConfigError, DataError, SupkdWarning
 
 __all__ = [
     "DATASETS",
@@ -92,6 +100,23 @@ class DataBundle:
             raise DataError(f"data set {self.name!r} has no {name} split (data.val_fraction is 0?)")
         return ds
 
+    def summary(self) -> dict[str, Any]:
+        """What a run saw (``result.json``'s ``data``): the data set's name, images per split
+        (0 for no validation split), classes, and ``fingerprint``, a SHA-256 over each
+        split's content identity (``identity()``: pixels and labels of an in-memory set,
+        file names, sizes and labels of an image folder), or None when a split cannot say
+        (a user's data set without ``identity``)."""
+        splits = {"train": self.train, "val": self.val, "test": self.test}
+        out: dict[str, Any] = {"name": self.name}
+        out.update({k: len(v) if v is not None else 0 for k, v in splits.items()})  # type: ignore[arg-type]
+        out["classes"] = self.num_classes
+        if all(v is None or callable(getattr(v, "identity", None)) for v in splits.values()):
+            parts = [f"{k}={v.identity() if v is not None else '-'}" for k, v in splits.items()]
+            out["fingerprint"] = "sha256:" + identity_digest(*parts)[:32]
+        else:
+            out["fingerprint"] = None
+        return out
+
 
 def _subset(labels: torch.Tensor, idx: torch.Tensor, n: int | None, seed: int) -> torch.Tensor:
     if n is None or n >= len(idx):
@@ -116,6 +141,28 @@ def _measured_statistics(
     return tuple(per_channel.mean(1).tolist()), tuple(per_channel.std(1).tolist())
 
 
+def _check_splits(where: str, classes: list[str], train_labels: torch.Tensor, n_test: int,
+                  n_test_all: int, n_train_all: int) -> None:
+    """DataError for an empty test split; SupkdWarning for a single class or classes with
+    no training image (accuracy would then mislead)."""
+    if n_test == 0:
+        raise DataError(
+            f"{where}: the test split is empty (expected at least one image; of "
+            f"{n_train_all + n_test_all} images, {n_test_all} are held out for testing)"
+        )
+    if len(classes) == 1:
+        warnings.warn(f"{where} has a single class ({classes[0]!r}): every prediction is "
+                      "right, so accuracy says nothing", SupkdWarning, stacklevel=3)
+        return
+    counts = torch.bincount(train_labels.long(), minlength=len(classes))
+    missing = [classes[k] for k in torch.nonzero(counts == 0).flatten().tolist()]
+    if missing:
+        shown = ", ".join(repr(c) for c in missing[:3]) + (" ..." if len(missing) > 3 else "")
+        warnings.warn(f"{where}: {len(missing)} of {len(classes)} classes ({shown}) have no "
+                      "image in the training split; the model can never predict them",
+                      SupkdWarning, stacklevel=3)
+
+
 def build_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
     """Load the data set of ``cfg`` and split it into train / val / test.
 
@@ -134,8 +181,12 @@ def build_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
     if per_batch:
         image_size = int(cfg.image_size)
     n = len(train_src.labels)
+    where = f"data set {cfg.name!r}" + (f" ({cfg.root})" if cfg.root else "")
     if n == 0:
-        raise DataError(f"data set {cfg.name!r} has an empty training split")
+        raise DataError(f"{where} has an empty training split")
+    if cfg.val_fraction > 0 and n < 2:
+        raise DataError(f"{where}: data.val_fraction {cfg.val_fraction:g} needs at least 2 "
+                        f"training images, it has {n}")
     train_idx = torch.arange(n)
     val_idx = None
     if cfg.val_fraction > 0 and n >= 2:
@@ -150,6 +201,8 @@ def build_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
     if val_idx is not None:
         val = train_src.take(_subset(train_src.labels, val_idx, cfg.subset, split_seed + 3))
     test = test_src.take(test_idx)
+    _check_splits(where, classes, train_src.labels[train_idx], len(test), len(test_src.labels),
+                  n)
     mean, std = spec.normalization or _measured_statistics(spec, train)
     return DataBundle(
         name=cfg.name,

@@ -58,6 +58,7 @@ from supkd.experiments.protocols import (
 from supkd.experiments.store import CORRUPT, UNFINISHED, RunRecord, scan_runs
 from supkd.losses import LOSSES, loss_label
 from supkd.utils.atomic import atomic_write_text
+from supkd.utils.paths import prepare_output_dir
 
 CellKey = tuple[str, str, str]  # (table, row, col)
 
@@ -600,8 +601,8 @@ def write_report(
     runs_dir = Path(runs_dir)
     out = Path(out_dir) if out_dir is not None else runs_dir / "report"
     records = [r for r in scan_runs(runs_dir) if out not in r.path.parents]
+    prepare_output_dir(out, "report: folder", hint="pass --out a writable folder")
     try:
-        out.mkdir(parents=True, exist_ok=True)
         return _write_report(runs_dir, out, records, figures, title)
     except OSError as exc:
         # A path under a regular file, a read-only or full disk: the user's --out, not a bug.

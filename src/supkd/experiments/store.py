@@ -91,7 +91,7 @@ def load_run(path: str | os.PathLike[str]) -> RunRecord | None:
         meta.update(config["meta"])
     name = str((config or {}).get("name") or (result or {}).get("name") or path.name)
     problem = res_problem or cfg_problem
-    if res_problem:
+    if res_problem or (cfg_problem and result is None):
         status = CORRUPT
     elif result is None:
         status = UNFINISHED

@@ -156,7 +156,8 @@ def fc_from(classifier: Mapping[str, torch.Tensor], dim: int, what: str) -> dict
 
 
 def build_resnet(
-    layout: Layout, num_classes: int, projection_dim: int | None, what: str
+    layout: Layout, num_classes: int, projection_dim: int | None, what: str,
+    projection_head: str = "mlp",
 ) -> nn.Module:
     try:
         return create_model(
@@ -166,6 +167,7 @@ def build_resnet(
             projection_dim=projection_dim,
             width=layout.width,
             in_channels=layout.in_channels,
+            projection_head=projection_head,
         )
     except ValueError as exc:  # e.g. a resnet101 file: a layout supkd has no model for
         raise CheckpointError(f"{what}: {exc}") from None

@@ -1,9 +1,12 @@
 """SupContrast checkpoints (Khosla et al., 2020, github.com/HobbitLong/SupContrast,
 ``networks/resnet_big.py``): ``{"model": state_dict, "opt": argparse.Namespace, ...}`` with
 ``encoder.*`` keys (a CIFAR-stem ResNet; projection shortcuts ``shortcut.0`` / ``shortcut.1``),
-an MLP head ``head.0`` (Linear d->d), ReLU, ``head.2`` (Linear d->feat_dim), or the CE
-baseline's ``fc.*``. DataParallel inserts ``module.``. The linear classifier trained on the
-frozen encoder (``main_linear.py``) is a separate file ``{"model": {"fc.weight", "fc.bias"}}``.
+and one of: an MLP head ``head.0`` (Linear d->d), ReLU, ``head.2`` (Linear d->feat_dim)
+(``SupConResNet(head='mlp')``, the default); a linear head ``head.weight``/``head.bias``
+(``head='linear'``); or the CE baseline's ``fc.*`` (``SupCEResNet``). DataParallel inserts
+``module.``. The linear classifier trained on the frozen encoder (``main_linear.py``,
+``LinearClassifier``) is a separate file ``{"model": {"fc.weight", "fc.bias"}}``. Its
+``resnet101`` has no supkd model and is refused with one line.
 """
 
 from __future__ import annotations
@@ -58,34 +61,47 @@ def supcontrast_to_torchvision(
     return enc, head, fc
 
 
-def _copy_head(net: nn.Module, head: Mapping[str, torch.Tensor], what: str) -> None:
-    """Copy SupContrast's ``head.0`` / ``head.2`` Linears into the model's projection head.
+def head_layout(head: Mapping[str, torch.Tensor], what: str) -> tuple[str, list[str], int]:
+    """(kind, Linear prefixes in order, output width) of a SupContrast projection head:
+    ``("linear", [""], P)`` for ``head.weight``/``head.bias``, ``("mlp", ["0.", "2."], P)``
+    for ``head.0``/``head.2``. CheckpointError for any other key set."""
+    if set(head) == {"weight", "bias"}:
+        prefixes = [""]
+    else:
+        idx = sorted({int(k.split(".")[0]) for k in head if k.split(".")[0].isdigit()})
+        prefixes = [f"{i}." for i in idx]
+        expected = {f"{p}{n}" for p in prefixes for n in ("weight", "bias")}
+        if not idx or set(head) != expected:
+            bad = sorted(set(head) ^ expected) or sorted(head)
+            raise CheckpointError(
+                f"{what}: unexpected projection head (key 'head.{bad[0]}'); expected "
+                "SupContrast's head='mlp' (head.0, head.2) or head='linear' (head.weight, "
+                "head.bias)")
+        if len(idx) != 2:
+            raise CheckpointError(
+                f"{what}: projection head has {len(idx)} Linear layers "
+                f"(head.{', head.'.join(map(str, idx))}); expected SupContrast's 'mlp' "
+                "(2: Linear-ReLU-Linear) or 'linear' (1) head")
+    last = head[f"{prefixes[-1]}weight"]
+    if last.dim() != 2:
+        raise CheckpointError(f"{what}: 'head.{prefixes[-1]}weight' is not a Linear weight")
+    return ("linear" if prefixes == [""] else "mlp"), prefixes, int(last.shape[0])
 
-    Matching is by order of the Linear layers, so it holds whatever the head's attribute
-    names are; shapes are checked one by one.
-    """
-    target = getattr(net, "head", None)
-    linears = [m for m in target.modules() if isinstance(m, nn.Linear)] if target else []
-    src_idx = sorted({int(k.split(".")[0]) for k in head if k.split(".")[0].isdigit()})
-    if set(head) - {f"{i}.{p}" for i in src_idx for p in ("weight", "bias")}:
-        extra = sorted(set(head) - {f"{i}.{p}" for i in src_idx for p in ("weight", "bias")})
-        raise CheckpointError(f"{what}: unexpected projection-head key 'head.{extra[0]}'")
-    if len(src_idx) != len(linears):
-        raise CheckpointError(
-            f"{what}: projection head has {len(src_idx)} Linear layers "
-            f"(head.{', head.'.join(map(str, src_idx))}), supkd's has {len(linears)} "
-            "(Linear-ReLU-Linear, as SupContrast's 'mlp' head)"
-        )
+
+def _copy_head(net: nn.Module, head: Mapping[str, torch.Tensor], prefixes: list[str],
+               what: str) -> None:
+    """Copy the SupContrast head's Linear layers (``prefixes``, in order) into the model's
+    projection head, matched by order of its Linear layers (whatever their attribute names);
+    shapes are checked one by one."""
+    linears = [m for m in net.head.modules() if isinstance(m, nn.Linear)]
+    assert len(linears) == len(prefixes), (len(linears), prefixes)  # built from head_layout
     with torch.no_grad():
-        for i, lin in zip(src_idx, linears):
+        for prefix, lin in zip(prefixes, linears):
             for p in ("weight", "bias"):
-                src = head.get(f"{i}.{p}")
-                dst = getattr(lin, p)
-                if src is None or dst is None:
-                    raise CheckpointError(f"{what}: missing key 'head.{i}.{p}'")
+                src, dst = head[f"{prefix}{p}"], getattr(lin, p)
                 if tuple(src.shape) != tuple(dst.shape):
                     raise CheckpointError(
-                        f"{what}: 'head.{i}.{p}' has shape {tuple(src.shape)}, "
+                        f"{what}: 'head.{prefix}{p}' has shape {tuple(src.shape)}, "
                         f"expected {tuple(dst.shape)}"
                     )
                 dst.copy_(src)
@@ -129,16 +145,13 @@ def import_supcontrast(
     if fc_sd is None:
         notes.append("no classifier given: logits are zeros; distill from embedding/projection")
         fc_sd = {"weight": torch.zeros(n, dim), "bias": torch.zeros(n)}
-    proj_dim = None
+    proj_dim, kind, prefixes = None, "mlp", []
     if head:
-        last = max(int(k.split(".")[0]) for k in head if k.split(".")[0].isdigit())
-        proj_dim = int(head[f"{last}.weight"].shape[0]) if f"{last}.weight" in head else None
-        if proj_dim is None:
-            raise CheckpointError(f"{what}: missing key 'head.{last}.weight'")
-    net = build_resnet(layout, n, proj_dim, what)
+        kind, prefixes, proj_dim = head_layout(head, what)
+    net = build_resnet(layout, n, proj_dim, what, projection_head=kind)
     load_encoder_and_fc(net, enc, fc_sd, what)
     if head:
-        _copy_head(net, head, what)
+        _copy_head(net, head, prefixes, what)
     net.eval()
     return ImportedTeacher(
         model=net,

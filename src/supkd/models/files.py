@@ -96,6 +96,9 @@ class ModelRecord:
     info: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None  # the file read
     run_dir: Path | None = None  # the run directory holding it, when there is one
+    #: set when the file is a training checkpoint rather than a finished run's model.pt:
+    #: ``"checkpoints/last.pt after epoch 3 of 10"`` (what a distillation from it should say)
+    unfinished: str | None = None
 
     @property
     def trained_parts(self) -> set[str]:
@@ -177,7 +180,19 @@ def load_model_record(path: str | os.PathLike[str]) -> ModelRecord:
     load_state_dict_strict(model, state, f"model file {file}")
     model.eval()
     info = obj.get("info") if isinstance(obj.get("info"), dict) else {}
-    return ModelRecord(model=model, info=info, path=file, run_dir=run_dir)
+    unfinished = _checkpoint_progress(obj, file) if fmt == CHECKPOINT_FORMAT else None
+    return ModelRecord(model=model, info=info, path=file, run_dir=run_dir, unfinished=unfinished)
+
+
+def _checkpoint_progress(ck: dict[str, Any], file: Path) -> str:
+    """``"<file> after epoch E of N"`` for a training checkpoint (N from its config)."""
+    done = ck.get("epoch")
+    cfg = ck.get("config") if isinstance(ck.get("config"), dict) else {}
+    total = (cfg.get("train") or {}).get("epochs") if isinstance(cfg.get("train"), dict) else None
+    where = f"{file.parent.name}/{file.name}" if file.parent.name == "checkpoints" else str(file)
+    if isinstance(done, int) and isinstance(total, int):
+        return f"{where} after epoch {done} of {total}"
+    return f"{where} (a training checkpoint)"
 
 
 def load_model(path: str | os.PathLike[str]) -> nn.Module:

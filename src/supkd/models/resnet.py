@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from supkd.models.heads import ProjectionHead, make_classifier
+from supkd.models.heads import HEAD_KINDS, ProjectionHead, make_classifier
 from supkd.models.input_affine import (  # re-exported: they lived here before timm models
     InputAffine,
     check_input_affine,
@@ -220,10 +220,13 @@ def build_resnet(
     width: int = 64,
     in_channels: int = 3,
     input_affine: Mapping[str, Sequence[float]] | None = None,
+    projection_head: str = "mlp",
 ) -> SupKDResNet:
     """Build a ResNet (``resnet18|resnet34|resnet50``) with the given stem and heads.
 
     ``projection_dim``: add a SupCon projection head with this output size (None: no head).
+    ``projection_head``: ``mlp`` (Linear-ReLU-Linear, the paper's) or ``linear`` (one
+    Linear, SupContrast's ``head='linear'``); kept in ``spec`` only when not ``mlp``.
     ``width``: channels of the first stage (64 = the standard network).
     ``input_affine``: None, or ``{"scale": [C floats > 0], "shift": [C floats]}`` with
     ``C = in_channels``: the network computes ``x * scale + shift`` per channel (scale and
@@ -249,7 +252,11 @@ def build_resnet(
     encoder = ResNetEncoder(
         block, layers, stem=stem, width=width, in_channels=in_channels, input_affine=affine
     )
-    head = ProjectionHead(encoder.out_dim, projection_dim) if projection_dim else None
+    if projection_head not in HEAD_KINDS:
+        raise ValueError(f"projection_head must be one of {', '.join(HEAD_KINDS)}, "
+                         f"got {projection_head!r}")
+    head = (ProjectionHead(encoder.out_dim, projection_dim, kind=projection_head)
+            if projection_dim else None)
     classifier = make_classifier(encoder.out_dim, num_classes)
     spec = {
         "name": name,
@@ -261,4 +268,6 @@ def build_resnet(
     }
     if affine is not None:
         spec["input_affine"] = affine
+    if projection_head != "mlp" and head is not None:
+        spec["projection_head"] = projection_head
     return SupKDResNet(encoder, classifier, head, spec)

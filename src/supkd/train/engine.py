@@ -35,6 +35,7 @@ from supkd.data import DataBundle, Loader, build_data, make_loader
 from supkd.errors import CheckpointError, ConfigError, UserError
 from supkd.models.files import save_model
 from supkd.train import distributed as dist_utils
+from supkd.train.batchnorm_check import check_batchnorm_batch
 from supkd.train.checks import load_run_config
 from supkd.train.evaluation import evaluate
 from supkd.train.loop import (
@@ -201,6 +202,7 @@ def _prepare_run_dir(rd: RunDir, cfg: Config, resume: bool) -> tuple[str, Any]:
     Raises UserError (run() sends it to every rank) for a directory that cannot be used.
     """
     run_dir = rd.path
+    rd.claim()  # a folder of the user's own files is never taken over
     if rd.result_path.is_file():
         prior = rd.read_result()[0] or {}
         # "imported": a teacher brought in by `supkd import-teacher`; never retrained.
@@ -320,6 +322,10 @@ def build_run(
     seed_everything(seeds.init)
     bundle = build_data(cfg.data, seed=seeds.data)
     task = build_task(cfg, bundle, dinfo.device)
+    side = bundle.image_size
+    hw = tuple(side) if isinstance(side, tuple | list) else (side, side)
+    check_batchnorm_batch(task.model, cfg.train.batch_size // dinfo.world_size * task.views,
+                          (int(bundle.in_channels), *hw))
     # Training-time randomness (anything a step draws from the global generators) gets
     # its own seed, independent of the initialization.
     seed_everything(seeds.augment)
@@ -440,9 +446,10 @@ def _train_run(
     quiet: bool,
     callbacks: Sequence[Callable[[TrainState], None]],
 ) -> dict[str, Any]:
-    """Build, train and save run ``cfg``: ``fit``'s result (``base`` gains the replicas'
-    fingerprints under DDP)."""
-    task, _, loaders = build_run(cfg, seeds, dinfo)
+    """Build, train and save run ``cfg``: ``fit``'s result (``base`` gains the data's
+    summary and, under DDP, the replicas' fingerprints)."""
+    task, bundle, loaders = build_run(cfg, seeds, dinfo)
+    base["data"] = bundle.summary()  # what the run saw: images per split, a fingerprint
     res = fit(
         task,
         loaders.train,

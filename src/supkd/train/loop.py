@@ -330,6 +330,11 @@ class TrainLoop:
             history = self.rd.read_metrics()
             state.history = [r for r in history if r.get("epoch", 0) <= state.epoch]
             self.rd.rewrite_metrics(state.history)
+        if self.main and not self.quiet:
+            total = self.steps_per_epoch * self.train.epochs
+            print(f"supkd: resuming {self.rd.path} from {path.name} at step {state.step} of "
+                  f"{total} (epoch {state.epoch + 1}/{self.train.epochs}, batch "
+                  f"{state.batch_in_epoch}/{self.steps_per_epoch})", file=sys.stderr)
 
     def _load_objects(self, ck: dict[str, Any], path: Path) -> None:
         """Model, task state, optimizer, scheduler, scaler and EMA from checkpoint ``ck``."""

@@ -19,6 +19,13 @@ tolerant (a missing file is ``None``, an unreadable one is reported, never raise
 one corrupt run never stops a report or a grid. The engine, the grid, ``supkd
 import-teacher`` and the store all go through :class:`RunDir`; ``result.json`` has one
 writer, :meth:`RunDir.write_result`, and one schema, :class:`RunResult`.
+
+A folder becomes a run directory only when it is new, empty, or already a run
+(:meth:`RunDir.claim`): a folder of the user's own files is never taken over, so its files
+are neither overwritten nor mixed with a run's. ``config.yaml`` or ``result.json`` is the
+first file any writer puts into a run directory, so those two writers check it. A run
+directory named from a config value goes through :meth:`RunDir.under`, whose name rule
+(:func:`supkd.utils.paths.check_path_name`) keeps it inside the folder given.
 """
 
 from __future__ import annotations
@@ -32,16 +39,20 @@ from typing import Any
 
 import yaml
 
+from supkd.errors import UserError
 from supkd.utils.atomic import (
     append_jsonl,
     atomic_write_json,
     atomic_write_text,
     atomic_write_yaml,
+    is_temp_name,
     read_jsonl,
     sweep_stale_temps,
 )
+from supkd.utils.paths import check_path_name
 
-__all__ = ["FINAL_STATUSES", "LAUNCHER_ENV", "RunDir", "RunResult", "launcher_from_env"]
+__all__ = ["FINAL_STATUSES", "LAUNCHER_ENV", "RUN_SECTIONS", "RunDir", "RunResult",
+           "launcher_from_env"]
 
 #: Statuses a ``result.json`` can hold. ``imported``: a teacher brought in by ``supkd
 #: import-teacher`` (no accuracies; a finished run a grid uses as is, never retrains).
@@ -65,6 +76,10 @@ def launcher_from_env() -> dict[str, Any] | None:
     except ValueError:
         return None
     return data if isinstance(data, dict) else None
+
+#: The sections every resolved run config has (``supkd.config.Config.to_dict()``): what
+#: tells a run's ``config.yaml`` from a user's file of the same name.
+RUN_SECTIONS = frozenset({"name", "seed", "data", "model", "optim", "schedule", "train", "task"})
 
 
 @dataclass
@@ -95,6 +110,8 @@ class RunResult:
     metric: str | None = None
     replica_fingerprints: list[Any] | None = None  # DDP: every rank's parameter hash
     launcher: dict[str, Any] | None = None  # where it ran (grid launchers)
+    # What the run saw: images per split and a fingerprint of the data (DataBundle.summary)
+    data: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.status not in FINAL_STATUSES:
@@ -126,6 +143,12 @@ class RunDir:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+
+    @classmethod
+    def under(cls, root: str | os.PathLike[str], name: object, field: str) -> RunDir:
+        """``RunDir(root / name)`` for a ``name`` taken from a config value (``field`` names
+        it in the error): ConfigError unless ``name`` is one safe folder name."""
+        return cls(Path(root) / check_path_name(name, field))
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -188,6 +211,62 @@ class RunDir:
     def has_checkpoint(self) -> bool:
         return self.last_checkpoint.is_file()
 
+    def holds_run(self, *, strict: bool = True) -> bool:
+        """Whether this folder is a supkd run: it has a ``result.json`` or a
+        ``checkpoints/last.pt``, or a ``config.yaml``
+        that is a resolved run config (a mapping with every section :data:`RUN_SECTIONS`).
+        A ``config.yaml`` of the user's own (the file given to ``supkd train``, kept in the
+        folder also given as ``--out``) is not one, so it is never overwritten.
+        ``strict=False``: any ``config.yaml`` counts (a folder that a job has started to
+        write, after its writer claimed it)."""
+        if self.result_path.is_file() or self.has_checkpoint():
+            return True
+        if not strict:
+            return self.config_path.is_file()
+        config, problem = self.read_config()
+        return problem is None and config is not None and set(config) >= RUN_SECTIONS
+
+    def foreign_entries(self, *, strict: bool = True) -> list[str]:
+        """The names in this folder when it holds files but is not a run (:meth:`holds_run`):
+        the user's own folder. [] when it is absent, empty, a run, or holds only the
+        temporary files of interrupted supkd writes (``strict``: :meth:`holds_run`'s)."""
+        if not self.path.is_dir() or self.holds_run(strict=strict):
+            return []
+        try:
+            names = [e.name for e in os.scandir(self.path)]
+        except OSError:
+            return []  # unreadable: the write that follows reports it
+        own = (is_temp_name(n) or n.startswith(".import-") or self._only_temps(n) for n in names)
+        return sorted(n for n, ours in zip(names, own) if not ours)
+
+    def _only_temps(self, name: str) -> bool:
+        """``checkpoints/`` holding nothing but temporary files: a run killed while writing
+        its first checkpoint (its config.yaml write may have been cut short too)."""
+        folder = self.path / name
+        if name != self.checkpoints.name or not folder.is_dir() or folder.is_symlink():
+            return False
+        try:
+            return all(is_temp_name(e.name) for e in os.scandir(folder))
+        except OSError:
+            return False
+
+    def claim(self, *, strict: bool = True) -> None:
+        """UserError unless this folder may hold a run: it is absent, empty, or a run
+        directory already (whether that run may be continued is the caller's question).
+
+        Every writer claims a folder (strictly) before its first write; ``write_result``
+        checks again loosely (``strict=False``), as the last guard."""
+        if self.path.exists() and not self.path.is_dir():
+            raise UserError(f"run directory {self.path}: exists and is not a folder")
+        foreign = self.foreign_entries(strict=strict)
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3
+                                              else "")
+            raise UserError(
+                f"run directory {self.path}: is not a supkd run but holds files ({shown}); "
+                "it is left untouched: choose a new or empty folder (--out)"
+            )
+
     # --- reading (tolerant) ------------------------------------------------------------------
 
     def read_config(self) -> tuple[dict[str, Any] | None, str | None]:
@@ -209,10 +288,14 @@ class RunDir:
     # --- writing (atomic) ----------------------------------------------------------------
 
     def write_config(self, config: dict[str, Any]) -> Path:
+        """Write ``config.yaml`` (UserError when the folder is someone else's: :meth:`claim`)."""
+        self.claim()
         return atomic_write_yaml(self.config_path, config)
 
     def write_result(self, result: RunResult) -> dict[str, Any]:
-        """Write ``result.json``; returns the dict written."""
+        """Write ``result.json``; returns the dict written (UserError when the folder is
+        someone else's: :meth:`claim`)."""
+        self.claim(strict=False)
         record = result.to_dict()
         atomic_write_json(self.result_path, record)
         return record

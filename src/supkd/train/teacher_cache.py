@@ -35,6 +35,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -43,9 +44,10 @@ from torch import Tensor, nn
 
 from supkd.data.gpu import crop_flip_batch
 from supkd.data.transforms import normalize_batch, resize_batch
-from supkd.errors import ConfigError
+from supkd.errors import ConfigError, SupkdWarning
 from supkd.models.files import read_torch_file
 from supkd.utils.atomic import atomic_torch_save
+from supkd.utils.paths import writable_problem
 
 log = logging.getLogger(__name__)
 
@@ -418,6 +420,9 @@ def get_teacher_cache(
         stored = _read_stored(path, key, len(images), pad, device)
         if stored is not None or not may_build:
             return stored
+        path = _writable_or_none(path, mode)  # checked before the build, not after it
+        if path is None and mode == "auto":
+            return None
     t0 = time.perf_counter()
     table = build_cache_table(
         teacher, images, mean=mean, std=std, pad=pad, device=device, batch_size=batch_size,
@@ -429,6 +434,22 @@ def get_teacher_cache(
             {"key": key, "format": CACHE_FORMAT, "pad": pad, "logits": table.cpu()}, path
         )
     return TeacherCache(table, pad=pad, key=key, path=path, built=True, build_seconds=seconds)
+
+
+def _writable_or_none(path: Path, mode: str) -> Path | None:
+    """``path`` when the table can be stored there; else None, saying what happens instead
+    (a read-only teacher, e.g. on shared storage): ``auto`` runs the teacher live on every
+    step, ``on`` builds the table in memory for this run only."""
+    folder = path.parent
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), folder)
+    problem = writable_problem(existing) if existing.is_dir() else "not a folder"
+    if problem is None:
+        return path
+    instead = ("the teacher runs live on every step instead" if mode == "auto" else
+               "building the table in memory for this run only (not stored)")
+    warnings.warn(f"teacher cache: {folder} cannot be written ({problem}); {instead}",
+                  SupkdWarning, stacklevel=3)
+    return None
 
 
 def _why_not_cached(

@@ -4,6 +4,13 @@ A reader (or a resumed run) therefore sees either the old file or the complete n
 never a half-written file, even if the process is killed mid-write (POSIX rename semantics).
 A SIGKILL mid-write does leave the temporary file behind (``.NAME.<random>.tmp``, as large
 as the file being written, e.g. a checkpoint); :func:`sweep_stale_temps` removes them.
+
+File modes: ``tempfile.mkstemp`` creates its file with mode 0600 (private on purpose), and
+the rename keeps that mode, so every file written here would be unreadable to the user's
+group (teammates on shared storage could not load a teacher or read a report). The
+temporary file is therefore given the mode a plain ``open(path, "w")`` would give,
+``0o666 & ~umask``, before it is renamed into place (DESIGN.md §8: files get the user's
+umask).
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import json
 import os
 import re
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +33,54 @@ import yaml
 _TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 
 
+
+def is_temp_name(name: str) -> bool:
+    """Whether ``name`` is that of a temporary file :func:`atomic_write_bytes` creates."""
+    return _TEMP_NAME.fullmatch(name) is not None
+
+
+_UMASK_LOCK = threading.Lock()
+_UMASK_FALLBACK: list[int] = []  # read once, where /proc cannot tell
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system allows.
+
+    Linux (>= 4.7) shows it in ``/proc/self/status`` (read on every call: cheap, and right
+    after a later ``os.umask``). Elsewhere the only way is to set it and set it back
+    (``os.umask`` returns the old value); that is done once, under a lock, since another
+    thread creating a file in between would get the temporary mask.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        if not _UMASK_FALLBACK:
+            old = os.umask(0o077)
+            os.umask(old)
+            _UMASK_FALLBACK.append(old)
+        return _UMASK_FALLBACK[0]
+
+
+def file_mode() -> int:
+    """The mode a new file gets from ``open(path, "w")``: ``0o666 & ~umask``."""
+    return 0o666 & ~current_umask()
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically; create parent folders. Returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # Some network file systems refuse chmod; the file is then as private as mkstemp made
+        # it, which is safe, so that is not an error.
+        with contextlib.suppress(OSError):
+            os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

@@ -17,7 +17,9 @@ def run_state(rd: RunDir, want_hash: str) -> tuple[str, dict[str, Any]]:
     """(state, result) of a run directory: ``done`` (completed/diverged with this config, or
     imported), ``stale`` (finished with another config), ``resume`` (a checkpoint of this
     config and no final result), ``retry`` (failed, partial, or interrupted with another
-    config), ``new``."""
+    config), ``new``. UserError for a folder of the user's own files (never taken over, never
+    cleared for a retry: :meth:`RunDir.claim`)."""
+    rd.claim()
     rec = load_run(rd)
     if rec is None:
         return ("retry" if rd.path.exists() else "new"), {}

@@ -7,6 +7,7 @@ The format is described in :mod:`supkd.experiments.grid`. Every problem is a
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Any
 from supkd.config import merge, read_yaml
 from supkd.errors import ConfigError
 from supkd.experiments.grid.resources import parse_resources
+from supkd.utils.paths import check_path_name
 
 _GRID_KEYS = {"grid", "published", "seeds", "base", "final", "tune", "runs", "cka",
               "description", "resources"}
@@ -64,8 +66,8 @@ def _alpha_list(value: Any, where: str) -> list[float]:
             a = float(a)
         except (TypeError, ValueError):
             raise ConfigError(f"grid field '{where}': expected numbers, got {a!r}") from None
-        if not a >= 0:
-            raise ConfigError(f"grid field '{where}': expected α >= 0, got {a}")
+        if not (a >= 0 and math.isfinite(a)):
+            raise ConfigError(f"grid field '{where}': expected a finite α >= 0, got {a}")
         out.append(a)
     if len(set(out)) != len(out):
         raise ConfigError(f"grid field '{where}': candidates repeat in {value!r}")
@@ -181,6 +183,7 @@ def _entry_cells(name: str, entry: dict[str, Any], seeds: list[int],
         if not re.fullmatch(r"[A-Za-z0-9_.+-]+", cell_name):
             raise ConfigError(f"grid entry '{name}': run name {cell_name!r} may only use "
                               "letters, digits and _ . + -")
+        check_path_name(cell_name, f"grid entry '{name}': run name")
         if cell_name in cells:
             raise ConfigError(f"grid entry '{name}': run name '{cell_name}' is used twice")
         cfg = merge(_mapping(entry.get("config"), f"runs.{name}.config"), ext.get("config"))
@@ -242,8 +245,11 @@ def parse_grid(raw: Mapping[str, Any], source: str = "<dict>") -> GridSpec:
         _entry_cells(str(name), _mapping(entry, f"runs.{name}"), seeds, cells)
     _check_alpha_from(cells)
     cka = _parse_cka(raw.get("cka"), cells)
+    # The grid's name is its default runs folder (runs/<grid>).
+    grid_name = raw.get("grid", Path(source).stem if source != "<dict>" else "grid")
     return GridSpec(
-        name=str(raw.get("grid", Path(source).stem if source != "<dict>" else "grid")),
+        name=check_path_name(str(grid_name) if grid_name is not None else "",
+                             "grid field 'grid'"),
         seeds=seeds, base=_mapping(raw.get("base"), "base"),
         final_config=_mapping(final.get("config"), "final.config"),
         tune_config=_mapping(tune.get("config"), "tune.config"),

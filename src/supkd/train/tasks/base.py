@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import inspect
+import warnings
 from typing import Any, ClassVar
 
 import torch
@@ -18,12 +19,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from supkd.config import TASK_SECTIONS, Config, TaskConfig
-from supkd.errors import ConfigError
+from supkd.errors import ConfigError, SupkdWarning
 from supkd.models import as_model_output, create_model
 from supkd.models.registry import find_model_builder
 from supkd.utils.registry import Registry
 
-__all__ = ["TASKS", "Task", "build_task", "register_task", "task_config_fields"]
+__all__ = ["TASKS", "Task", "build_task", "register_task", "task_config_fields",
+           "warn_if_unfinished"]
 
 
 class Task(nn.Module, abc.ABC):
@@ -127,8 +129,9 @@ def task_config_fields(name: str) -> list[str]:
 
 
 def accuracy(logits: Tensor, y: Tensor) -> Tensor:
-    """Top-1 accuracy in [0, 1] as a detached device scalar (no host sync)."""
-    return (logits.detach().argmax(dim=1) == y).float().mean()
+    """Top-1 accuracy in % (0-100, the unit of every accuracy supkd records: ``train_acc``
+    beside ``test_acc``) as a detached device scalar (no host sync)."""
+    return (logits.detach().argmax(dim=1) == y).float().mean() * 100
 
 
 def ce_loss(logits: Tensor, y: Tensor, label_smoothing: float) -> Tensor:
@@ -193,6 +196,16 @@ def new_model(cfg: Config, bundle: Any, projection_dim: int | None = None) -> nn
         raise
     except ValueError as exc:
         raise ConfigError(f"config section 'model': {exc}") from None
+
+
+def warn_if_unfinished(rec: Any, field_name: str) -> None:
+    """SupkdWarning when a loaded model is a training checkpoint of a run that never
+    finished (no model.pt): what is built on it inherits a partly trained network."""
+    if getattr(rec, "unfinished", None):
+        where = rec.run_dir if rec.run_dir is not None else rec.path
+        warnings.warn(f"config field '{field_name}': run {where} never finished (no model.pt); "
+                      f"using its {rec.unfinished}",
+                      SupkdWarning, stacklevel=3)
 
 
 def check_input_shape(spec: dict[str, Any], bundle: Any, field_name: str) -> None:

@@ -5,7 +5,6 @@ such as ``layer3`` / ``layer4``, flattened per sample)."""
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -26,8 +25,10 @@ from supkd.train.tasks.base import (
     check_input_shape,
     new_model,
     register_task,
+    warn_if_unfinished,
 )
 from supkd.train.teacher_cache import get_teacher_cache
+from supkd.utils.registry import did_you_mean
 
 __all__ = ["REPRESENTATIONS", "DistillConfig", "DistillTask", "distill_task_from_modules"]
 
@@ -69,8 +70,7 @@ class DistillConfig(TaskConfig):
                 f"{rep!r}{hint}"
             )
         if self.loss not in LOSSES:
-            close = difflib.get_close_matches(self.loss, list(LOSSES), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            hint = did_you_mean(self.loss, list(LOSSES))  # case-insensitive: SupCon_KD
             raise ConfigError(
                 f"config field '{prefix}.loss': expected one of {', '.join(LOSSES)}, "
                 f"got {self.loss!r}{hint}"
@@ -212,6 +212,7 @@ class DistillTask(Task):
             raise CheckpointError(f"config field 'task.teacher': {exc}") from None
         teacher = rec.model
         _check_teacher(rec, bundle, t)
+        warn_if_unfinished(rec, "task.teacher")
         proj_dim = cfg.model.projection_dim
         if t.representation == "projection" and proj_dim is None:
             proj_dim = teacher.head.projection_dim

@@ -20,6 +20,7 @@ from supkd.train.tasks.base import (
     ce_loss,
     check_input_shape,
     register_task,
+    warn_if_unfinished,
 )
 
 __all__ = ["LinearConfig", "LinearTask"]
@@ -69,6 +70,7 @@ class LinearTask(Task):
         except CheckpointError as exc:
             raise CheckpointError(f"config field 'task.encoder': {exc}") from None
         model = rec.model
+        warn_if_unfinished(rec, "task.encoder")
         spec = dict(model.spec)
         check_input_shape(spec, bundle, "task.encoder")
         # A fresh classifier (seeded by the init seed) for this data set's classes.

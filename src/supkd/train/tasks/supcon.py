@@ -3,6 +3,7 @@ projection head on two augmented views."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from supkd.config import Config, TaskConfig, bounded
-from supkd.errors import ConfigError
+from supkd.errors import ConfigError, SupkdWarning
 from supkd.losses import SupConLoss
 from supkd.train import distributed as dist_utils
 from supkd.train.tasks.base import Task, new_model, register_task
@@ -56,6 +57,7 @@ class SupConTask(Task):
     @classmethod
     def build(cls, cfg: Config, bundle: Any, device: torch.device) -> Task:
         t = cfg.task
+        _warn_few_positives(cfg.train.batch_size, getattr(bundle.train, "labels", None))
         proj = cfg.model.projection_dim or t.projection_dim
         return cls(new_model(cfg, bundle, projection_dim=proj), t.temperature, t.base_temperature)
 
@@ -78,3 +80,24 @@ class SupConTask(Task):
 
     def model_info(self) -> dict[str, Any]:
         return {"task": self.name, "trained": ["encoder", "head"]}
+
+
+def _warn_few_positives(batch_size: int, labels: Tensor | None) -> None:
+    """SupkdWarning when a global batch of ``batch_size`` images drawn from ``labels`` (N,)
+    holds on average fewer than one pair of the same class: most anchors then have no
+    positive but their own second view, and the loss is SimCLR's, not supervised.
+
+    The expected number of same-class pairs is C(B, 2) · Σ_k p_k² (p_k the class
+    frequencies; exact for sampling with replacement, close for a random batch of a large
+    split); computed once from the training labels, with no per-step cost.
+    """
+    if labels is None or len(labels) == 0:
+        return
+    p = torch.bincount(labels.long()).double() / len(labels)
+    pairs = batch_size * (batch_size - 1) / 2 * float((p * p).sum())
+    if pairs < 1:
+        warnings.warn(
+            f"config field 'train.batch_size': a SupCon batch of {batch_size} over "
+            f"{int((p > 0).sum())} classes holds {pairs:.2f} same-class pairs on average, so "
+            "most anchors have no positive but their own other view (the loss is then "
+            "SimCLR's, not supervised); use a larger batch", SupkdWarning, stacklevel=3)
