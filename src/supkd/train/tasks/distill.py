@@ -5,6 +5,7 @@ such as ``layer3`` / ``layer4``, flattened per sample)."""
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
