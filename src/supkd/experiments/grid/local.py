@@ -7,6 +7,12 @@ When a worker dies (the kernel's OOM killer, a segfault in a native library),
 they resume from their checkpoints) and starts a new pool. Each worker notes which run it
 is on in a tracker folder, written before the job starts, so that the note survives its
 death.
+
+Workers ignore SIGINT except while they run a job: one still importing torch, or idle,
+would otherwise die of a Ctrl-C (the terminal's, or the one :meth:`interrupt` passes on)
+with a traceback on the user's terminal. The parent spawns them with SIGINT ignored (a
+disposition that survives ``exec``, and Python keeps it), and each job turns it on for
+its own duration.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ import os
 import shutil
 import signal
 import tempfile
+import threading
+from collections.abc import Iterator
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
@@ -26,14 +34,45 @@ from supkd.experiments.grid.executor import Executor, InProcessExecutor, Job, Ou
 from supkd.experiments.grid.jobs import RunFn, _call, _worker_init, launcher_info
 
 
+def _interrupt_once(signum: int, frame: Any) -> None:
+    """A job's SIGINT handler: the first one stops the job (KeyboardInterrupt: the engine
+    saves its checkpoint); a second one (the terminal's Ctrl-C and the grid's own copy of
+    it) must not interrupt that save."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def _pooled_call(tracker: str, name: str, fn: RunFn, config: dict[str, Any], run_dir: Path,
                  resume: bool, threads: int) -> dict[str, Any]:
     """:func:`_call` in a pool worker, after noting in ``tracker/<pid>`` which run this
-    worker is on (written before the job starts, so it survives the worker's death)."""
+    worker is on (written before the job starts, so it survives the worker's death) and,
+    while the job runs, in ``tracker/<pid>.busy`` (the workers :meth:`interrupt` stops)."""
+    busy = Path(tracker) / f"{os.getpid()}.busy"
     with contextlib.suppress(OSError):
         (Path(tracker) / str(os.getpid())).write_text(name)
-    return _call(fn, config, run_dir, resume, threads=threads,
-                 launcher=launcher_info("local", threads))
+    signal.signal(signal.SIGINT, _interrupt_once)
+    try:
+        with contextlib.suppress(OSError):
+            busy.write_text(name)  # after the handler: a busy worker can be interrupted
+        return _call(fn, config, run_dir, resume, threads=threads,
+                     launcher=launcher_info("local", threads))
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        busy.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored in this process for the block, so that a worker spawned in it starts
+    with SIGINT ignored. Signal handlers belong to the main thread; elsewhere a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def _worker_runs(tracker: Path) -> dict[int, str]:
@@ -94,12 +133,14 @@ class LocalPoolExecutor:
         args = (str(self._tracker), job.name, job.fn, job.config, job.run_dir, job.resume,
                 job.resources.threads(self._threads))
         try:
-            fut = self._pool.submit(_pooled_call, *args)
+            with _sigint_ignored():  # the pool spawns its workers in submit
+                fut = self._pool.submit(_pooled_call, *args)
         except BrokenProcessPool:
             # The pool broke since the last wait: its futures say which runs it took; this
             # one never started, so it goes to the new pool.
             self._recover()
-            fut = self._pool.submit(_pooled_call, *args)
+            with _sigint_ignored():
+                fut = self._pool.submit(_pooled_call, *args)
         self._running[fut] = job.name
 
     def wait(self) -> list[Outcome]:
@@ -153,15 +194,27 @@ class LocalPoolExecutor:
         self._pool = self._new_pool()
 
     def interrupt(self) -> None:
-        """Pass the interrupt on to the workers (a terminal's Ctrl-C already reaches them; a
-        SIGTERM to the grid does not), so each running run saves its checkpoint; then wait
-        for them to stop."""
+        """Pass the interrupt on to the workers that run a job (a terminal's Ctrl-C already
+        reaches them; a SIGTERM to the grid does not), so each running run saves its
+        checkpoint; then wait for them to stop. Runs not started are cancelled; a queued one
+        a worker took meanwhile is interrupted in turn (polled, as workers take jobs)."""
         if self._pool is None:
             return
-        for proc in list((getattr(self._pool, "_processes", None) or {}).values()):
-            with contextlib.suppress(OSError):
-                os.kill(proc.pid, signal.SIGINT)
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        for fut in self._running:
+            fut.cancel()  # only succeeds for runs no worker has taken yet
+        told: set[tuple[int, str]] = set()
+        while not all(f.done() for f in self._running):
+            for pid in list(getattr(self._pool, "_processes", None) or {}):
+                try:
+                    job = (pid, (self._tracker / f"{pid}.busy").read_text())
+                except OSError:
+                    continue  # starting, idle or between jobs: SIGINT would not stop a job
+                if job not in told:
+                    told.add(job)
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGINT)
+            cf.wait(list(self._running), timeout=0.2)
+        self._pool.shutdown(wait=True)
         self._pool = None
 
     def shutdown(self) -> None:
