@@ -10,6 +10,7 @@ import json
 import signal
 import socket
 import subprocess
+import time
 from contextlib import redirect_stdout
 from pathlib import Path
 
@@ -115,11 +116,17 @@ def test_requeue_preemption_detach_and_reattach(tmp_path, local_long):
 
     # In the middle of each long run: `scontrol requeue` (SIGTERM) one, and send the
     # other the preemption signal submitit asks Slurm for before a time limit (USR2).
-    for run in ("long_a-s0", "long_b-s0"):
-        wait_for(lambda r=run: (out / r / "checkpoints" / "last.pt").is_file(), 120,
-                 f"a checkpoint of {run}")
-    subprocess.run(["scontrol", "requeue", ids["long_a-s0"]], check=True)
-    subprocess.run(["scancel", "--signal=USR2", ids["long_b-s0"]], check=True)
+    # Each one at its own first checkpoint: waiting for both first lets the earlier one
+    # finish on a busy machine, and then there is nothing left to requeue.
+    signals = {"long_a-s0": ["scontrol", "requeue", ids["long_a-s0"]],
+               "long_b-s0": ["scancel", "--signal=USR2", ids["long_b-s0"]]}
+    deadline = time.monotonic() + 120
+    while signals:
+        for run in [r for r in signals if (out / r / "checkpoints" / "last.pt").is_file()]:
+            subprocess.run(signals.pop(run), check=True)
+            assert not (out / run / "result.json").exists(), f"{run} ended before its signal"
+        assert time.monotonic() < deadline, f"no checkpoint of {sorted(signals)}"
+        time.sleep(0.05)
     for run in ("long_a-s0", "long_b-s0"):
         # Slurm holds a requeued job ~2 minutes before it may start again.
         wait_for(lambda r=run: _requeued(ids[r]), 60, f"{run} requeued", every=0.2)

@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.experiments import fakeengine
 
 from supkd.experiments.grid.executor import Job
 from supkd.experiments.grid.local import LocalPoolExecutor
-from tests.experiments import fakeengine
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 

@@ -236,7 +236,10 @@ class RunDir:
             names = [e.name for e in os.scandir(self.path)]
         except OSError:
             return []  # unreadable: the write that follows reports it
-        own = (is_temp_name(n) or n.startswith(".import-") or self._only_temps(n) for n in names)
+        # launcher.json: a grid launcher records its cluster job before the job writes the
+        # run's config.yaml (the run is then queued, not yet started).
+        own = (is_temp_name(n) or n.startswith(".import-") or n == self.launcher_path.name
+               or self._only_temps(n) for n in names)
         return sorted(n for n, ours in zip(names, own) if not ours)
 
     def _only_temps(self, name: str) -> bool:
