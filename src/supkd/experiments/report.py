@@ -314,7 +314,7 @@ def beyond_rows(col: Collected) -> tuple[list[str], list[list[str]]]:
     """The :data:`BEYOND` table: one row per method (and KD table its meta named), one
     column per teacher kind, with the cells of the paper tables' statistics."""
     cols = _beyond_columns(col)
-    header = ["Method", "meta.table",
+    header = ["Method", "p against the Baseline of",
               *(f"{_TEACHER_COLUMNS.get(c, f'KD from {c} teacher')} (ours)" for c in cols)]
     rows = []
     for row in sorted({k[1] for k in col.cells if k[0] == BEYOND}, key=_beyond_order):
