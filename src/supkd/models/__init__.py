@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from supkd.models.base import EncoderModel, ModelOutput
 from supkd.models.files import ModelRecord, load_model, load_model_record, save_model
 from supkd.models.heads import ProjectionHead, make_classifier
 from supkd.models.registry import (
@@ -29,7 +30,7 @@ from supkd.models.registry import (
     register_model,
     register_model_family,
 )
-from supkd.models.resnet import InputAffine, ModelOutput, ResNetEncoder, SupKDResNet
+from supkd.models.resnet import InputAffine, ResNetEncoder, SupKDResNet
 from supkd.models.timm_models import TimmModel  # registers the "timm" family (timm lazily)
 from supkd.models.weights import load_torchvision_state_dict, to_torchvision_state_dict
 
@@ -59,6 +60,7 @@ def as_model_output(out: ModelOutput | torch.Tensor | tuple) -> ModelOutput:
 __all__ = [
     "MODELS",
     "MODEL_FAMILIES",
+    "EncoderModel",
     "InputAffine",
     "ModelOutput",
     "ModelRecord",

@@ -19,12 +19,12 @@ teacher was trained with (:class:`InputAffine`); a network trained by supkd has 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
+from supkd.models.base import EncoderModel
 from supkd.models.heads import HEAD_KINDS, ProjectionHead, make_classifier
 from supkd.models.input_affine import (  # re-exported: they lived here before timm models
     InputAffine,
@@ -40,19 +40,6 @@ ARCHS: dict[str, tuple[type[nn.Module], tuple[int, int, int, int]]] = {
 }
 STEMS = ("cifar", "imagenet")
 STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")
-
-
-class ModelOutput(NamedTuple):
-    """What a supkd model returns.
-
-    ``logits`` (B, C); ``embedding`` (B, F), the pooled encoder output; ``projection``
-    (B, P), L2-normalized, or None for a model without a projection head. A NamedTuple so
-    that DDP, ``torch.compile`` and ``torch.jit`` pass it through unchanged.
-    """
-
-    logits: torch.Tensor
-    embedding: torch.Tensor
-    projection: torch.Tensor | None
 
 
 class ResNetEncoder(nn.Module):
@@ -151,7 +138,7 @@ class ResNetEncoder(nn.Module):
         return self.pool(x)
 
 
-class SupKDResNet(nn.Module):
+class SupKDResNet(EncoderModel):
     """Encoder + optional projection head + linear classifier.
 
     ``forward(x)``: x (B, in_channels, H, W) -> ``ModelOutput(logits (B, C), embedding (B, F),
@@ -161,25 +148,7 @@ class SupKDResNet(nn.Module):
     ``input_affine`` (``spec["input_affine"]``, applied inside ``encoder``) that converts them.
     """
 
-    def __init__(
-        self,
-        encoder: ResNetEncoder,
-        classifier: nn.Linear,
-        head: ProjectionHead | None,
-        spec: dict[str, Any],
-    ) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.head = head
-        self.classifier = classifier
-        self.embedding_dim: int = encoder.out_dim
-        self.spec: dict[str, Any] = dict(spec)
-        self.encoder_frozen = False
-
-    def forward(self, x: torch.Tensor) -> ModelOutput:
-        emb = self.encoder(x)
-        proj = self.head(emb) if self.head is not None else None
-        return ModelOutput(self.classifier(emb), emb, proj)
+    encoder: ResNetEncoder
 
     def forward_intermediates(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Ordered dict ``stem, layer1, layer2, layer3, layer4`` (B, C, H, W), ``embedding``
@@ -188,25 +157,6 @@ class SupKDResNet(nn.Module):
         out["embedding"] = self.encoder.pool(out["layer4"])
         out["logits"] = self.classifier(out["embedding"])
         return out
-
-    def freeze_encoder(self, frozen: bool = True) -> SupKDResNet:
-        """Freeze (or unfreeze) the encoder for the linear stage on top of a SupCon encoder.
-
-        A frozen encoder has ``requires_grad=False`` and stays in eval mode (BatchNorm uses
-        its running statistics) even when ``.train()`` is called on the whole model, so the
-        features the classifier is fitted on do not drift.
-        """
-        self.encoder_frozen = frozen
-        for p in self.encoder.parameters():
-            p.requires_grad_(not frozen)
-        self.encoder.train(self.training and not frozen)
-        return self
-
-    def train(self, mode: bool = True) -> SupKDResNet:
-        super().train(mode)
-        if self.encoder_frozen:
-            self.encoder.eval()
-        return self
 
 
 @register_model("resnet50")

@@ -61,10 +61,10 @@ import torch
 from torch import nn
 
 from supkd.errors import CheckpointError
+from supkd.models.base import EncoderModel
 from supkd.models.heads import ProjectionHead, make_classifier
 from supkd.models.input_affine import InputAffine, check_input_affine, input_affine_between
 from supkd.models.registry import register_model_family
-from supkd.models.resnet import ModelOutput
 
 __all__ = [
     "TIMM_EXTRA",
@@ -311,29 +311,11 @@ class TimmEncoder(nn.Module):
         return dict(zip(names, inter)), net.forward_head(final, pre_logits=True)
 
 
-class TimmModel(nn.Module):
+class TimmModel(EncoderModel):
     """A timm network with supkd's interface (see the module docstring): ``forward(x)`` ->
     ``ModelOutput(logits (B, K), embedding (B, F), projection (B, P) | None)``."""
 
-    def __init__(
-        self,
-        encoder: TimmEncoder,
-        classifier: nn.Linear,
-        head: ProjectionHead | None,
-        spec: dict[str, Any],
-    ) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.head = head
-        self.classifier = classifier
-        self.embedding_dim: int = encoder.out_dim
-        self.spec: dict[str, Any] = dict(spec)
-        self.encoder_frozen = False
-
-    def forward(self, x: torch.Tensor) -> ModelOutput:
-        emb = self.encoder(x)
-        proj = self.head(emb) if self.head is not None else None
-        return ModelOutput(self.classifier(emb), emb, proj)
+    encoder: TimmEncoder
 
     def forward_intermediates(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Ordered dict of timm's stages (B, C, H, W) (ViT: patch-token maps), then
@@ -342,21 +324,6 @@ class TimmModel(nn.Module):
         out["embedding"] = emb
         out["logits"] = self.classifier(emb)
         return out
-
-    def freeze_encoder(self, frozen: bool = True) -> TimmModel:
-        """Freeze (or unfreeze) the encoder; a frozen one stays in eval mode (norm statistics
-        and dropout fixed) whatever ``.train()`` says, as :meth:`SupKDResNet.freeze_encoder`."""
-        self.encoder_frozen = frozen
-        for p in self.encoder.parameters():
-            p.requires_grad_(not frozen)
-        self.encoder.train(self.training and not frozen)
-        return self
-
-    def train(self, mode: bool = True) -> TimmModel:
-        super().train(mode)
-        if self.encoder_frozen:
-            self.encoder.eval()
-        return self
 
     @property
     def input_size(self) -> tuple[int, int, int] | None:
