@@ -268,11 +268,15 @@ class DistillTask(Task):
 
     def training_step(self, batch: Any) -> dict[str, Tensor]:
         x, y = batch.x, batch.y
+        # Teacher first: its forward (no grad) then frees its activations before the
+        # student's saved ones exist, so the step's peak memory is the larger of the two,
+        # not their sum (student first: +28 MiB, +57%, at batch 64 on the CPU; issue 18).
+        # The teacher is frozen and in eval mode, so the order changes no number.
+        z_t = self.teacher_features(batch)
         logits, z_s = _forward(self.model, x, self.representation)
         z_s = z_s.reshape(x.shape[0], -1)
         if self.adapter is not None:
             z_s = self.adapter(z_s)
-        z_t = self.teacher_features(batch)
         labels, extra = y, self._index_of(batch)
         if getattr(self.criterion, "compares_samples", False) and dist_utils.world_size() > 1:
             # Losses that compare samples must see the global batch (DESIGN.md §8).
