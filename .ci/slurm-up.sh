@@ -19,7 +19,8 @@ pgrep -x munged >/dev/null || runuser -u munge -- /usr/sbin/munged
 host="$(hostname -s)"
 cpus="$(nproc)"
 mem="$(awk '/MemTotal/ {print int($2 / 1024 * 0.9)}' /proc/meminfo)"
-cat > /etc/slurm/slurm.conf <<CONF
+# Written whole, then renamed: a Slurm command run meanwhile never reads a half-written file.
+cat > /etc/slurm/slurm.conf.tmp <<CONF
 # Written by supkd's .ci/slurm-up.sh: a one-node test cluster on loopback.
 ClusterName=supkd-ci
 SlurmctldHost=${host}(127.0.0.1)
@@ -52,6 +53,7 @@ MpiDefault=none
 NodeName=${host} NodeAddr=127.0.0.1 CPUs=${cpus} RealMemory=${mem} State=UNKNOWN
 PartitionName=debug Nodes=${host} Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 CONF
+mv -f /etc/slurm/slurm.conf.tmp /etc/slurm/slurm.conf
 : > "$here/slurm.pids"
 /usr/sbin/slurmctld && sleep 0.5
 /usr/sbin/slurmd && sleep 0.5
