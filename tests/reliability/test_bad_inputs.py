@@ -22,28 +22,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from catalogue import TINY, write_cfg
 
 from supkd.cli import main
 from supkd.errors import CheckpointError, ConfigError, DataError, UserError
 from supkd.utils import atomic
 
 REPO = Path(__file__).resolve().parents[2]
-
-# A tiny digits run: a width-4 ResNet-18 for one step, so CLI cases that get past
-# validation still finish in about a second.
-TINY = {
-    "name": "tiny",
-    "device": "cpu",
-    "data": {"name": "digits", "subset": 64, "num_workers": 0},
-    "model": {"name": "resnet18", "width": 4},
-    "train": {
-        "epochs": 1,
-        "batch_size": 16,
-        "eval_batch_size": 64,
-        "steps_per_epoch": 1,
-        "progress": False,
-    },
-}
 
 
 def _one_line(msg: str) -> str:
@@ -71,17 +56,6 @@ def _cli(capsys, argv: list[str], *needles: str) -> str:
     for n in needles:
         assert n in lines[0], f"{n!r} not named in {lines[0]!r}"
     return lines[0]
-
-
-def _write_cfg(path: Path, **sections) -> Path:
-    cfg = json.loads(json.dumps(TINY))
-    for key, value in sections.items():
-        if isinstance(value, dict):
-            cfg.setdefault(key, {}).update(value)
-        else:
-            cfg[key] = value
-    path.write_text(yaml.safe_dump(cfg))
-    return path
 
 
 # =========================================================================== config (API)
@@ -486,12 +460,12 @@ def test_cli_train_config_missing(tmp_path, capsys):
 
 
 def test_cli_train_unknown_override(tmp_path, capsys):
-    cfg = _write_cfg(tmp_path / "c.yaml")
+    cfg = write_cfg(tmp_path / "c.yaml")
     _cli(capsys, ["train", str(cfg), "optim.lrr=0.1", "--out", str(tmp_path / "r")], "optim.lrr")
 
 
 def test_cli_train_unknown_model(tmp_path, capsys):
-    cfg = _write_cfg(tmp_path / "c.yaml", model={"name": "resnet7"})
+    cfg = write_cfg(tmp_path / "c.yaml", model={"name": "resnet7"})
     _cli(capsys, ["train", str(cfg), "--out", str(tmp_path / "r")], "resnet7")
 
 
@@ -500,12 +474,12 @@ def test_cli_train_unwritable_output(tmp_path, capsys):
     # chmod would not make a folder unwritable in CI containers).
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    cfg = _write_cfg(tmp_path / "c.yaml")
+    cfg = write_cfg(tmp_path / "c.yaml")
     _cli(capsys, ["train", str(cfg), "--out", str(blocker / "run")], str(blocker))
 
 
 def test_cli_distill_teacher_missing(tmp_path, capsys):
-    cfg = _write_cfg(
+    cfg = write_cfg(
         tmp_path / "c.yaml", task={"name": "distill", "teacher": str(tmp_path / "no_teacher")}
     )
     _cli(capsys, ["train", str(cfg), "--out", str(tmp_path / "r")], "no_teacher")
@@ -515,12 +489,12 @@ def test_cli_distill_teacher_truncated(tiny_model_file, tmp_path, capsys):
     bad = tmp_path / "teacher"
     bad.mkdir()
     (bad / "model.pt").write_bytes(tiny_model_file.read_bytes()[:500])
-    cfg = _write_cfg(tmp_path / "c.yaml", task={"name": "distill", "teacher": str(bad)})
+    cfg = write_cfg(tmp_path / "c.yaml", task={"name": "distill", "teacher": str(bad)})
     _cli(capsys, ["train", str(cfg), "--out", str(tmp_path / "r")], "model.pt")
 
 
 def test_cli_train_into_existing_run_without_resume(tmp_path, capsys):
-    cfg = _write_cfg(tmp_path / "c.yaml")
+    cfg = write_cfg(tmp_path / "c.yaml")
     run_dir = tmp_path / "done_run"
     assert main(["train", str(cfg), "--out", str(run_dir), "--quiet"]) == 0
     capsys.readouterr()
@@ -528,7 +502,7 @@ def test_cli_train_into_existing_run_without_resume(tmp_path, capsys):
 
 
 def test_cli_resume_truncated_checkpoint(tmp_path, capsys):
-    cfg = _write_cfg(tmp_path / "c.yaml")
+    cfg = write_cfg(tmp_path / "c.yaml")
     run_dir = tmp_path / "r"
     assert main(["train", str(cfg), "--out", str(run_dir), "--quiet"]) == 0
     capsys.readouterr()
@@ -539,7 +513,7 @@ def test_cli_resume_truncated_checkpoint(tmp_path, capsys):
 
 
 def test_cli_resume_with_another_architecture(tmp_path, capsys):
-    cfg = _write_cfg(tmp_path / "c.yaml")
+    cfg = write_cfg(tmp_path / "c.yaml")
     run_dir = tmp_path / "r"
     assert main(["train", str(cfg), "--out", str(run_dir), "--quiet"]) == 0
     capsys.readouterr()
@@ -576,7 +550,7 @@ def test_cli_import_teacher_wrong_arch(tmp_path, capsys):
 
 def test_cli_subprocess_user_error_has_no_traceback(tmp_path):
     """The real entry point (a fresh interpreter): exit 2, one line, no traceback."""
-    cfg = _write_cfg(tmp_path / "c.yaml")
+    cfg = write_cfg(tmp_path / "c.yaml")
     proc = subprocess.run(
         [
             sys.executable,
