@@ -26,6 +26,7 @@ import yaml
 from supkd.errors import UserError
 from supkd.experiments.grid import plan_grid, run_grid
 from supkd.experiments.grid.launchers.slurm_queue import check_cluster
+from supkd.utils.ports import free_port
 
 from .grids import SRC, ddp_raw, long_raw, outcome, small_raw, spec, torchrun_result, wait_for
 
@@ -40,12 +41,6 @@ def slurm() -> None:
         pytest.skip(f"no Slurm cluster here: {exc} (CI starts one with .ci/slurm-up.sh)")
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _answers(port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
         return True
@@ -57,7 +52,7 @@ def ray_head():
     """(address, pid of `ray start --block`) of a Ray head of this session's own."""
     if importlib.util.find_spec("ray") is None:
         pytest.skip("needs ray (pip install 'supkd[cluster]')")
-    port = _free_port()
+    port = free_port()
     # A short folder of its own: Ray's socket paths must stay under 108 characters, and
     # other Ray clusters on this machine keep theirs in /tmp/ray.
     temp = tempfile.mkdtemp(prefix="skr", dir="/tmp")

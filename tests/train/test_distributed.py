@@ -13,7 +13,6 @@ one-process gradient w.r.t. those rows; the loss value must equal the one-proces
 from __future__ import annotations
 
 import os
-import socket
 import traceback
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from torch import nn
 from supkd.errors import UserError
 from supkd.losses import SupConLoss, build_loss
 from supkd.train import distributed as D
+from supkd.utils.ports import free_port
 
 WORLD = 2
 B = 4  # per-rank batch
@@ -222,12 +222,6 @@ def _worker(rank: int, port: int, in_path: str, out_dir: str) -> None:
     torch.save(res, Path(out_dir) / f"rank{rank}.pt")
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # --------------------------------------------------------------------------- parent side
 @pytest.fixture(scope="module")
 def inputs() -> dict[str, torch.Tensor]:
@@ -245,7 +239,7 @@ def ranks(tmp_path_factory, inputs) -> list[dict[str, Any]]:
         d = tmp_path_factory.mktemp("dist")
         torch.save(inputs, d / "inputs.pt")
         try:
-            mp.spawn(_worker, args=(_free_port(), str(d / "inputs.pt"), str(d)), nprocs=WORLD)
+            mp.spawn(_worker, args=(free_port(), str(d / "inputs.pt"), str(d)), nprocs=WORLD)
             break
         except Exception as exc:
             errors = "\n".join(p.read_text() for p in sorted(d.glob("error*.txt")))

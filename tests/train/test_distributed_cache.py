@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ import yaml
 import supkd
 from supkd.models import create_model
 from supkd.train.checkpoint import save_model
+from supkd.utils.ports import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -29,12 +29,6 @@ EXPECTED = (
     "supkd train: error: teacher cache mode 'on': cannot apply, representation "
     "'embedding' is not 'logits'"
 )
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _config(teacher: str, **task) -> dict:
@@ -55,7 +49,7 @@ def _torchrun_train(tmp_path, cfg: dict, out) -> subprocess.CompletedProcess:
     cmd = [
         sys.executable, "-m", "torch.distributed.run",  # what the `torchrun` script runs
         "--nproc_per_node", "2", "--nnodes", "1",
-        "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+        "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
         # torchrun SIGTERMs the other workers as soon as it sees one fail, and looks every
         # 0.1 s by default: on this shared 2-core machine the ranks leave the same error
         # up to a second or more apart (rank 0 also writes result.json), so the later one

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -20,6 +19,7 @@ import yaml
 
 from supkd.train import distributed as D
 from supkd.train.checkpoint import load_model
+from supkd.utils.ports import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -41,12 +41,6 @@ CONFIG = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _torchrun_train(tmp_path, out, *args: str) -> subprocess.CompletedProcess:
     """``torchrun --nproc_per_node 2 -m supkd train CONFIG --out OUT ARGS`` on CPU."""
     cfg = tmp_path / "ddp.yaml"
@@ -54,7 +48,7 @@ def _torchrun_train(tmp_path, out, *args: str) -> subprocess.CompletedProcess:
     cmd = [
         sys.executable, "-m", "torch.distributed.run",  # what the `torchrun` script runs
         "--nproc_per_node", "2", "--nnodes", "1",
-        "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+        "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
         # torchrun kills the other workers as soon as one exits with an error, looking every
         # 0.1 s by default; under load the ranks leave the same error up to a second apart,
         # so look every 3 s and let every rank print its own message.

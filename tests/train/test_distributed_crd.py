@@ -10,7 +10,6 @@ workers save their state and every comparison happens in this process.
 from __future__ import annotations
 
 import os
-import socket
 import traceback
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from torch import nn
 from supkd.data import Batch
 from supkd.train import distributed as D
 from supkd.train.tasks import distill_task_from_modules
+from supkd.utils.ports import free_port
 
 WORLD, B, STEPS, N = 2, 4, 4, 24  # per-rank batch, SGD steps, training samples
 
@@ -83,17 +83,11 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         D.cleanup()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     d = tmp_path_factory.mktemp("ddp_crd")
     try:
-        mp.spawn(_worker, args=(_free_port(), str(d)), nprocs=WORLD)
+        mp.spawn(_worker, args=(free_port(), str(d)), nprocs=WORLD)
     except Exception:
         errors = [p.read_text() for p in sorted(d.glob("error*.txt"))]
         pytest.fail("DDP worker failed:\n" + "\n".join(errors))

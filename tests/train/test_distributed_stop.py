@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import traceback
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from supkd.train import TrainingInterrupted, fit
 from supkd.train import distributed as D
 from supkd.train.signals import stop_check_due
 from supkd.train.tasks import Task
+from supkd.utils.ports import free_port
 
 WORLD = 2
 SIGNAL_STEP = 2  # rank 1 alone receives SIGTERM after this step
@@ -103,17 +103,11 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         D.cleanup()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict[str, Any]]:
     d = tmp_path_factory.mktemp("dist_stop")
     try:
-        mp.spawn(_worker, args=(_free_port(), str(d)), nprocs=WORLD)
+        mp.spawn(_worker, args=(free_port(), str(d)), nprocs=WORLD)
     except Exception as exc:
         errors = "\n".join(p.read_text() for p in sorted(d.glob("error*.txt")))
         pytest.fail(f"distributed worker failed: {exc}\n{errors}")

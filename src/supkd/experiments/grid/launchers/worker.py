@@ -4,13 +4,13 @@ launcher started again, and running one job as a DDP group of processes on one n
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
 from supkd.experiments.grid.executor import Job
 from supkd.experiments.grid.jobs import _call
 from supkd.train.run_dir import RunDir
+from supkd.utils.ports import free_port
 
 
 def resume_here(job: Job) -> bool:
@@ -29,12 +29,6 @@ def run_job(job: Job, threads: int, launcher: dict[str, Any]) -> dict[str, Any]:
                  launcher={**launcher, "resumed": resume})
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def run_ddp_job(job: Job, threads: int, launcher: dict[str, Any]) -> dict[str, Any]:
     """``job`` as ``job.resources.ranks`` DDP processes on this node, started by torchrun's
     own agent (``torch.distributed.launcher.elastic_launch``, what ``torchrun
@@ -45,7 +39,7 @@ def run_ddp_job(job: Job, threads: int, launcher: dict[str, Any]) -> dict[str, A
 
     config = LaunchConfig(
         min_nodes=1, max_nodes=1, nproc_per_node=job.resources.ranks, run_id=job.name,
-        rdzv_backend="c10d", rdzv_endpoint=f"127.0.0.1:{_free_port()}", max_restarts=0,
+        rdzv_backend="c10d", rdzv_endpoint=f"127.0.0.1:{free_port()}", max_restarts=0,
         monitor_interval=1, start_method="spawn")
     results = elastic_launch(config, run_job)(job, threads, launcher)
     return results[0]
