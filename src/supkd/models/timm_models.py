@@ -317,13 +317,28 @@ class TimmModel(EncoderModel):
 
     encoder: TimmEncoder
 
-    def forward_intermediates(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward_intermediates(
+        self, x: torch.Tensor, *, preact: bool = False
+    ) -> dict[str, torch.Tensor]:
         """Ordered dict of timm's stages (B, C, H, W) (ViT: patch-token maps), then
-        ``embedding`` (B, F) and ``logits`` (B, K): what layer-wise CKA compares."""
+        ``embedding`` (B, F) and ``logits`` (B, K): what layer-wise CKA compares.
+        ``preact=True`` raises ValueError: timm's ``forward_intermediates`` returns each
+        stage after its activation and has no pre-activation output."""
+        if preact:
+            raise ValueError(self._no_preact())
         out, emb = self.encoder.stages(x)
         out["embedding"] = emb
         out["logits"] = self.classifier(emb)
         return out
+
+    def _no_preact(self) -> str:
+        first = self.encoder.stage_names[0] if self.encoder.stage_names else "stage0"
+        return (f"{self.spec['name']}: timm's forward_intermediates gives no pre-activation "
+                f"output (stage {first!r} and the others are post-activation)")
+
+    def bn_before_relu(self) -> dict[str, nn.BatchNorm2d]:
+        """ValueError: timm models give no pre-activation outputs (see forward_intermediates)."""
+        raise ValueError(self._no_preact())
 
     @property
     def input_size(self) -> tuple[int, int, int] | None:
