@@ -560,8 +560,10 @@ def distill_task_from_modules(
 ) -> DistillTask:
     """A distill task over the user's own modules (any ``nn.Module`` whose forward returns
     logits (B, C) or a ``ModelOutput``); ``example`` is an input batch (B, ...) used once to
-    read the representation widths. ``num_samples`` (the training set's size) and ``seed``
-    are for losses with per-sample state (``crd``), whose batches must carry ``index``."""
+    read the representation widths (for a multi-stage loss, the stage shapes its connectors
+    are built for; both modules then need ``forward_intermediates``). ``num_samples`` (the
+    training set's size) and ``seed`` are for losses with per-sample state (``crd``), whose
+    batches must carry ``index``."""
     crit = build_loss(loss, **(loss_args or {})) if isinstance(loss, str) else loss
     return DistillTask(
         student,
