@@ -58,12 +58,39 @@ def test_bn_before_relu_names_every_conv_stage(name):
     assert bns["layer4"] is (block.bn3 if name == "resnet50" else block.bn2)
 
 
-def test_timm_models_refuse_preact_in_one_line():
+@pytest.mark.parametrize("arch", ["timm/resnet10t", "timm/resnet26"])
+def test_timm_resnets_give_preact_stages_through_their_relu_inputs(arch):
     pytest.importorskip("timm")
-    net = create_model("timm/resnet10t", num_classes=3).eval()
+    torch.manual_seed(2)
+    net = create_model(arch, num_classes=3).eval()
+    with torch.no_grad():  # timm zero-inits each block's last BN: give the branches weight
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.normal_()
+    x = torch.randn(2, 3, 32, 32)
+    post = net.forward_intermediates(x)
+    pre = net.forward_intermediates(x, preact=True)
+    assert list(pre) == list(post)
+    stages = [k for k in post if k not in ("embedding", "logits")]
+    for k in stages:
+        assert torch.equal(torch.relu(pre[k]), post[k]), k
+        assert (pre[k] < 0).any(), k
+    assert torch.equal(pre["logits"], post["logits"])
+    bns = net.bn_before_relu()
+    assert list(bns) == stages
+    assert bns["act1"] is net.encoder.net.bn1
+    assert all(bns[k].num_features == pre[k].shape[1] for k in stages)
+    # The hooks are gone: a later plain call is unchanged.
+    assert torch.equal(net.forward_intermediates(x)["layer2"], post["layer2"])
+
+
+def test_other_timm_models_refuse_preact_in_one_line():
+    pytest.importorskip("timm")
+    net = create_model("timm/convnext_atto", num_classes=3).eval()
     x = torch.randn(1, 3, 32, 32)
     assert "logits" in net.forward_intermediates(x)
-    with pytest.raises(ValueError, match=r"timm/resnet10t: .*no pre-activation") as err:
+    with pytest.raises(ValueError, match=r"timm/convnext_atto: stage 'stages.0' has no "
+                                         r"pre-activation") as err:
         net.forward_intermediates(x, preact=True)
     assert "\n" not in str(err.value)
     with pytest.raises(ValueError, match="no pre-activation"):
