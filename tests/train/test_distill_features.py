@@ -43,12 +43,14 @@ def _batch(bundle):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("teacher", ["ce", "linear"])
 @pytest.mark.parametrize("loss", list(METHODS))
-def test_every_feature_method_trains_in_supkd_train(tiny, teacher_runs, tmp_path, capsys, loss):
+def test_every_feature_method_trains_in_supkd_train(tiny, teacher_runs, tmp_path, capsys, loss,
+                                                    teacher):
     cfg = tmp_path / "run.yaml"
     cfg.write_text(yaml.safe_dump(tiny("name=cli_feat").to_dict()))
     out = tmp_path / "out"
-    args = ["train", str(cfg), "task.name=distill", f"task.teacher={teacher_runs['ce']}",
+    args = ["train", str(cfg), "task.name=distill", f"task.teacher={teacher_runs[teacher]}",
             f"task.loss={loss}", *METHODS[loss], "train.steps_per_epoch=2", "--out", str(out),
             "--quiet"]
     assert main(args) == 0, capsys.readouterr().err
