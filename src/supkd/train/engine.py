@@ -48,6 +48,7 @@ from supkd.train.loop import (
 from supkd.train.run_dir import RunDir, RunResult, launcher_from_env
 from supkd.train.seeding import Seeds, expand_seed, seed_everything, set_deterministic
 from supkd.train.tasks import Task, build_task
+from supkd.vocab import RunStatus
 
 __all__ = [
     "COMPILE_AUTO_MIN_STEPS",
@@ -167,6 +168,9 @@ def _first_difference(a: Any, b: Any, prefix: str = "") -> str | None:
     return None if a == b else prefix
 
 
+# A prior result that --resume returns as recorded (an imported teacher is never retrained).
+_FINISHED = (RunStatus.COMPLETED, RunStatus.DIVERGED, RunStatus.IMPORTED)
+
 # Keys that may change between a run and its resumption without changing the result.
 _RESUME_FREE_KEYS = ("train.progress", "train.tensorboard", "data.num_workers", "data.root")
 
@@ -205,13 +209,12 @@ def _prepare_run_dir(rd: RunDir, cfg: Config, resume: bool) -> tuple[str, Any]:
     rd.claim()  # a folder of the user's own files is never taken over
     if rd.result_path.is_file():
         prior = rd.read_result()[0] or {}
-        # "imported": a teacher brought in by `supkd import-teacher`; never retrained.
-        if resume and prior.get("status") in ("completed", "diverged", "imported"):
+        if resume and prior.get("status") in _FINISHED:
             return ("done", prior)
         # A run that failed before its first checkpoint (a config error found while building
         # its data or task) produced nothing to protect: it starts afresh, with or without
         # --resume and with the corrected config, instead of blocking its directory.
-        if prior.get("status") == "failed" and not rd.has_checkpoint():
+        if prior.get("status") == RunStatus.FAILED and not rd.has_checkpoint():
             prior, resume = {}, False
         if not resume and prior:
             raise UserError(
@@ -429,10 +432,11 @@ def run(
     except KeyboardInterrupt:  # TrainingInterrupted included: a resumable run, no result
         raise
     except UserError as exc:
-        _write_result(rd, {"status": "failed", "error": str(exc)}, base, t0)
+        _write_result(rd, {"status": RunStatus.FAILED, "error": str(exc)}, base, t0)
         raise
     except Exception as exc:
-        _write_result(rd, {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}, base, t0)
+        failed = {"status": RunStatus.FAILED, "error": f"{type(exc).__name__}: {exc}"}
+        _write_result(rd, failed, base, t0)
         raise
 
 
@@ -469,6 +473,6 @@ def _train_run(
         # Every rank's parameter hash (collective): the record shows that all ranks
         # ended with the weights rank 0 saves (tests/train/test_distributed_cli.py).
         base["replica_fingerprints"] = dist_utils.replica_fingerprints(task.model)
-    if res["status"] == "completed" and dist_utils.is_main():
+    if res["status"] == RunStatus.COMPLETED and dist_utils.is_main():
         save_model(rd.model_path, task.model, task.model_info())
     return res

@@ -90,6 +90,7 @@ from supkd.train.run_dir import RunDir
 from supkd.train.seeding import rng_state, set_rng_state
 from supkd.train.signals import StopSignals, stop_check_due
 from supkd.train.tasks.base import Task
+from supkd.vocab import RunStatus
 
 __all__ = [
     "COMPILE_AUTO_MIN_STEPS",
@@ -358,7 +359,7 @@ class TrainLoop:
 
     def run(self) -> dict[str, Any]:
         """Train the remaining epochs; the result dict (a diverged run returns, not raises)."""
-        status, diverged_step, error = "completed", None, None
+        status, diverged_step, error = RunStatus.COMPLETED, None, None
         self.t_epoch = time.perf_counter()
         finished = False
         try:
@@ -367,17 +368,17 @@ class TrainLoop:
                     self.epoch()
             finished = True
         except RunDiverged as exc:
-            status, diverged_step = "diverged", exc.step
+            status, diverged_step = RunStatus.DIVERGED, exc.step
             error = str(exc)
             if not self.quiet and self.main:
                 print(f"supkd: run diverged: {exc}", file=sys.stderr)
         finally:
             self.tb.close()
             self.wb.close(ok=finished)
-        if status == "completed" and self.ema is not None:
+        if status is RunStatus.COMPLETED and self.ema is not None:
             # The run's model is the averaged one (what was evaluated and reported).
             self.model.load_state_dict(self.ema.module.state_dict())
-        done = status == "completed"
+        done = status is RunStatus.COMPLETED
         return {
             "status": status,
             "test_acc": self.last_test if done else None,

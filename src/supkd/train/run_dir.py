@@ -50,13 +50,14 @@ from supkd.utils.atomic import (
     sweep_stale_temps,
 )
 from supkd.utils.paths import check_path_name
+from supkd.vocab import RunStatus
 
 __all__ = ["FINAL_STATUSES", "LAUNCHER_ENV", "RUN_SECTIONS", "RunDir", "RunResult",
            "launcher_from_env"]
 
 #: Statuses a ``result.json`` can hold. ``imported``: a teacher brought in by ``supkd
 #: import-teacher`` (no accuracies; a finished run a grid uses as is, never retrains).
-FINAL_STATUSES = ("completed", "diverged", "failed", "imported")
+FINAL_STATUSES = tuple(s.value for s in RunStatus)
 
 #: How a grid launcher tells the run where it runs: a JSON object (launcher name, Slurm job
 #: id or Ray task id, host, GPUs, threads) in this environment variable, which the engine
@@ -90,7 +91,7 @@ class RunResult:
     schema whichever writer (engine, grid, import-teacher) produced the file.
     """
 
-    status: str  # one of FINAL_STATUSES
+    status: RunStatus  # a plain string is read as its RunStatus
     name: str | None = None
     task: str | None = None
     test_acc: float | None = None
@@ -116,6 +117,7 @@ class RunResult:
     def __post_init__(self) -> None:
         if self.status not in FINAL_STATUSES:
             raise ValueError(f"result status must be one of {FINAL_STATUSES}, got {self.status!r}")
+        self.status = RunStatus(self.status)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -20,6 +20,7 @@ from supkd.errors import RunDiverged, UserError
 from supkd.train.run_dir import LAUNCHER_ENV, RunDir
 from supkd.utils.atomic import atomic_write_json
 from supkd.utils.plugins import load_plugins
+from supkd.vocab import RunStatus
 
 RunFn = Callable[[dict[str, Any], Path, bool], dict[str, Any]]
 
@@ -62,7 +63,7 @@ def cka_job(config: dict[str, Any], out_dir: Path, resume: bool) -> dict[str, An
     out = {**res.to_dict(), "teacher_dir": str(teacher.path), "student_dir": str(student.path),
            "split": split, "meta": cfg.meta, "wall_time_s": time.perf_counter() - t0}
     atomic_write_json(RunDir(out_dir).cka_path, out)
-    return {"status": "completed", "wall_time_s": out["wall_time_s"]}
+    return {"status": RunStatus.COMPLETED, "wall_time_s": out["wall_time_s"]}
 
 
 def _worker_init(threads: int) -> None:
@@ -125,15 +126,15 @@ def _call(fn: RunFn, config: dict[str, Any], run_dir: Path, resume: bool, *,
         with _job_env(threads, launcher):
             res = fn(config, run_dir, resume)
         res = dict(res or {})
-        res.setdefault("status", "completed")
+        res.setdefault("status", RunStatus.COMPLETED)
     except RunDiverged as exc:
-        res = {"status": "diverged", "diverged_step": exc.step, "error": str(exc)}
+        res = {"status": RunStatus.DIVERGED, "diverged_step": exc.step, "error": str(exc)}
     except KeyboardInterrupt:
         raise
     except UserError as exc:
-        res = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+        res = {"status": RunStatus.FAILED, "error": f"{type(exc).__name__}: {exc}"}
     except Exception as exc:  # a bug in one run must not stop the others
-        res = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+        res = {"status": RunStatus.FAILED, "error": f"{type(exc).__name__}: {exc}"}
     res.setdefault("wall_time_s", time.perf_counter() - t0)
     if launcher is not None:
         res.setdefault("launcher", launcher)
