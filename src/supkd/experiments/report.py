@@ -57,6 +57,7 @@ from supkd.experiments.protocols import (
 )
 from supkd.experiments.store import CORRUPT, UNFINISHED, RunRecord, scan_runs
 from supkd.losses import LOSSES, loss_label
+from supkd.train.cka_record import CkaRecord
 from supkd.utils.atomic import atomic_write_text
 from supkd.utils.paths import prepare_output_dir
 from supkd.vocab import RunStatus, Stage
@@ -541,12 +542,12 @@ def cka_figure(col: Collected, out: Path) -> tuple[Path | None, str, str]:
         if rec.meta.get("stage", Stage.FINAL) != Stage.FINAL or not path.is_file():
             continue
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            diag = {str(k): float(v) for k, v in data["diagonal"].items()}
-            order = [s for s in data.get("stages_a", diag) if s in diag]
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            data = CkaRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
+            diag = data.diagonal()
+            order = [s for s in data.teacher_stages or diag if s in diag]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
             continue  # a partial or foreign file: leave it out of the figure
-        sanity += [float(v) for v in (data.get("sanity") or {}).values()]
+        sanity += [float(v) for v in (data.sanity or {}).values()]
         stages += [s for s in order if s not in stages]
         per[_short_method(rec.meta)].append(diag)
     if not per:

@@ -35,10 +35,10 @@ def run_state(rd: RunDir, want_hash: str) -> tuple[RunState, dict[str, Any]]:
 def cka_state(rd: RunDir, teacher_dir: str) -> RunState:
     """``done`` when the student's cka.json was computed against ``teacher_dir``, ``new``
     when there is none, ``retry`` when it is unreadable or belongs to another teacher."""
-    data, problem = rd.read_cka()
-    if data is None:
+    record, problem = rd.read_cka_record()
+    if record is None:
         return RunState.RETRY if problem else RunState.NEW
-    return RunState.DONE if data.get("teacher_dir") == teacher_dir else RunState.RETRY
+    return RunState.DONE if record.teacher.get("path") == teacher_dir else RunState.RETRY
 
 
 def dependency_status(rd: RunDir) -> JobStatus:

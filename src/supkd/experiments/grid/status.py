@@ -36,9 +36,9 @@ class RunStatus:
 def _from_dir(run: PlannedRun, rd: RunDir) -> RunStatus:
     """A run's state from its directory alone."""
     if run.kind == RunKind.CKA:
-        data, problem = rd.read_cka()
+        data, problem = rd.read_cka_record()
         if data is not None:
-            teacher = Path(data["teacher_dir"]).name if data.get("teacher_dir") else None
+            teacher = Path(data.teacher["path"]).name if data.teacher.get("path") else None
             return RunStatus(run.name, GridState.DONE, f"CKA against {teacher}" if teacher else "")
         return RunStatus(run.name, GridState.FAILED, problem) if problem else \
             RunStatus(run.name, GridState.NOT_STARTED)
