@@ -87,7 +87,8 @@ _FIT_KEYS = ("status", "test_acc", "val_acc", "best_val_acc", "diverged_step", "
 
 
 def _fit_keys(result: RunResult) -> dict[str, Any]:
-    return {k: result[k] for k in _FIT_KEYS}
+    plain = result.to_dict()
+    return {k: plain[k] for k in _FIT_KEYS}
 
 
 def _example(train_loader: Iterable[Any]) -> torch.Tensor:

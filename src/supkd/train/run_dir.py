@@ -122,7 +122,8 @@ class RunResult:
         self.status = RunStatus(self.status)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The plain record (the status as its word, so YAML and JSON writers take it)."""
+        return {**dataclasses.asdict(self), "status": self.status.value}
 
     @classmethod
     def fields(cls) -> list[str]:

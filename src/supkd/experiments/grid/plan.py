@@ -31,7 +31,7 @@ class PlannedRun:
 
     name: str
     cell: str
-    stage: Stage  # a CKA analysis is of the final runs
+    stage: Stage | None  # the protocol stage of a training run; None for an analysis
     seed: int
     deps: list[str]  # runs that must have completed
     soft_deps: list[str] = field(default_factory=list)  # runs that must have ended (α tuning)
@@ -45,7 +45,8 @@ class PlannedRun:
 
     def __post_init__(self) -> None:
         self.dir_name = self.dir_name or self.name
-        self.stage, self.kind = Stage(self.stage), RunKind(self.kind)
+        self.kind = RunKind(self.kind)
+        self.stage = Stage(self.stage) if self.stage is not None else None
 
     @property
     def label(self) -> str:
@@ -206,7 +207,7 @@ def _cka_runs(spec: GridSpec, runs_dir: Path) -> list[PlannedRun]:
                 continue
             s_run, t_run = run_name(student, seed), run_name(spec.cka.teacher, seed)
             out.append(PlannedRun(
-                f"{s_run}/cka", student, Stage.FINAL, seed, [s_run, t_run],
+                f"{s_run}/cka", student, None, seed, [s_run, t_run],
                 config={"student": str(runs_dir / s_run), "teacher": str(runs_dir / t_run),
                         **options},
                 dir_name=s_run, resources=resources, kind=RunKind.CKA))
