@@ -239,8 +239,8 @@ class TrainLoop:
             )
         self.opts = opts = FitOptions.of(options, overrides)
         self.task, self.train_loader = task, train_loader
-        self.train: TrainConfig = opts.train  # type: ignore[assignment]  # set by FitOptions
-        self.device: torch.device = opts.device  # type: ignore[assignment]
+        self.train: TrainConfig = opts.train
+        self.device = torch.device(opts.device)
         self.rd = RunDir(opts.run_dir) if opts.run_dir is not None else None
         self.dinfo = dist_utils.info()
         self.main = dist_utils.is_main()
@@ -316,9 +316,9 @@ class TrainLoop:
         )
         # The resolved run config when run() passed it, else the loop's own sections.
         opts = self.opts
-        config = opts.checkpoint_extra.get("config") or {  # type: ignore[union-attr]
-            "train": train.to_dict(), "optim": opts.optim.to_dict(),  # type: ignore[union-attr]
-            "schedule": opts.schedule.to_dict(),  # type: ignore[union-attr]
+        config = opts.checkpoint_extra.get("config") or {
+            "train": train.to_dict(), "optim": opts.optim.to_dict(),
+            "schedule": opts.schedule.to_dict(),
         }
         self.wb = WandbLogger(
             train.wandb,
@@ -651,7 +651,7 @@ class TrainLoop:
             test_acc=scores.test,
             val_acc=scores.val,
             wall_time_s=scores.wall_time(now),
-            extra=dict(self.opts.checkpoint_extra or {}),
+            extra=dict(self.opts.checkpoint_extra),
         )
 
     def save_last(self) -> Path | None:

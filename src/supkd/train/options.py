@@ -48,9 +48,10 @@ class FitOptions:
     - ``handle_signals``: install the SIGINT/SIGTERM checkpoint-and-stop handlers.
     """
 
-    train: TrainConfig | None = None
-    optim: OptimConfig | None = None
-    schedule: ScheduleConfig | None = None
+    # None (what the keyword callers of fit pass for "not given") reads as the defaults.
+    train: TrainConfig = field(default_factory=TrainConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     device: torch.device | str = "cpu"
     test_loader: Iterable[Any] | None = None
     val_loader: Iterable[Any] | None = None
@@ -58,7 +59,7 @@ class FitOptions:
     resume: bool = False
     quiet: bool = False
     callbacks: Sequence[Callable[[TrainState], None]] = ()
-    checkpoint_extra: dict[str, Any] | None = None
+    checkpoint_extra: dict[str, Any] = field(default_factory=dict)
     handle_signals: bool = True
 
     def __post_init__(self) -> None:
