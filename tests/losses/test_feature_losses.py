@@ -271,6 +271,18 @@ def test_select_stages_defaults_and_overrides():
         build_loss("at", stages=[7]).select_stages(names, "the teacher")
 
 
+def test_stages_per_side_pair_models_of_different_depths():
+    deep = ["stem", "layer1", "layer2", "layer3", "layer4", "embedding", "logits"]
+    shallow = ["stem", "layer1", "layer2", "layer3", "embedding", "logits"]
+    loss = build_loss("at", stages={"student": [1, 2, 3], "teacher": ["layer2", -2, -1]})
+    assert loss.select_stages(shallow, side="student") == ["layer1", "layer2", "layer3"]
+    assert loss.select_stages(deep, side="teacher") == ["layer2", "layer3", "layer4"]
+    with pytest.raises(ValueError, match="keys student and teacher"):
+        build_loss("at", stages={"student": [1]})
+    with pytest.raises(ValueError, match=r"argument 'stages\.teacher'"):
+        build_loss("at", stages={"student": [1], "teacher": []})
+
+
 @pytest.mark.parametrize("bad", ["layer1", [], [True], [1.5], 3])
 def test_bad_stages_argument_is_named(bad):
     with pytest.raises(ValueError, match="argument 'stages'"):

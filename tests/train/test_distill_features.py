@@ -120,10 +120,26 @@ def test_stage_loss_config_errors_name_the_field(tiny, teacher_runs):
     base = ["task.name=distill", f"task.teacher={teacher_runs['ce']}"]
     with pytest.raises(ConfigError, match=r"task\.loss_args\.stages.*no stage 'layer9'"):
         _task(tiny(*base, "task.loss=at", "task.loss_args={stages: [layer9]}"))
+    with pytest.raises(ConfigError, match=r"differ in number; pair them"):
+        _task(tiny(*base, "task.loss=at", "task.loss_args={stages: {student: [1, 2], "
+                   "teacher: [layer3]}}"))
     with pytest.raises(ConfigError, match=r"task\.representation.*leave representation"):
         _task(tiny(*base, "task.loss=at", "task.representation=embedding"))
     with pytest.raises(ConfigError, match=r"task\.teacher_cache"):
         _task(tiny(*base, "task.loss=at", "task.teacher_cache=on"))
+
+
+def test_stages_per_side_pair_other_stages(tiny, teacher_runs):
+    cfg = tiny("task.name=distill", f"task.teacher={teacher_runs['ce']}", "task.loss=at",
+               "task.loss_args={stages: {student: [layer3, layer4], teacher: [2, 3]}}")
+    task, bundle = _task(cfg)
+    assert task.stage_names == (["layer3", "layer4"], ["layer2", "layer3"])
+    batch = _batch(bundle)
+    task.eval()
+    s = task.model.forward_intermediates(batch.x)
+    t = task.teacher.forward_intermediates(batch.x)
+    value = task.criterion([s["layer3"], s["layer4"]], [t["layer2"], t["layer3"]])
+    assert task(batch)["kd"].item() == pytest.approx(value.item(), rel=1e-6)
 
 
 def _stop_at(step: int):

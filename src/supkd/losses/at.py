@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 
-from supkd.losses.base import StageKDLoss
+from supkd.losses.base import StageArg, StageKDLoss
 from supkd.losses.common import check_number, l2_normalize
 from supkd.losses.registry import register_loss
 from supkd.losses.stage_ops import pool_to_common
@@ -49,7 +47,7 @@ class ATLoss(StageKDLoss):
     )
     summary = "spatial attention maps (mean_c A^2, L2-normalized) matched per stage"
 
-    def __init__(self, stages: Sequence[str | int] | None = None, p: float = 2.0) -> None:
+    def __init__(self, stages: StageArg = None, p: float = 2.0) -> None:
         super().__init__(stages)
         self.p = check_number(p, "p", minimum=0.0, strict=True)
 

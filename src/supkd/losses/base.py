@@ -35,7 +35,9 @@ Multi-stage losses (feature distillation: FitNet, AT, OFD, ReviewKD, ...) subcla
 - ``multi_stage = True`` (the flag the distill task reads); ``stages`` (constructor argument,
   ``task.loss_args.stages``): which entries of the models' ``forward_intermediates`` the loss
   reads, each a name (``layer2``, ``embedding``, ``logits``) or an integer position among the
-  *conv stages* (``stem`` = 0, negative from the deepest); None: the method's published
+  *conv stages* (``stem`` = 0, negative from the deepest); one list for both models, or
+  ``{"student": [...], "teacher": [...]}`` to pair stages of models of different depths
+  (entry k of each list is pair k); None: the method's published
   default (``default_stages``, which may hold a ``slice`` of the conv stages, e.g.
   ``slice(1, None)``: every stage but the stem). :meth:`StageKDLoss.select_stages` resolves
   them against a model's entry names.
@@ -55,7 +57,7 @@ Multi-stage losses (feature distillation: FitNet, AT, OFD, ReviewKD, ...) subcla
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -63,7 +65,7 @@ from torch import nn
 
 from supkd.losses.common import check_index, check_labels, full_precision, upcast
 
-__all__ = ["PAPER", "KDLoss", "StageKDLoss", "StageSelector", "stage_error"]
+__all__ = ["PAPER", "KDLoss", "StageArg", "StageKDLoss", "StageSelector", "stage_error"]
 
 #: The paper whose Eq. 1-5 the built-in losses implement (DESIGN.md §4 reads its ambiguities).
 PAPER = (
@@ -184,25 +186,47 @@ class KDLoss(nn.Module, abc.ABC):
 #: stages, or (in ``default_stages`` only) a slice of them.
 StageSelector = str | int | slice
 
+#: ``stages``: one list for both models, or one per side (``{"student": [...], "teacher":
+#: [...]}``), or None (the method's default).
+StageArg = Sequence[str | int] | Mapping[str, Sequence[str | int]] | None
+
 #: Entries of ``forward_intermediates`` that are not conv stages.
 _NON_CONV = ("embedding", "logits")
 
 
-def _check_stages(stages: object) -> tuple[str | int, ...] | None:
-    if stages is None:
-        return None
+SIDES = ("student", "teacher")
+
+
+def _check_stage_list(stages: object, where: str) -> tuple[str | int, ...]:
     if isinstance(stages, str | int) or not isinstance(stages, Sequence) or not stages:
         raise ValueError(
-            "argument 'stages': expected a non-empty list of stage names (layer2, embedding, "
-            f"...) or conv-stage positions (0 = stem, -1 = the deepest), got {stages!r}"
+            f"argument '{where}': expected a non-empty list of stage names (layer2, "
+            f"embedding, ...) or conv-stage positions (0 = stem, -1 = the deepest), got "
+            f"{stages!r}"
         )
     for item in stages:
         if isinstance(item, bool) or not isinstance(item, str | int) or item == "":
             raise ValueError(
-                f"argument 'stages': expected stage names or integer positions, got {item!r} "
-                f"in {list(stages)!r}"
+                f"argument '{where}': expected stage names or integer positions, got "
+                f"{item!r} in {list(stages)!r}"
             )
     return tuple(stages)
+
+
+def _check_stages(stages: object) -> dict[str, tuple[str | int, ...]] | None:
+    """None, one list for both models, or ``{"student": [...], "teacher": [...]}`` (models
+    of different depths) -> one selector tuple per side."""
+    if stages is None:
+        return None
+    if isinstance(stages, Mapping):
+        if set(stages) != set(SIDES):
+            raise ValueError(
+                "argument 'stages': a mapping needs exactly the keys student and teacher, got "
+                f"{sorted(map(str, stages))}"
+            )
+        return {side: _check_stage_list(stages[side], f"stages.{side}") for side in SIDES}
+    one = _check_stage_list(stages, "stages")
+    return {side: one for side in SIDES}
 
 
 class StageKDLoss(KDLoss):
@@ -220,19 +244,24 @@ class StageKDLoss(KDLoss):
     teacher_preact: ClassVar[bool] = False
     needs_teacher_bn: ClassVar[bool] = False
 
-    def __init__(self, stages: Sequence[str | int] | None = None) -> None:
+    def __init__(self, stages: StageArg = None) -> None:
         super().__init__()
         self.stages = _check_stages(stages)
 
-    def select_stages(self, names: Sequence[str], model: str = "model") -> list[str]:
-        """The entry names this loss reads from a model whose ``forward_intermediates`` has
-        keys ``names`` (conv stages first, then ``embedding``, ``logits``), in order.
+    def select_stages(
+        self, names: Sequence[str], model: str = "model", side: str = "student"
+    ) -> list[str]:
+        """The entry names this loss reads from the ``side`` (student | teacher) model whose
+        ``forward_intermediates`` has keys ``names`` (conv stages first, then ``embedding``,
+        ``logits``), in order.
 
         ValueError naming ``model``, the selector and the valid names when one does not fit.
         """
+        if side not in SIDES:
+            raise ValueError(f"side must be student or teacher, got {side!r}")
         conv = [n for n in names if n not in _NON_CONV]
         chosen: list[str] = []
-        for item in self.stages if self.stages is not None else self.default_stages:
+        for item in self.stages[side] if self.stages is not None else self.default_stages:
             if isinstance(item, slice):
                 picked = conv[item]
             elif isinstance(item, int):
@@ -322,7 +351,10 @@ class StageKDLoss(KDLoss):
         """The loss on validated lists of float32/float64 stage tensors (teachers detached)."""
 
     def extra_repr(self) -> str:
-        return f"stages={list(self.stages) if self.stages is not None else 'default'}"
+        if self.stages is None:
+            return "stages=default"
+        s, t = self.stages["student"], self.stages["teacher"]
+        return f"stages={list(s)}" if s == t else f"stages=student {list(s)}, teacher {list(t)}"
 
 
 def stage_error(loss: Any, k: int, s_shape: Sequence[int], t_shape: Sequence[int],

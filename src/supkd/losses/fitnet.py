@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from supkd.losses.base import StageKDLoss, stage_error
+from supkd.losses.base import StageArg, StageKDLoss, stage_error
 from supkd.losses.registry import register_loss
 from supkd.losses.stage_ops import check_maps
 
@@ -60,7 +60,7 @@ class FitNetLoss(StageKDLoss):
     summary = "regress the teacher's hint stage from the student's through a trained conv"
     default_stages = (2,)
 
-    def __init__(self, stages: Sequence[str | int] | None = None) -> None:
+    def __init__(self, stages: StageArg = None) -> None:
         super().__init__(stages)
         self.regressors = nn.ModuleList()
 

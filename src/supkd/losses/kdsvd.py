@@ -3,11 +3,9 @@ KD baseline."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 
-from supkd.losses.base import StageKDLoss, stage_error
+from supkd.losses.base import StageArg, StageKDLoss, stage_error
 from supkd.losses.common import l2_normalize
 from supkd.losses.registry import register_loss
 from supkd.losses.stage_ops import check_maps
@@ -69,7 +67,7 @@ class KDSVDLoss(StageKDLoss):
     )
     summary = "RBF correlations of leading singular vectors between consecutive stages"
 
-    def __init__(self, stages: Sequence[str | int] | None = None, k: int = 1) -> None:
+    def __init__(self, stages: StageArg = None, k: int = 1) -> None:
         super().__init__(stages)
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"argument 'k': expected an integer >= 1, got {k!r}")

@@ -4,12 +4,11 @@ on pre-ReLU features with margins from the teacher's BatchNorm and trained conne
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from supkd.losses.base import StageKDLoss, stage_error
+from supkd.losses.base import StageArg, StageKDLoss, stage_error
 from supkd.losses.registry import register_loss
 from supkd.losses.stage_ops import check_maps, pool_to_size
 
@@ -67,7 +66,7 @@ class OFDLoss(StageKDLoss):
     teacher_preact = True
     needs_teacher_bn = True
 
-    def __init__(self, stages: Sequence[str | int] | None = None) -> None:
+    def __init__(self, stages: StageArg = None) -> None:
         super().__init__(stages)
         self.connectors = nn.ModuleList()
         self.num_margins = 0

@@ -3,13 +3,11 @@ trained attention-based fusion (ABF) modules and the hierarchical context loss (
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from supkd.losses.base import StageKDLoss, stage_error
+from supkd.losses.base import StageArg, StageKDLoss, stage_error
 from supkd.losses.registry import register_loss
 
 __all__ = ["ABF", "ReviewKDLoss", "hcl"]
@@ -99,7 +97,7 @@ class ReviewKDLoss(StageKDLoss):
     default_stages = (slice(1, None), "embedding")
     teacher_preact = True
 
-    def __init__(self, stages: Sequence[str | int] | None = None,
+    def __init__(self, stages: StageArg = None,
                  max_mid_channels: int = 512) -> None:
         super().__init__(stages)
         if isinstance(max_mid_channels, bool) or not isinstance(max_mid_channels, int) \

@@ -4,13 +4,12 @@ baseline with trained regressors and variances."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from supkd.losses.base import StageKDLoss
+from supkd.losses.base import StageArg, StageKDLoss
 from supkd.losses.common import check_number
 from supkd.losses.registry import register_loss
 from supkd.losses.stage_ops import check_maps, pool_to_common
@@ -57,7 +56,7 @@ class VIDLoss(StageKDLoss):
     )
     summary = "Gaussian log-likelihood of the teacher's maps, mean regressed, variance learned"
 
-    def __init__(self, stages: Sequence[str | int] | None = None, init_var: float = 5.0,
+    def __init__(self, stages: StageArg = None, init_var: float = 5.0,
                  eps: float = 1e-5) -> None:
         super().__init__(stages)
         self.eps = check_number(eps, "eps", minimum=0.0, strict=True)

@@ -191,15 +191,15 @@ def _bind_stage_loss(
     feats_s = _probe_stages(student, example, loss.student_preact, "student")
     feats_t = _probe_stages(teacher, example, loss.teacher_preact, "teacher")
     try:
-        names_s = loss.select_stages(list(feats_s), "the student")
-        names_t = loss.select_stages(list(feats_t), "the teacher")
+        names_s = loss.select_stages(list(feats_s), "the student", "student")
+        names_t = loss.select_stages(list(feats_t), "the teacher", "teacher")
     except ValueError as exc:
         raise ConfigError(f"config field 'task.loss_args.stages': {exc}") from None
     if len(names_s) != len(names_t):
         raise ConfigError(
             f"config field 'task.loss_args.stages': the student's stages "
             f"({', '.join(names_s)}) and the teacher's ({', '.join(names_t)}) differ in "
-            "number; name the stages to pair"
+            "number; pair them with {student: [...], teacher: [...]}"
         )
     bn = None
     if loss.needs_teacher_bn:
