@@ -11,6 +11,9 @@ import yaml
 from supkd.losses import LOSSES
 from supkd.train.checks import load_run_config
 
+# Issue 22's methods have no per-run files: they run from the baseline grids.
+GRID_ONLY = {"fitnet", "at", "nst", "pkt", "kdsvd", "vid", "ofd", "reviewkd", "cc", "skd"}
+
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
@@ -32,7 +35,7 @@ def test_the_presets_are_complete():
         for ds in datasets:
             for run in ("ce_teacher", "supcon_teacher", "supcon_teacher_linear", "ce_student",
                         "supcon_student", "supcon_student_linear", "kd_logit_mse_ce_teacher",
-                        *(f"kd_{loss}" for loss in LOSSES)):
+                        *(f"kd_{loss}" for loss in LOSSES if loss not in GRID_ONLY)):
                 assert (preset, f"{ds}_{run}") in names, (preset, ds, run)
 
 
@@ -67,13 +70,14 @@ def test_paper_budgets_follow_design_section_5():
     assert lin.schedule.milestones == [60, 75, 90] and lin.schedule.gamma == 0.2
     ce = cfg("cifar10_ce_teacher")
     assert (ce.train.epochs, ce.train.batch_size, ce.optim.lr) == (500, 1024, 0.8)
-    for name in ("cifar10_ce_student", *(f"cifar10_kd_{loss}" for loss in LOSSES)):
+    per_run = [loss for loss in LOSSES if loss not in GRID_ONLY]
+    for name in ("cifar10_ce_student", *(f"cifar10_kd_{loss}" for loss in per_run)):
         c = cfg(name)
         assert (c.train.epochs, c.train.batch_size, c.optim.lr) == (240, 64, 0.05), name
         assert c.schedule.milestones == [150, 180, 210] and c.optim.weight_decay == 5e-4
         assert c.model.name == "resnet18" and c.model.stem == "cifar"
     assert cfg("cifar10_kd_hinton_kl").task.loss_args == {}  # T = 4 is the loss default
-    for loss in LOSSES:
+    for loss in per_run:
         c = cfg(f"imagenet_kd_{loss}")
         assert (c.train.epochs, c.train.batch_size, c.optim.lr) == (100, 256, 0.1)
         assert c.schedule.milestones == [30, 60, 90] and c.model.name == "resnet34"
