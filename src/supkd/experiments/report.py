@@ -44,7 +44,15 @@ from supkd.analysis.stats import (
 from supkd.errors import UserError
 from supkd.experiments.protocols import choose_alpha, method_order
 from supkd.experiments.store import CORRUPT, UNFINISHED, RunRecord, scan_runs
-from supkd.experiments.tables import LAST, TABLES, CellKey, TableSpec, tables_of
+from supkd.experiments.tables import (
+    BEST,
+    LAST,
+    TABLES,
+    CellKey,
+    TableSpec,
+    report_order,
+    tables_of,
+)
 from supkd.losses import LOSSES, loss_label
 from supkd.utils.atomic import atomic_write_text
 from supkd.utils.paths import prepare_output_dir
@@ -108,7 +116,7 @@ def collect(records: Sequence[RunRecord]) -> Collected:
             continue
         for key in places(rec):
             cells[key].runs.append(rec)
-    order = [*TABLES, BEYOND]
+    order = [*report_order(), BEYOND]
     present = sorted({k[0] for k in cells}, key=order.index)
     # Table II's Baseline row is tested against the CE student of Table I.
     return Collected(list(records), dict(cells), present, _alpha_rows(records))
@@ -494,6 +502,10 @@ def setup_markdown(col: Collected) -> str:
     lines.append(f"- Report written on {platform.node() or 'unknown host'} "
                  f"({platform.system()} {platform.machine()}, Python {platform.python_version()})")
     lines.append("- Accuracy: top-1 on the test split at the last epoch (not the best epoch).")
+    best = [TABLES[t].title.split(":")[0] for t in col.tables if BEST in _metrics(t)]
+    if best:
+        lines[-1] = lines[-1][:-1] + (f"; {', '.join(best)} also show the best epoch (the "
+                                      "highest per-epoch test accuracy in metrics.jsonl).")
     # Budgets per grid entry: what each kind of run trained for.
     per_entry: dict[str, list[RunRecord]] = defaultdict(list)
     for r in recs:

@@ -12,8 +12,10 @@ from supkd.experiments.tables.spec import (
     ReferenceRow,
     TableSpec,
     register_table,
+    report_order,
     tables_of,
 )
 
 __all__ = ["BEST", "LAST", "TABLES", "CellKey", "Keyed", "ReferenceRow", "TableSpec",
-           "kd_benchmark", "paper", "register_table", "tables_of"]
+           "kd_benchmark", "paper", "register_table", "report_order",
+           "tables_of"]

@@ -57,15 +57,15 @@ def _placement_baseline(row: str, col: str) -> CellKey | None:
     return None if row == "student_only" else ("table5", "student_only", col)
 
 
-def _own_table(id: str, title: str, block: str) -> TableSpec:
+def _own_table(id: str, title: str, block: str, position: float) -> TableSpec:
     return TableSpec(
         id, title, "role", ("teacher", "student"), {"teacher": "Teacher", "student": "Student"},
         "kind", ("ce", "supcon"), {"ce": "Cross entropy", "supcon": "SupCon"},
         _own_baseline(id), "p: SupCon vs cross entropy in the same row (Welch's t-test)",
-        Keyed(PAPER_NUMBERS, block, (id, "{row}", "{col}"), PAPER_TITLES))
+        Keyed(PAPER_NUMBERS, block, (id, "{row}", "{col}"), PAPER_TITLES), position=position)
 
 
-def _kd_table(id: str, title: str, block: str, own: str) -> TableSpec:
+def _kd_table(id: str, title: str, block: str, own: str, position: float) -> TableSpec:
     return TableSpec(
         id, title, "method", method_order, loss_label,
         "teacher_kind", ("ce", "supcon"),
@@ -74,18 +74,18 @@ def _kd_table(id: str, title: str, block: str, own: str) -> TableSpec:
         "p: each loss vs the Baseline (logit MSE) row in the same column; "
         "the Baseline row vs the CE student trained without KD (Table I)",
         Keyed(PAPER_NUMBERS, block, (id, "{row}", "{col}_teacher"), PAPER_TITLES),
-        strict_rows=True, kd_baseline_row="logit_mse",
+        strict_rows=True, kd_baseline_row="logit_mse", position=position,
         reference_rows=(ReferenceRow("Student without KD (CE, Table I)",
                                      (own, "student", "ce"), "ce"),))
 
 
 TABLE1 = register_table(_own_table(
-    "table1", "Table I: teachers and students trained on their own, CE vs SupCon", "cifar10"))
+    "table1", "Table I: teachers and students trained on their own, CE vs SupCon", "cifar10",
+    1))
 TABLE2 = register_table(_kd_table(
     "table2", "Table II: students distilled with each KD loss, from CE and SupCon teachers",
-    "cifar10", "table1"))
-# Registered before Tables III/IV: the report has always shown the CIFAR-10 ablation after
-# Table II.
+    "cifar10", "table1", 2))
+# Shown before Tables III/IV: the report has always put the CIFAR-10 ablation after Table II.
 TABLE5 = register_table(TableSpec(
     "table5", "Table V: where supcon_kd L2-normalizes the features",
     "placement", PLACEMENTS, PLACEMENT_LABELS,
@@ -93,10 +93,10 @@ TABLE5 = register_table(TableSpec(
     _placement_baseline, "p: each placement vs normalized student feature (the default)",
     Keyed(PAPER_NUMBERS, "imagenet1k", ("table5", "{row}"), PAPER_TITLES, fixed_block=True),
     paper_note="ImageNet-1k, ResNet-50 → ResNet-34, single runs (NaN: the paper's run "
-               "diverged)"))
+               "diverged)", position=2.5))
 # ImageNet tables share the layout of their CIFAR-10 counterparts.
 TABLE3 = register_table(_own_table(
-    "table3", "Table III: ImageNet-1k teachers and students, CE vs SupCon", "imagenet1k"))
+    "table3", "Table III: ImageNet-1k teachers and students, CE vs SupCon", "imagenet1k", 3))
 TABLE4 = register_table(_kd_table(
     "table4", "Table IV: ImageNet-1k students distilled with each KD loss", "imagenet1k",
-    "table3"))
+    "table3", 4))

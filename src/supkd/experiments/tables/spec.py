@@ -145,6 +145,7 @@ class TableSpec:
     row_rule: Callable[[Mapping[str, Any]], str | None] | None = None
     col_rule: Callable[[Mapping[str, Any]], str | None] | None = None
     col_order: Callable[[Iterable[str]], list[str]] | None = None
+    position: float = 100.0  # where the report shows it (ascending; ties: registration order)
 
     def row_order(self) -> tuple[str, ...]:
         return tuple(self.rows() if callable(self.rows) else self.rows)
@@ -212,6 +213,11 @@ TABLES: Registry[TableSpec] = Registry("report table")
 def register_table(spec: TableSpec) -> TableSpec:
     """Add ``spec`` to :data:`TABLES` (a taken id is refused, naming who holds it)."""
     return TABLES.add(spec.id, spec)
+
+
+def report_order() -> list[str]:
+    """The registered table ids in the order the report shows them (:attr:`position`)."""
+    return sorted(TABLES, key=lambda t: TABLES[t].position)  # stable: ties keep registration
 
 
 def tables_of(meta: Mapping[str, Any]) -> list[str]:
