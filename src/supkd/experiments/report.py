@@ -1,12 +1,15 @@
-"""``supkd report RUNS_DIR``: the paper's tables from run directories alone.
+"""``supkd report RUNS_DIR``: the report tables from run directories alone.
 
 Writes ``report.md`` and one CSV per table (plus ``alpha.csv`` and ``runs.csv``) into the
-output folder. Each cell is mean ± sample std over seeds with n and the Welch p-value
-against the cell the table names as its baseline (:func:`supkd.experiments.protocols.
-baseline_of`), ``ns`` where that difference is not significant at 0.05, and
-``NaN (diverged at step k)`` for diverged runs; the paper's published number sits in a
-column beside ours. Only ``stage: final`` runs (trained on the full training split, scored
-on the test set) enter the tables; ``stage: tune`` runs only show in the α section.
+output folder. The tables are data (:mod:`supkd.experiments.tables`): this module renders
+every registered :class:`~supkd.experiments.tables.TableSpec` the same way, in the specs'
+order, and knows none by name. Each cell is mean ± sample std over seeds with n and the
+Welch p-value against the cell its spec's baseline rule names, ``ns`` where that difference
+is not significant at 0.05, and ``NaN (diverged at step k)`` for diverged runs; the published
+number sits beside ours. A spec may show several accuracies per cell (the KD benchmark
+tables: the last epoch and the best epoch, labelled). Only ``stage: final`` runs (trained
+on the full training split, scored on the test set) enter the tables; ``stage: tune`` runs
+only show in the α section.
 
 Method labels come from each loss class's metadata (:func:`supkd.losses.loss_label`). A run
 whose method has no row in the paper's tables (a KD baseline the paper does not report, such
@@ -14,7 +17,8 @@ as ``dkd`` or ``crd``, a loss registered by a plugin, a variant of a loss named 
 ``meta.variant`` such as Hinton KD with logit standardization, a ``meta.table`` the method
 does not fit, or a distill run without ``meta.table``) is not dropped: it appears in the
 extra table "KD baselines beyond the paper" (``beyond.csv``) with the same statistics, each
-method tested against the logit-MSE Baseline of the KD table its meta names.
+method tested against the Baseline row (``TableSpec.kd_baseline_row``) of the KD table its
+meta names.
 """
 
 from __future__ import annotations
