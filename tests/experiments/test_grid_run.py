@@ -104,6 +104,11 @@ def test_a_run_whose_dependency_is_missing_says_which(grid, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "needs run teacher-s0" in err and "--run teacher-s0" in err
     assert not (tmp_path / "kd-tune-a0.5-s0").exists()
+    # A teacher given on the command line replaces the grid's: nothing to wait for.
+    spec = load_grid(grid)
+    cfg = resolve_run(spec, "kd-tune-a0.5-s0", tmp_path, str(grid),
+                      ["task.teacher=/elsewhere/my_teacher"])
+    assert cfg["task"]["teacher"] == "/elsewhere/my_teacher" and cfg["task"]["alpha"] == 0.5
 
 
 def test_a_tuned_run_needs_its_tuning_runs_or_an_alpha(grid, tmp_path, capsys):

@@ -11,6 +11,7 @@ counts the run as done instead of redoing it.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,17 @@ def _tuned_alpha(run: PlannedRun, plan: dict[str, PlannedRun], runs_dir: Path,
     return choose_alpha(scores)[0]
 
 
+def _strings(obj: Any) -> Iterator[str]:
+    if isinstance(obj, dict):
+        for v in obj.values():
+            yield from _strings(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _strings(v)
+    elif isinstance(obj, str):
+        yield obj
+
+
 def resolve_run(spec: GridSpec, name: str, runs_dir: str | Path, source: str,
                 overrides: list[str] | None = None) -> dict[str, Any]:
     """The config ``supkd grid`` would train run ``name`` of ``spec`` with, its siblings in
@@ -70,12 +82,15 @@ def resolve_run(spec: GridSpec, name: str, runs_dir: str | Path, source: str,
     runs_dir = Path(runs_dir).resolve()
     plan = {r.name: r for r in plan_grid(spec, runs_dir)}
     run = _find(plan, name, source)
+    cfg = apply_overrides(copy.deepcopy(run.config), overrides or [])
+    strings = list(_strings(cfg))
     for dep in run.deps:
+        if not any(str(runs_dir / dep) in v for v in strings):
+            continue  # an override points elsewhere (task.teacher=runs/my_teacher)
         rec = load_run(runs_dir / dep)
         if rec is None or rec.status not in ("completed", "imported"):
             raise ConfigError(f"--run {name!r}: needs run {dep}, which has not completed "
                               f"in {runs_dir}; train it first: supkd train {source} --run {dep}")
-    cfg = apply_overrides(copy.deepcopy(run.config), overrides or [])
     if "alpha" in _refs(cfg):
         if not run.soft_deps:
             raise ConfigError(f"grid entry '{run.cell}': uses ${{alpha}} but has no alphas")
