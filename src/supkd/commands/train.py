@@ -17,7 +17,8 @@ import argparse
 import sys
 from pathlib import Path
 
-HELP = "train one run (teacher, linear stage, baseline or KD student) from a YAML config"
+HELP = ("train one run (teacher, linear stage, baseline or KD student) from a YAML config, "
+        "or one run of a grid spec (--run NAME)")
 
 EXIT_DIVERGED = 3
 

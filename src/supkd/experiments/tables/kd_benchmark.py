@@ -13,7 +13,7 @@ commit in the file), shown only on rows with a CE teacher, as the literature tra
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,7 +91,7 @@ def method_label(col: str) -> str:
     return f"{label}, {variant}" if variant else label
 
 
-def _baseline(table: str) -> Any:
+def _baseline(table: str) -> Callable[[str, str], CellKey | None]:
     def rule(row: str, col: str) -> CellKey | None:
         if col == CE:
             return None
@@ -144,7 +144,7 @@ class SourcedNumbers:
         return f"{title}. Sources: {srcs}"
 
 
-def _row_label(numbers: SourcedNumbers, block: str) -> Any:
+def _row_label(numbers: SourcedNumbers, block: str) -> Callable[[str], str]:
     def label(row: str) -> str:
         teacher, student, supcon = _split_row(row)
         text = f"{teacher} (SupCon teacher) → {student}" if supcon else f"{teacher} → {student}"
@@ -153,7 +153,7 @@ def _row_label(numbers: SourcedNumbers, block: str) -> Any:
     return label
 
 
-def _declared_rows(numbers: SourcedNumbers, block: str) -> Any:
+def _declared_rows(numbers: SourcedNumbers, block: str) -> Callable[[], tuple[str, ...]]:
     def rows() -> tuple[str, ...]:
         pairs = load_numbers(numbers.file)[block]["pairs"]
         out: list[str] = []
