@@ -70,6 +70,7 @@ ANY_TEACHER = "acc"  # column of a run whose meta names no teacher kind
 _TEACHER_COLUMNS = {"ce": "KD from CE teacher", "supcon": "KD from SupCon teacher",
                     ANY_TEACHER: "Top-1 accuracy"}
 
+
 @dataclass
 class Cell:
     """Runs of one table cell (final stage only)."""
@@ -122,7 +123,6 @@ def collect(records: Sequence[RunRecord]) -> Collected:
             cells[key].runs.append(rec)
     order = [*report_order(), BEYOND]
     present = sorted({k[0] for k in cells}, key=order.index)
-    # Table II's Baseline row is tested against the CE student of Table I.
     return Collected(list(records), dict(cells), present, _alpha_rows(records))
 
 
