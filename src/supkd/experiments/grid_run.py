@@ -25,16 +25,21 @@ from supkd.train.run_dir import FINAL_STATUSES
 from supkd.utils.registry import did_you_mean
 
 
+def _trains(run: PlannedRun) -> bool:
+    """A training run (a test-set or tuning run), not an analysis such as CKA."""
+    return run.stage in ("final", "tune")
+
+
 def _find(plan: dict[str, PlannedRun], name: str, source: str) -> PlannedRun:
     """The planned run ``name``; ConfigError (exit 2) naming the closest run when the grid
     has none of that name, or when it is a CKA analysis."""
     run = plan.get(name)
     if run is None:
-        names = [n for n, r in plan.items() if r.stage != "cka"]
+        names = [n for n, r in plan.items() if _trains(r)]
         raise ConfigError(f"--run {name!r}: grid {source} has no run of that name"
                           f"{did_you_mean(name, names)}; `supkd grid {source} --dry-run` "
                           "lists them")
-    if run.stage == "cka":
+    if not _trains(run):
         raise ConfigError(f"--run {name!r}: is a CKA analysis, not a training run; run it "
                           f"with: supkd grid {source} --only {name}")
     return run
@@ -102,7 +107,3 @@ def resolve_run(spec: GridSpec, name: str, runs_dir: str | Path, source: str,
     cfg["meta"]["spec_hash"] = spec_hash(cfg)
     return cfg
 
-
-def run_names(spec: GridSpec) -> list[str]:
-    """The names ``--run`` accepts (every training run of the grid, in plan order)."""
-    return [r.name for r in plan_grid(spec, Path(".")) if r.stage != "cka"]
