@@ -23,11 +23,12 @@ from supkd.experiments.protocols import choose_alpha
 from supkd.experiments.store import load_run
 from supkd.train.run_dir import FINAL_STATUSES
 from supkd.utils.registry import did_you_mean
+from supkd.vocab import RunKind, RunStatus
 
 
 def _trains(run: PlannedRun) -> bool:
     """A training run (a test-set or tuning run), not an analysis such as CKA."""
-    return run.stage in ("final", "tune")
+    return run.kind is RunKind.TRAIN
 
 
 def _find(plan: dict[str, PlannedRun], name: str, source: str) -> PlannedRun:
@@ -58,7 +59,8 @@ def _tuned_alpha(run: PlannedRun, plan: dict[str, PlannedRun], runs_dir: Path,
             continue
         alpha = plan[dep].alpha
         assert alpha is not None, dep  # a tuning run's α is in the plan
-        scores.setdefault(alpha, []).append(rec.val_acc if rec.status == "completed" else None)
+        ok = rec.status == RunStatus.COMPLETED
+        scores.setdefault(alpha, []).append(rec.val_acc if ok else None)
     if missing:
         raise ConfigError(
             f"--run {run.name!r}: takes α from its tuning runs, and {missing[0]} has not "
@@ -93,7 +95,7 @@ def resolve_run(spec: GridSpec, name: str, runs_dir: str | Path, source: str,
         if not any(str(runs_dir / dep) in v for v in strings):
             continue  # an override points elsewhere (task.teacher=runs/my_teacher)
         rec = load_run(runs_dir / dep)
-        if rec is None or rec.status not in ("completed", "imported"):
+        if rec is None or rec.status not in (RunStatus.COMPLETED, RunStatus.IMPORTED):
             raise ConfigError(f"--run {name!r}: needs run {dep}, which has not completed "
                               f"in {runs_dir}; train it first: supkd train {source} --run {dep}")
     if "alpha" in _refs(cfg):

@@ -57,6 +57,7 @@ from supkd.experiments.tables.paper import (
 )
 from supkd.experiments.tables.spec import load_numbers
 from supkd.losses import loss_label
+from supkd.vocab import Stage
 
 META_KEYS: tuple[str, ...] = (
     "grid", "entry", "cell", "stage", "seed", "alpha", "alpha_candidates", "table", "role",
@@ -64,7 +65,7 @@ META_KEYS: tuple[str, ...] = (
     "teacher_arch", "student_arch",
 )
 
-STAGES = ("final", "tune")
+STAGES = tuple(s.value for s in Stage)
 
 # Snapshots of the registry when this module is imported (the built-in losses).
 METHOD_ORDER = method_order()
