@@ -17,7 +17,9 @@ FEATURE = ["fitnet", "at", "nst", "pkt", "kdsvd", "vid", "ofd", "reviewkd", "cc"
 
 
 @pytest.mark.parametrize("path", ["configs/demo_baselines.yaml",
-                                  "configs/fast/cifar10_baselines.yaml"])
+                                  "configs/fast/cifar10_baselines.yaml",
+                                  "configs/paper/cifar10_baselines.yaml",
+                                  "configs/paper/imagenet_baselines.yaml"])
 def test_every_feature_method_runs_from_both_teachers(path, tmp_path):
     plan = plan_grid(load_grid(REPO / path), tmp_path)
     seen = set()
@@ -25,7 +27,10 @@ def test_every_feature_method_runs_from_both_teachers(path, tmp_path):
         meta = r.config.get("meta", {})
         if r.stage != "final" or meta.get("method") not in FEATURE:
             continue
-        cfg = load_run_config(json.loads(json.dumps(r.config).replace('"${alpha}"', "1.0")))
+        raw = json.loads(json.dumps(r.config).replace('"${alpha}"', "1.0"))
+        if raw["data"].get("name") == "imagefolder":
+            raw["data"]["root"] = str(tmp_path)
+        cfg = load_run_config(raw)
         assert cfg.task.loss == meta["method"] and not LOSSES[cfg.task.loss].kd_table_row
         if cfg.task.loss in ("pkt", "cc"):  # the penultimate features, as their code
             assert cfg.task.representation == "embedding"

@@ -114,6 +114,14 @@ def test_reviewkd_reads_post_relu_student_and_pre_relu_teacher(tiny, teacher_run
     names = ["layer3", "layer4", "embedding"]
     value = task.criterion([s[n] for n in names], [t[n] for n in names])
     assert task(batch)["kd"].item() == pytest.approx(value.item(), rel=1e-6)
+    # mdistiller's ImageNet setting: the student before its ReLUs too.
+    pre, _ = _task(tiny("task.name=distill", f"task.teacher={teacher_runs['ce']}",
+                        "task.loss=reviewkd", "task.loss_args={student_preact: true}"))
+    pre.eval()
+    s_pre = pre.model.forward_intermediates(batch.x, preact=True)
+    names = pre.stage_names[0]
+    value = pre.criterion([s_pre[n] for n in names], [t[n] for n in names])
+    assert pre(batch)["kd"].item() == pytest.approx(value.item(), rel=1e-6)
 
 
 def test_stage_loss_config_errors_name_the_field(tiny, teacher_runs):

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from supkd.losses.base import StageArg, StageKDLoss, stage_error
+from supkd.losses.common import check_flag
 from supkd.losses.registry import register_loss
 
 __all__ = ["ABF", "ReviewKDLoss", "hcl"]
@@ -82,8 +83,9 @@ class ReviewKDLoss(StageKDLoss):
 
     As mdistiller's CIFAR setting: the stages are every conv stage but the stem plus the
     pooled ``embedding`` (as a 1x1 map); the student's are post-ReLU, the teacher's
-    pre-ReLU; the ABFs' middle width is min(512, the student's embedding width); weight 1,
-    with a 20-epoch linear warm-up of the weight (``task.alpha_warmup_epochs: 20``). The
+    pre-ReLU (``student_preact=True``: the student's too, mdistiller's ImageNet setting); the
+    ABFs' middle width is min(512, the student's embedding width); weight 1, with a 20-epoch
+    linear warm-up of the weight (``task.alpha_warmup_epochs: 20``). The
     ABFs are built by :meth:`bind_stages` (one per stage, output channels and size those of
     the teacher's stage) and trained with the student.
 
@@ -97,9 +99,11 @@ class ReviewKDLoss(StageKDLoss):
     default_stages = (slice(1, None), "embedding")
     teacher_preact = True
 
-    def __init__(self, stages: StageArg = None,
-                 max_mid_channels: int = 512) -> None:
+    def __init__(self, stages: StageArg = None, max_mid_channels: int = 512,
+                 student_preact: bool = False) -> None:
         super().__init__(stages)
+        # Per instance: mdistiller's ImageNet setting reads the student before its ReLUs.
+        self.student_preact = check_flag(student_preact, "student_preact")
         if isinstance(max_mid_channels, bool) or not isinstance(max_mid_channels, int) \
                 or max_mid_channels < 1:
             raise ValueError("argument 'max_mid_channels': expected an integer >= 1, got "
