@@ -110,9 +110,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--name", default=None, help="run name (default: the --out folder name)")
     parser.add_argument(
-        "--check", action="store_true",
-        help="measure the teacher's top-1 on the --data test split and print it beside the "
-        "accuracy the file records (kept in meta.imported.check)",
+        "--check", nargs="?", const="", default=None, metavar="DATA",
+        help="measure the teacher's top-1 on the test split of DATA (default: --data) and "
+        "print it beside the accuracy the file records (kept in meta.imported.check)",
     )
     parser.add_argument(
         "--force", action="store_true", help="replace the model of an existing run directory"
@@ -200,9 +200,15 @@ def _check(net: torch.nn.Module, imp: Any, args: argparse.Namespace) -> dict[str
     from supkd.train.evaluation import evaluate
     from supkd.utils.device import resolve_device
 
-    name = args.data or imp.data
+    from supkd.data.spec import DATASETS
+
+    name = args.check or args.data or imp.data
     if name is None:
-        raise UserError("--check: give --data, the data set whose test split to measure")
+        raise UserError("--check: give the data set whose test split to measure "
+                        "(--check DATA or --data)")
+    if name not in DATASETS:
+        raise UserError(f"--check: unknown data set {name!r}; expected one of "
+                        f"{', '.join(DATASETS)}")
     bundle = build_data(DataConfig(name=name, val_fraction=0.0), seed=0)
     if int(bundle.in_channels) != int(net.spec.get("in_channels", 3)):
         raise UserError(f"--check: --data {name} has {bundle.in_channels}-channel images, the "
@@ -251,7 +257,7 @@ def run(args: argparse.Namespace) -> int:
     }
     if imp.recorded is not None:
         imported.update(imp.recorded)  # the file's own accuracy and epoch
-    if args.check:
+    if args.check is not None:
         imported["check"] = _check(net, imp, args)
     cfg = load_config(
         {
