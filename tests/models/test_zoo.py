@@ -258,3 +258,21 @@ def test_bad_arguments_raise_value_error(kwargs, match):
 def test_unknown_stem_or_width_is_refused():
     with pytest.raises(TypeError):
         create_model("resnet8", num_classes=10, width=8)
+
+
+def test_supkd_models_lists_the_zoo_with_counts(capsys):
+    import json
+
+    from supkd.cli import main
+
+    assert main(["models", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    counts = {r["name"]: (r["params"], r["classes"]) for r in out["zoo"]}
+    assert counts == {**{n: (c, 100) for n, c in EXPECTED.items()},
+                      "MobileNetV1": (4231976, 1000)}
+    assert "resnet18" in out["other_models"] and "timm/<name>" in out["families"]
+    assert main(["models"]) == 0
+    text = capsys.readouterr().out
+    assert any(line.split()[:3] == ["resnet32x4", "7,433,860", "100"] for line in text.splitlines())
+    assert main(["models", "--classes", "0"]) == 2
+    assert "--classes" in capsys.readouterr().err

@@ -119,7 +119,7 @@ def test_an_unknown_teacher_is_one_config_error():
                                                            "teacher": "${teacher:b}"}}}}})
     with pytest.raises(ConfigError, match=r"\$\{teacher:b\}.*known: a"):
         plan_grid(spec, "/tmp/r")
-    with pytest.raises(ConfigError, match="teachers.a"):
+    with pytest.raises(ConfigError, match=r"teachers\.a"):
         parse_grid({"teachers": {"a": 3}, "runs": {"x": {}}})
 
 

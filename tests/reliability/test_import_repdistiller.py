@@ -71,7 +71,8 @@ def resnet_fwd(r: Ref, x, n_blocks=1):
             y = F.relu(r.bn(r.conv(x, p + ".conv1", stride if b == 0 else 1, 1), p + ".bn1"))
             y = r.bn(r.conv(y, p + ".conv2", 1, 1), p + ".bn2")
             if p + ".downsample.0.weight" in r.sd:
-                x = r.bn(r.conv(x, p + ".downsample.0", stride if b == 0 else 1), p + ".downsample.1")
+                x = r.bn(r.conv(x, p + ".downsample.0", stride if b == 0 else 1),
+                         p + ".downsample.1")
             x = F.relu(x + y)
     return r.linear(x.mean(dim=(2, 3)), "fc")
 
@@ -260,7 +261,8 @@ def their_state(arch: str, seed: int = 0, classes: int = 100) -> dict[str, torch
     return {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
 
 
-def save_theirs(folder: Path, sd: dict, accuracy=torch.tensor(73.25), epoch=240, **extra) -> Path:
+def save_theirs(folder: Path, sd: dict, accuracy: object = None, epoch=240, **extra) -> Path:
+    accuracy = torch.tensor(73.25) if accuracy is None else accuracy
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "ckpt_epoch_240.pth"
     momentum = {i: {"momentum_buffer": torch.zeros(2)} for i in range(2)}

@@ -197,10 +197,9 @@ def _check(net: torch.nn.Module, imp: Any, args: argparse.Namespace) -> dict[str
 
     from supkd.config import DataConfig
     from supkd.data import build_data, make_loader
+    from supkd.data.spec import DATASETS
     from supkd.train.evaluation import evaluate
     from supkd.utils.device import resolve_device
-
-    from supkd.data.spec import DATASETS
 
     name = args.check or args.data or imp.data
     if name is None:

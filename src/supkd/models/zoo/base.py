@@ -84,9 +84,7 @@ class ZooEncoder(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        last = x
-        for _, last, _ in self.walk(self.prepare(x), False):
-            pass
+        *_, (_, last, _) = self.walk(self.prepare(x), False)
         return self.embed(last)
 
 

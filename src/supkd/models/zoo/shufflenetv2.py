@@ -33,7 +33,8 @@ STEM = 24
 
 def _conv_bn(c_in: int, c_out: int, k: int, stride: int = 1, groups: int = 1
              ) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
-    return nn.Conv2d(c_in, c_out, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(c_out)
+    conv = nn.Conv2d(c_in, c_out, k, stride, k // 2, groups=groups, bias=False)
+    return conv, nn.BatchNorm2d(c_out)
 
 
 class DownUnit(nn.Module):

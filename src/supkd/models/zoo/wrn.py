@@ -49,7 +49,7 @@ class PreActBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(c_out)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
         self.same = c_in == c_out
-        self.convShortcut: nn.Module | None = (  # noqa: N815 (the published key name)
+        self.convShortcut: nn.Module | None = (
             None if self.same else nn.Conv2d(c_in, c_out, 1, stride, 0, bias=False)
         )
 
