@@ -146,3 +146,19 @@ def test_imagenet_rows_use_mdistillers_recipe():
 def test_recipe_is_a_valid_run_config():
     cfg = load_run_config(str(CIFAR / "recipe.yaml"), ["model.name=ShuffleV1", "optim.lr=0.01"])
     assert cfg.model.name == "ShuffleV1" and cfg.train.epochs == 240
+
+
+def test_the_miniature_plans_two_pairs_with_kd_dkd_crd():
+    runs = plan_grid(load_grid(ROOT / "configs" / "demo_zoo.yaml"), "/r")
+    assert len(runs) == 2 + 2 * 4 * 2  # teachers; 2 pairs x (CE, KD, DKD, CRD) x 2 seeds
+    cells = set()
+    for r in runs:
+        cfg = load_run_config(r.config, [])
+        assert cfg.data.name == "digits" and cfg.data.image_size == 8
+        meta = r.config["meta"]
+        if meta.get("table") == "cifar100_kd":
+            cells.add((meta["teacher_arch"], meta["student_arch"], meta["method"]))
+            if cfg.task.name == "distill":
+                assert r.deps == [f"teacher-{meta['teacher_arch']}-s0"]
+    assert cells == {(t, s, m) for t, s in (("resnet32x4", "resnet8x4"), ("wrn_40_2", "wrn_16_2"))
+                     for m in ("ce", "hinton_kl", "dkd", "crd")}
