@@ -47,7 +47,7 @@ def test_imagenet_counts_match_torchvision() -> None:
 
 def test_list_models_and_unknown_name() -> None:
     assert {"resnet18", "resnet34", "resnet50"} <= set(list_models())
-    with pytest.raises(ValueError, match="valid models: .*resnet18, resnet20, .*resnet34, "):
+    with pytest.raises(ValueError, match=r"valid models: .*resnet18, resnet20, .*resnet34, "):
         create_model("resnet101")
     with pytest.raises(ValueError, match="stem"):
         create_model("resnet18", stem="tiny")
