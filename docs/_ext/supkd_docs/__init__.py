@@ -33,5 +33,6 @@ def setup(app: Any) -> dict[str, Any]:
     app.add_directive("supkd-losses", losses.LossesDirective)
     app.add_directive("supkd-models", models.ModelsDirective)
     app.add_directive("supkd-config", config.ConfigDirective)
+    app.add_directive("supkd-datasets", models.DatasetsDirective)
     docstrings.setup(app)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}

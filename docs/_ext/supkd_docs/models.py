@@ -66,3 +66,20 @@ class ModelsDirective(SphinxDirective):
               code(_kwargs(fn) or "-")] for p, fn in MODEL_FAMILIES.items()],
             widths=[14, 26, 30, 30])
         return [names, args, families]
+
+
+class DatasetsDirective(SphinxDirective):
+    """The data sets ``data.name`` accepts, from ``supkd.data.DATASETS``."""
+
+    has_content = False
+
+    def run(self) -> list[nodes.Node]:
+        self.env.note_reread()  # generated from the code: never cached
+        from supkd.data import DATASETS
+
+        return [table(
+            ["data.name", "image side", "channels", "style", "loader"],
+            [[code(name), str(spec.native_size), str(spec.channels), spec.style,
+              para(_first_line(spec.load) or _builder(spec.load))]
+             for name, spec in DATASETS.items()],
+            widths=[16, 10, 10, 10, 54], classes=["supkd-datasets"])]
