@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from docutils import nodes
+from sphinx import addnodes
 from docutils.statemachine import StringList
 from sphinx.util.docutils import SphinxDirective
 from sphinx.util.nodes import nested_parse_with_titles
@@ -118,6 +119,10 @@ class LossesDirective(SphinxDirective):
                            "   :no-index:", ""], source=self.get_source_info()[0])
         holder = nodes.container(classes=["supkd-loss-doc"])
         nested_parse_with_titles(self.state, text, holder)
+        # viewcode would link the source page back to this un-indexed copy (it has no
+        # anchor); the back-link belongs to the API reference's entry.
+        for sig in holder.findall(addnodes.desc_signature):
+            sig["module"] = ""
         return [holder]
 
 
