@@ -29,6 +29,7 @@ def _load_plugins(app: Any) -> None:
 
 
 def setup(app: Any) -> dict[str, Any]:
+    app.setup_extension("sphinx.ext.autodoc")  # the loss sections and the docstring guard use it
     app.connect("builder-inited", _load_plugins)
     app.add_directive("supkd-losses", losses.LossesDirective)
     app.add_directive("supkd-models", models.ModelsDirective)

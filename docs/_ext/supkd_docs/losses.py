@@ -82,7 +82,7 @@ class LossesDirective(SphinxDirective):
                              "Khosla et al. 2020", "teacher pre-training (SimCLR without labels)",
                              _args_text(SupConLoss)])
         out: list[nodes.Node] = [table(
-            ["name", "label", "equation", "what it does", "arguments (defaults)"],
+            ["name", "label", "paper / equation", "what it does", "arguments (defaults)"],
             summary_rows, widths=[14, 18, 14, 30, 24], classes=["supkd-losses"])]
         for name, cls in LOSSES.items():
             out.append(self._loss_section(name, cls))
