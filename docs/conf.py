@@ -18,7 +18,7 @@ import supkd  # noqa: E402  (after the path change: the version shown is the imp
 
 project = "supkd"
 author = "the supkd developers"
-copyright = "the supkd developers"  # noqa: A001 (Sphinx's name)
+copyright = "the supkd developers"
 release = version = supkd.__version__
 
 extensions = [

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from docsite import Site, build_site
 
 

@@ -21,9 +21,8 @@ from supkd_docs import config, docstrings, losses, models
 
 def _load_plugins(app: Any) -> None:
     # The same plugins a supkd command would import (entry points, SUPKD_PLUGINS).
-    from supkd.utils.plugins import load_plugins
-
     import supkd.train.tasks  # noqa: F401  (registers the tasks, whose sections the config page lists)
+    from supkd.utils.plugins import load_plugins
 
     load_plugins()
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Any
 
 from docutils import nodes
-from sphinx import addnodes
 from docutils.statemachine import StringList
+from sphinx import addnodes
 from sphinx.util.docutils import SphinxDirective
 from sphinx.util.nodes import nested_parse_with_titles
 
