@@ -168,6 +168,15 @@ def _other_problems(tokens: list[str], where: str, extras: set[str], markers: se
     return [f"{where}: a program the docs test does not know: {program}"]
 
 
+#: Commands the checker must refuse (run with the pages' commands: one process, one import).
+BAD_COMMANDS = [
+    (["train", "configs/fast/cifar10_kd_supcon_kd.yaml", "task.los=cosine"], "task.los"),
+    (["grid", "configs/demo_baselines.yaml", "--no-such-flag"], "--no-such-flag"),
+    (["trian", "x.yaml"], "trian"),
+    (["train", "configs/fast/cifar10_kd_supcon_kd.yaml", "optim.lr=-1"], "optim.lr"),
+]
+
+
 @pytest.mark.slow
 def test_shell_commands_are_accepted_by_what_they_run(tmp_path):
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
@@ -189,28 +198,23 @@ def test_shell_commands_are_accepted_by_what_they_run(tmp_path):
     assert total > 40 and len(supkd_cmds) > 25  # the pages have examples to check
     out = subprocess.run(
         [sys.executable, str(Path(__file__).with_name("check_commands.py")),
-         json.dumps(supkd_cmds), str(tmp_path)],
+         json.dumps(supkd_cmds + [argv for argv, _ in BAD_COMMANDS]), str(tmp_path)],
         env={**os.environ, "OMP_NUM_THREADS": "1",
              "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")])},
         capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    problems += json.loads(out.stdout.splitlines()[-1])
+    found = json.loads(out.stdout.splitlines()[-1])
+    # the checker refuses each bad command, naming what is wrong ...
+    for argv, named in BAD_COMMANDS:
+        line = f"supkd {' '.join(argv)}:"
+        refused = [p for p in found if p.startswith(line)]
+        assert len(refused) == 1 and named in refused[0].removeprefix(line), (argv, found)
+    # ... and none of the pages' commands
+    problems += [p for p in found if not any(
+        p.startswith(f"supkd {' '.join(argv)}:") for argv, _ in BAD_COMMANDS)]
     assert problems == [], "\n".join(problems)
 
 
-@pytest.mark.slow
-def test_command_checker_catches_bad_commands(tmp_path):
-    bad = [["train", "configs/fast/cifar10_kd_supcon_kd.yaml", "task.los=cosine"],
-           ["grid", "configs/demo_baselines.yaml", "--no-such-flag"],
-           ["trian", "x.yaml"],
-           ["train", "configs/fast/cifar10_kd_supcon_kd.yaml", "optim.lr=-1"]]
-    out = subprocess.run(
-        [sys.executable, str(Path(__file__).with_name("check_commands.py")), json.dumps(bad),
-         str(tmp_path)],
-        env={**os.environ, "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")])},
-        capture_output=True, text=True, timeout=300)
-    problems = json.loads(out.stdout.splitlines()[-1])
-    assert len(problems) == 4, problems
-    assert "task.los" in problems[0] and "optim.lr" in problems[3]
+def test_shell_blocks_split_into_commands():
     assert commands("A=1 supkd demo --jobs 2 && pytest -q  # two\nsupkd x \\\n  --y\n") == [
         ["supkd", "demo", "--jobs", "2"], ["pytest", "-q"], ["supkd", "x", "--y"]]

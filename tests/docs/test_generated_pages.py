@@ -160,5 +160,5 @@ def test_generated_pages_restate_nothing_by_hand():
     for page in ("losses.rst", "models.rst", "configuration.rst"):
         source = (DOCS / "reference" / page).read_text(encoding="utf-8")
         assert ".. supkd-" in source
-        assert "|" not in source and "list-table" not in source, page
+        assert "list-table" not in source and not re.search(r"^\s*[+|]", source, re.M), page
     assert REPO.joinpath("src", "supkd").is_dir()

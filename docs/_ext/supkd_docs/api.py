@@ -54,8 +54,13 @@ class ApiDirective(SphinxDirective):
         name = self.arguments[0]
         package = importlib.import_module(name)
         lines = []
-        if materialize(package) and "submodules" not in self.options:
-            lines += [f".. automodule:: {name}", "   :members:", ""]
+        exports = materialize(package)
+        if exports and "submodules" not in self.options:
+            # A name re-exported from another package is documented there (one target).
+            foreign = [n for n in exports
+                       if not getattr(getattr(package, n), "__module__", name).startswith(name)]
+            lines += [f".. automodule:: {name}", "   :members:"]
+            lines += [f"   :exclude-members: {', '.join(foreign)}", ""] if foreign else [""]
         else:
             lines += [f".. automodule:: {name}", ""]
             for sub in submodules(package):
