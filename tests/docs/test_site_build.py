@@ -3,6 +3,7 @@ built HTML resolves to an existing file and anchor."""
 
 from __future__ import annotations
 
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -10,7 +11,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 from docsite import REPO, Site
 
-pytestmark = [pytest.mark.docs, pytest.mark.slow]
+pytestmark = pytest.mark.docs
 
 
 class _Links(HTMLParser):
@@ -59,6 +60,7 @@ def internal_link_problems(root: Path) -> tuple[int, list[str]]:
     return checked, problems
 
 
+@pytest.mark.slow
 def test_site_builds_with_warnings_as_errors(site: Site):
     assert site.returncode == 0, site.log[-4000:]
     assert "WARNING" not in site.log and "ERROR" not in site.log, site.log[-4000:]
@@ -74,6 +76,7 @@ def test_site_builds_with_warnings_as_errors(site: Site):
         assert f'href="guide/{md.stem}.html"' in index, md.name
 
 
+@pytest.mark.slow
 def test_every_internal_link_resolves(site: Site):
     assert site.returncode == 0, site.log[-4000:]
     checked, problems = internal_link_problems(site.html)
@@ -93,6 +96,7 @@ def test_link_checker_finds_a_broken_link_and_a_missing_anchor(tmp_path):
     assert any("gone.html" in p for p in problems)
 
 
+@pytest.mark.slow
 def test_benchmarks_page_includes_results_md_rather_than_a_copy(site: Site):
     # the page holds RESULTS.md's own headings, and docs/ holds no copy of its text
     results = (REPO / "benchmarks" / "RESULTS.md").read_text(encoding="utf-8")
@@ -101,3 +105,17 @@ def test_benchmarks_page_includes_results_md_rather_than_a_copy(site: Site):
     assert first_heading.split(" (")[0] in page
     for md in (REPO / "docs").rglob("*.md"):
         assert first_heading not in md.read_text(encoding="utf-8"), md
+
+
+def test_docs_and_readme_refer_to_nothing_outside_the_repository():
+    """The README and every page, example and generator of docs/ stand on their own: no
+    ``../shared``, no machine paths, no design notes that a clone does not have."""
+    outside = re.compile(r"\.\./shared|/work/|(?<![\w/])DESIGN\.md|\.\./DESIGN")
+    files = [REPO / "README.md", *(p for p in (REPO / "docs").rglob("*")
+                                   if p.is_file() and "_build" not in p.parts
+                                   and p.suffix in (".md", ".rst", ".py", ".yaml", ".txt"))]
+    found = [f"{p.relative_to(REPO)}:{i}: {line.strip()[:80]}"
+             for p in files for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+             if outside.search(line)]
+    assert len(files) > 20
+    assert found == [], "\n".join(found)
