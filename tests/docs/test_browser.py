@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from docsite import Site
 
-pytestmark = [pytest.mark.docs, pytest.mark.slow]
+# The first test to ask for the site pays for its build (a minute on a loaded 2-core box).
+pytestmark = [pytest.mark.docs, pytest.mark.slow, pytest.mark.timeout(900)]
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 

@@ -27,7 +27,8 @@ from docsite import DOCS, REPO
 
 import supkd
 
-pytestmark = pytest.mark.docs
+# The first test to ask for the site pays for its build (a minute on a loaded 2-core box).
+pytestmark = [pytest.mark.docs, pytest.mark.timeout(900)]
 EXAMPLES = DOCS / "examples"
 SRC = str(Path(supkd.__file__).resolve().parents[1])
 

@@ -23,7 +23,8 @@ from docsite import (
     Site,
 )
 
-pytestmark = [pytest.mark.docs, pytest.mark.slow]
+# The first test to ask for the site pays for its build (a minute on a loaded 2-core box).
+pytestmark = [pytest.mark.docs, pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def _text(path: Path) -> str:

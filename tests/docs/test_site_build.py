@@ -11,7 +11,8 @@ from urllib.parse import unquote, urlsplit
 import pytest
 from docsite import REPO, Site
 
-pytestmark = pytest.mark.docs
+# The first test to ask for the site pays for its build (a minute on a loaded 2-core box).
+pytestmark = [pytest.mark.docs, pytest.mark.timeout(900)]
 
 
 class _Links(HTMLParser):
