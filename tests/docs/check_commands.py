@@ -19,6 +19,33 @@ import sys
 from pathlib import Path
 
 
+def _alpha_filled(obj, alpha):
+    """``obj`` with every ``${alpha}`` replaced by ``alpha`` (a tuned α, as a dry run does)."""
+    if isinstance(obj, dict):
+        return {k: _alpha_filled(v, alpha) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_alpha_filled(v, alpha) for v in obj]
+    return alpha if obj == "${alpha}" else obj
+
+
+def _check_grid_run(path: Path, name: str, overrides: list[str], out: Path) -> None:
+    """``supkd train GRID --run NAME overrides``: the planned run exists and its config,
+    with the overrides (and α's first candidate when it is still to be tuned), passes the
+    checks ``supkd train`` makes. Whether the runs it needs have finished is the user's
+    state, not the page's: not checked."""
+    from supkd.config import apply_overrides
+    from supkd.errors import ConfigError
+    from supkd.experiments.grid import load_grid, plan_grid
+    from supkd.train import load_run_config
+
+    plan = {r.name: r for r in plan_grid(load_grid(path), out)}
+    if name not in plan:
+        raise ConfigError(f"--run {name!r}: the grid has no run of that name")
+    cfg = apply_overrides(plan[name].config, overrides)
+    candidates = cfg.get("meta", {}).get("alpha_candidates") or [1.0]
+    load_run_config(_alpha_filled(cfg, candidates[0]))
+
+
 def check(argv: list[str], repo: Path, out: Path) -> str | None:
     from supkd.cli import COMMANDS, build_parser
     from supkd.errors import UserError
@@ -43,7 +70,9 @@ def check(argv: list[str], repo: Path, out: Path) -> str | None:
 
     try:
         load_plugins([str(repo / "docs" / "examples" / p) for p in args.plugin or []])
-        if args.command == "train":
+        if args.command == "train" and getattr(args, "run", None):
+            _check_grid_run(path, args.run, overrides, out)
+        elif args.command == "train":
             from supkd.train import load_run_config
 
             load_run_config(path, overrides)

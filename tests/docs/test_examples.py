@@ -171,10 +171,13 @@ def _other_problems(tokens: list[str], where: str, extras: set[str], markers: se
 
 #: Commands the checker must refuse (run with the pages' commands: one process, one import).
 BAD_COMMANDS = [
-    (["train", "configs/fast/cifar10_kd_supcon_kd.yaml", "task.los=cosine"], "task.los"),
+    (["train", "configs/fast/cifar10.yaml", "--run", "kd_cosine-s0", "task.los=cosine"],
+     "task.los"),
+    (["train", "configs/fast/cifar10.yaml", "--run", "kd_cosin-s0"], "kd_cosin-s0"),
     (["grid", "configs/demo_baselines.yaml", "--no-such-flag"], "--no-such-flag"),
     (["trian", "x.yaml"], "trian"),
-    (["train", "configs/fast/cifar10_kd_supcon_kd.yaml", "optim.lr=-1"], "optim.lr"),
+    (["train", "configs/fast/cifar10.yaml", "--run", "ce_teacher-s0", "optim.lr=-1"],
+     "optim.lr"),
 ]
 
 
