@@ -31,6 +31,17 @@ def materialize(module: ModuleType) -> list[str]:
     return names
 
 
+def foreign(module: ModuleType, inside: str) -> list[str]:
+    """Exported names of ``module`` defined outside ``inside`` (a package or the module
+    itself): they are documented where they are defined, so each object has one target."""
+    return [n for n in getattr(module, "__all__", [])
+            if not str(getattr(getattr(module, n), "__module__", inside)).startswith(inside)]
+
+
+def _exclude(names: list[str]) -> list[str]:
+    return [f"   :exclude-members: {', '.join(names)}"] if names else []
+
+
 def submodules(package: ModuleType) -> list[str]:
     """Public submodules of ``package``, depth first, in name order."""
     if not hasattr(package, "__path__"):
@@ -54,13 +65,9 @@ class ApiDirective(SphinxDirective):
         name = self.arguments[0]
         package = importlib.import_module(name)
         lines = []
-        exports = materialize(package)
-        if exports and "submodules" not in self.options:
-            # A name re-exported from another package is documented there (one target).
-            foreign = [n for n in exports
-                       if not getattr(getattr(package, n), "__module__", name).startswith(name)]
-            lines += [f".. automodule:: {name}", "   :members:"]
-            lines += [f"   :exclude-members: {', '.join(foreign)}", ""] if foreign else [""]
+        if materialize(package) and "submodules" not in self.options:
+            lines += [f".. automodule:: {name}", "   :members:",
+                      *_exclude(foreign(package, inside=name)), ""]
         else:
             lines += [f".. automodule:: {name}", ""]
             for sub in submodules(package):
@@ -69,7 +76,11 @@ class ApiDirective(SphinxDirective):
                 lines += [title, "-" * len(title), "", f".. automodule:: {sub}"]
                 # A subpackage's exports are documented where they are defined (one
                 # target per object); the subpackage shows its docstring only.
-                lines += ["", ""] if hasattr(module, "__path__") else ["   :members:", ""]
+                if hasattr(module, "__path__"):
+                    lines += ["", ""]
+                else:
+                    materialize(module)
+                    lines += ["   :members:", *_exclude(foreign(module, inside=sub)), ""]
         holder = nodes.container()
         nested_parse_with_titles(self.state, StringList(lines, self.get_source_info()[0]),
                                  holder)
