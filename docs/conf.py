@@ -38,6 +38,7 @@ myst_heading_anchors = 3
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
+autodoc_typehints_description_target = "documented"  # no "args (Any)" for nn.Module's init
 autodoc_default_options = {"show-inheritance": True}
 smartquotes = False  # "--out" stays two hyphens in generated text
 napoleon_google_docstring = True

@@ -73,7 +73,17 @@ def _report(app: Any, exc: Exception | None) -> None:
                     + ", ".join(sorted(set(verbatim))))
 
 
+def _signature(app: Any, what: str, name: str, obj: Any, options: Any, signature: str | None,
+               return_annotation: str | None) -> tuple[str, str | None] | None:
+    # A class that takes no arguments of its own inherits nn.Module's ``(*args, **kwargs)``:
+    # show it as taking none.
+    if what == "class" and signature == "(*args, **kwargs)":
+        return "()", return_annotation
+    return None
+
+
 def setup(app: Any) -> None:
+    app.connect("autodoc-process-signature", _signature)
     app.connect("autodoc-process-docstring", _remember, priority=100)  # before napoleon
     app.connect("autodoc-process-docstring", _guard, priority=900)  # after it
     app.connect("build-finished", _report)

@@ -103,7 +103,7 @@ class LossesDirective(SphinxDirective):
             if not getattr(cls, "same_width", True):
                 props.append("student and teacher widths may differ")
             facts.append(("properties", "; ".join(props) or "none"))
-        sec += table(["", ""], [[k, para(v)] for k, v in facts], widths=[12, 88],
+        sec += table(None, [[k, para(v)] for k, v in facts], widths=[12, 88],
                      classes=["supkd-loss-facts"])
         args = _arguments(cls)
         if args:

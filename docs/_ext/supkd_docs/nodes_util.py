@@ -35,18 +35,22 @@ def code(text: str) -> nodes.paragraph:
     return nodes.paragraph("", "", nodes.literal(text, text))
 
 
-def table(header: Sequence[str], rows: Sequence[Sequence[nodes.Node | str]],
+def table(header: Sequence[str] | None, rows: Sequence[Sequence[nodes.Node | str]],
           widths: Sequence[int] | None = None, classes: Sequence[str] = ()) -> nodes.table:
-    """A table with a header row; a cell is a node or a string (plain text)."""
+    """A table with a header row (none for ``header=None``); a cell is a node or a string
+    (plain text)."""
+    cols = len(header) if header is not None else len(rows[0])
     tbl = nodes.table(classes=["supkd-table", *classes])
-    group = nodes.tgroup(cols=len(header))
+    group = nodes.tgroup(cols=cols)
     tbl += group
-    for width in widths or [1] * len(header):
+    for width in widths or [1] * cols:
         group += nodes.colspec(colwidth=width)
-    head, body = nodes.thead(), nodes.tbody()
-    group += head
+    body = nodes.tbody()
+    if header is not None:
+        head = nodes.thead()
+        group += head
+        head += _row([nodes.paragraph(text=h) for h in header])
     group += body
-    head += _row([nodes.paragraph(text=h) for h in header])
     for cells in rows:
         body += _row([c if isinstance(c, nodes.Node) else para(str(c)) for c in cells])
     return tbl
