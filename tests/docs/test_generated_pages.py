@@ -68,12 +68,13 @@ def test_every_registered_loss_model_and_config_field_is_on_its_page(site: Site)
         "from supkd.models import MODELS, MODEL_FAMILIES\n"
         "from supkd.config import Config, TASK_SECTIONS\n"
         "from supkd.data import DATASETS\n"
+        "from supkd.experiments.tables import TABLES\n"
         "from supkd.utils.plugins import load_plugins\n"
         "load_plugins()\n"
         "def fields(c): return [f.name for f in dataclasses.fields(c)]\n"
         "print(json.dumps({'losses': list(LOSSES), 'models': list(MODELS),\n"
         "  'families': list(MODEL_FAMILIES), 'tasks': {k: fields(v) for k, v in\n"
-        "  TASK_SECTIONS.items()}, 'data': list(DATASETS)}))\n"
+        "  TASK_SECTIONS.items()}, 'data': list(DATASETS), 'tables': list(TABLES)}))\n"
     )
     import json
     import os
@@ -98,6 +99,10 @@ def test_every_registered_loss_model_and_config_field_is_on_its_page(site: Site)
             assert name in sec, (task, name)
     for name in have["data"]:
         assert name in _section(config, "Data sets"), name
+    paper = _text(site.html / "guide" / "paper.html")
+    assert len(have["tables"]) >= 5
+    for name in have["tables"]:
+        assert name in _section(paper, "The report's tables", "Layer-wise CKA"), name
 
 
 def test_every_config_field_of_the_schema_has_a_row_with_its_meaning(site: Site):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from supkd_docs import api, config, docstrings, losses, models
+from supkd_docs import api, config, docstrings, losses, models, tables
 
 
 def _load_plugins(app: Any) -> None:
@@ -35,5 +35,6 @@ def setup(app: Any) -> dict[str, Any]:
     app.add_directive("supkd-config", config.ConfigDirective)
     app.add_directive("supkd-datasets", models.DatasetsDirective)
     app.add_directive("supkd-api", api.ApiDirective)
+    app.add_directive("supkd-tables", tables.TablesDirective)
     docstrings.setup(app)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
