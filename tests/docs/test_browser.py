@@ -31,7 +31,8 @@ def browser() -> str:
 
 
 def _run(browser: str, tmp: Path, *args: str) -> str:
-    cmd = [browser, "--headless", "--disable-gpu", "--no-first-run", "--hide-scrollbars",
+    cmd = [browser, "--headless", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+           "--hide-scrollbars",
            f"--user-data-dir={tmp / 'profile'}", "--virtual-time-budget=3000", *args]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.insert(1, "--no-sandbox")  # Chromium refuses to sandbox as root
