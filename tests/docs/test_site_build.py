@@ -120,3 +120,25 @@ def test_docs_and_readme_refer_to_nothing_outside_the_repository():
              if outside.search(line)]
     assert len(files) > 20
     assert found == [], "\n".join(found)
+
+
+def test_every_design_reference_names_a_section_of_docs_design_md():
+    """``docs/design.md §N`` (and the older ``DESIGN.md §N``) in the code, configs and tests
+    point at a section that docs/design.md has, headed ``## §N ...``."""
+    design = (REPO / "docs" / "design.md").read_text(encoding="utf-8")
+    sections = {int(n) for n in re.findall(r"^## §(\d+) ", design, re.M)}
+    assert sections == set(range(1, 11))
+    cited = re.compile(r"DESIGN\.md §(\d+)|design\.md §(\d+)|§(\d+) and §(\d+)")
+    missing = []
+    for top in ("src", "tests", "configs", "benchmarks", "docs"):
+        for path in (REPO / top).rglob("*"):
+            if not path.is_file() or path.suffix not in (".py", ".md", ".yaml", ".rst"):
+                continue
+            for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if "design.md" not in line.lower():
+                    continue
+                for match in cited.finditer(line):
+                    n = int(next(g for g in match.groups() if g))
+                    if n not in sections:
+                        missing.append(f"{path.relative_to(REPO)}:{i}: §{n}")
+    assert missing == [], "\n".join(missing)
