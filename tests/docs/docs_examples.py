@@ -46,12 +46,17 @@ def included_files(page: Path) -> list[Path]:
             if b.lang == "{literalinclude}"]
 
 
-def commands(body: str) -> list[list[str]]:
+def commands(body: str, lang: str = "bash") -> list[list[str]]:
     """The commands of a shell block as argument lists: comments dropped, ``\\``
-    continuations joined, ``&&`` chains split, leading ``VAR=value`` assignments dropped."""
+    continuations joined, ``&&`` chains split, leading ``VAR=value`` assignments dropped. A
+    terminal transcript (a ``console`` block, or one with ``$ `` prompts) holds commands only
+    on its prompt lines; the other lines are their output."""
     text = re.sub(r"\\\n\s*", " ", body)
+    lines = text.splitlines()
+    if lang in ("console", "shell-session") or any(ln.startswith("$ ") for ln in lines):
+        lines = [ln[2:] for ln in lines if ln.startswith("$ ")]
     out = []
-    for line in text.splitlines():
+    for line in lines:
         tokens = shlex.split(line, comments=True)
         current: list[str] = []
         for tok in [*tokens, "&&"]:

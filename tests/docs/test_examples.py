@@ -191,7 +191,7 @@ def test_shell_commands_are_accepted_by_what_they_run(tmp_path):
         for block in blocks(page):
             if block.lang not in SHELL:
                 continue
-            for tokens in commands(block.body):
+            for tokens in commands(block.body, block.lang):
                 total += 1
                 where = f"{page.relative_to(REPO)}: {' '.join(tokens)[:80]}"
                 argv = _supkd_argv(tokens)
@@ -222,3 +222,6 @@ def test_shell_commands_are_accepted_by_what_they_run(tmp_path):
 def test_shell_blocks_split_into_commands():
     assert commands("A=1 supkd demo --jobs 2 && pytest -q  # two\nsupkd x \\\n  --y\n") == [
         ["supkd", "demo", "--jobs", "2"], ["pytest", "-q"], ["supkd", "x", "--y"]]
+    transcript = "$ supkd losses\nname  paper\nlogit_mse  Eq. 1\n$ supkd demo --jobs 2\n"
+    assert commands(transcript, "console") == [
+        ["supkd", "losses"], ["supkd", "demo", "--jobs", "2"]]
