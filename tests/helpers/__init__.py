@@ -7,22 +7,22 @@ Import as ``from tests.helpers import ...`` (pytest puts the repository root on
 ``sys.path``: ``pythonpath`` in pyproject's pytest options).
 """
 
-from tests.helpers.configs import TINY, TINY_RUN, tiny_config, write_cfg
-from tests.helpers.frames import SUPKD_DIR, supkd_frames
-from tests.helpers.runs import write_fake_result
-from tests.helpers.spawn import spawn_ranks
-from tests.helpers.tasks import ToyTask, toy_data, toy_loader
+import importlib
+from typing import Any
 
-__all__ = [
-    "SUPKD_DIR",
-    "TINY",
-    "TINY_RUN",
-    "ToyTask",
-    "spawn_ranks",
-    "supkd_frames",
-    "tiny_config",
-    "toy_data",
-    "toy_loader",
-    "write_cfg",
-    "write_fake_result",
-]
+#: name -> the module of tests/helpers that defines it. Loaded on first use, so that a light
+#: module (a grid stand-in job, say) imports no torch through this package.
+_WHERE = {
+    "TINY": "configs", "TINY_RUN": "configs", "tiny_config": "configs", "write_cfg": "configs",
+    "SUPKD_DIR": "frames", "supkd_frames": "frames",
+    "write_fake_result": "runs",
+    "spawn_ranks": "spawn",
+    "ToyTask": "tasks", "toy_data": "tasks", "toy_loader": "tasks",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'tests.helpers' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"tests.helpers.{_WHERE[name]}"), name)

@@ -15,50 +15,27 @@ from typing import Any
 
 import pytest
 import torch
-import torch.nn.functional as F
-from tests.helpers import spawn_ranks
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from tests.helpers import ToyTask, spawn_ranks, toy_loader
+from torch.utils.data import DataLoader
 
 from supkd.config import TrainConfig
 from supkd.train import TrainingInterrupted, fit
 from supkd.train import distributed as D
 from supkd.train.signals import stop_check_due
-from supkd.train.tasks import Task
 
 WORLD = 2
 SIGNAL_STEP = 2  # rank 1 alone receives SIGTERM after this step
 CALLBACK_STEP = 3  # rank 0's callback alone asks to stop after this step
 
 
-class _Linear(Task):
-    name = "toy"
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.model = nn.Linear(4, 3)
-
-    def training_step(self, batch):
-        loss = F.cross_entropy(self.model(batch.x), batch.y)
-        return {"loss": loss}
-
-    @classmethod
-    def build(cls, cfg, bundle, device):
-        return cls()
-
-
 def _loader(rank: int) -> DataLoader:
-    g = torch.Generator().manual_seed(10 + rank)  # each rank its own shard
-    x = torch.randn(64, 4, generator=g)
-    y = torch.randint(0, 3, (64,), generator=g)
-    return DataLoader(TensorDataset(x, y), batch_size=8)  # 8 steps per epoch
+    return toy_loader(64, 8, seed=10 + rank)  # each rank its own shard; 8 steps per epoch
 
 
 def _fit_until_stopped(rank: int, run_dir: Path, callback) -> dict[str, Any]:
     try:
         fit(
-            _Linear(),
+            ToyTask(),
             _loader(rank),
             train=TrainConfig(epochs=2, progress=False, log_every=4),
             quiet=True,
