@@ -36,6 +36,12 @@ On CPU the supkd rows run eager (``--cpu-compile`` compiles them, to try the CUD
 so the break-even and ``--also-mode`` rows are listed as skipped; the large-batch rows run
 at twice the largest batch (``--quick``: 32 and 16).
 
+The rows are data: ``ROWS`` lists one ``RowSpec`` per kind of row (what it measures, its
+label, the FLOPs it counts, the stages it runs at) and ``STAGES`` the run order with each
+stage's batches. A new row, e.g. a feature-distillation step, is one ``RowSpec`` entry; a new
+KD loss in ``supkd.losses.LOSSES`` needs none (the ``supkd distill: {loss}`` rows cover
+``--losses``, which defaults to every registered loss).
+
 Rows run in priority order (the targets of issue #7 first, the batch-256 rows last) so that
 a time limit (SIGTERM: the table of the rows done so far is printed) costs the least useful
 ones; the table lists them by section and batch. Each network gets static-shape graphs per
