@@ -45,6 +45,7 @@ SLOW_PATHS = (
     "integration/test_soak.py",
     "integration/test_train_pipeline.py",
     "experiments/test_grid_signals.py",
+    "experiments/test_grid_worker_signals.py",
     "reliability/test_grid_worker_death.py",
 )
 #: Fixtures that make a test slow wherever it is: DDP ranks spawned for a module, the timm

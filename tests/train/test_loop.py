@@ -137,6 +137,7 @@ def test_checkpoint_paths_come_from_the_run_directory(tmp_path: Path):
 # --- the task registry -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_builtin_tasks_are_registered_when_the_package_is_imported():
     src = str(Path(supkd.__file__).parents[1])
     code = (

@@ -104,6 +104,7 @@ def test_an_offline_run_holds_the_config_and_every_metrics_line(tmp_path):
                 assert row[key] == pytest.approx(value), key
 
 
+@pytest.mark.slow
 def test_a_resumed_run_continues_its_wandb_run(tmp_path):
     cfg = load_run_config({"name": "wb"}, TINY)
     out = tmp_path / "run"
