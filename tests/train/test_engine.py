@@ -35,7 +35,16 @@ def test_divergence_stops_at_the_first_nonfinite_step_before_updating():
     assert torch.isfinite(task.model.weight).all()
 
 
-def test_interrupt_saves_checkpoint_and_resume_is_exact(tmp_path):
+@pytest.fixture
+def default_sigint():
+    """Python's own SIGINT handler for the test: a shell's background job starts with SIGINT
+    ignored, and the test is about what fit does with a real Ctrl-C, not about that shell."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_interrupt_saves_checkpoint_and_resume_is_exact(tmp_path, default_sigint):
     def sigint_at(step):
         def cb(state):
             if state.step == step:
