@@ -45,7 +45,7 @@ def test_an_unknown_command_gets_the_closest(tmp_path, capsys, typo, meant):
     ("task.loss=Cosine", "task.loss", "cosine"),
     ("task.name=CE", "task.name", "ce"),
     ("data.name=Digits", "data.name", "digits"),
-    ("model.name=ResNet18", "model.name", "resnet18"),
+    ("model.name=ResNet34", "model.name", "resnet34"),  # ResNet18 is a zoo name
     ("optim.name=SGD", "optim.name", "sgd"),
 ])
 def test_a_name_in_the_wrong_case_gets_the_right_one(tmp_path, capsys, override, field, meant):
