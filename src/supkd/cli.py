@@ -129,7 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # leftovers that look like overrides and hand them to commands that take overrides.
     args, extra = parser.parse_known_args(argv)
     if extra:
-        overrides = [a for a in extra if "=" in a and not a.startswith("-")]
+        overrides = [a for a in extra
+                     if ("=" in a and not a.startswith("-")) or a.startswith("~")]
         rest = [a for a in extra if a not in overrides]
         if rest or not hasattr(args, "overrides"):
             # the subcommand's own usage: the arguments it takes, not the command list

@@ -48,6 +48,7 @@ from supkd.train.loop import (
 from supkd.train.run_dir import RunDir, RunResult, launcher_from_env
 from supkd.train.seeding import Seeds, expand_seed, seed_everything, set_deterministic
 from supkd.train.tasks import Task, build_task
+from supkd.utils import runlock
 
 __all__ = [
     "COMPILE_AUTO_MIN_STEPS",
@@ -203,6 +204,7 @@ def _prepare_run_dir(rd: RunDir, cfg: Config, resume: bool) -> tuple[str, Any]:
     """
     run_dir = rd.path
     rd.claim()  # a folder of the user's own files is never taken over
+    runlock.acquire(run_dir)  # one process at a time; released when run() returns
     if rd.result_path.is_file():
         prior = rd.read_result()[0] or {}
         # "imported": a teacher brought in by `supkd import-teacher`; never retrained.
@@ -412,7 +414,17 @@ def run(
     - A diverged run returns ``status: "diverged"`` (never raises). User errors (bad data,
       teacher, config) write ``status: "failed"`` and re-raise; so do bugs.
     - Ctrl-C / SIGTERM: checkpoint saved, :class:`TrainingInterrupted` raised, no result.
+    - Another process training in ``run_dir``: UserError at once, naming it
+      (:mod:`supkd.utils.runlock`).
     """
+    try:
+        return _run(cfg, run_dir, resume, quiet, callbacks)
+    finally:
+        runlock.release(run_dir)  # taken by _prepare_run_dir (rank 0)
+
+
+def _run(cfg: Config | dict[str, Any] | str | Path, run_dir: str | Path, resume: bool,
+         quiet: bool, callbacks: Sequence[Callable[[TrainState], None]]) -> dict[str, Any]:
     cfg = load_run_config(cfg)
     rd = RunDir(run_dir)
     dinfo = dist_utils.init_distributed(cfg.device)
