@@ -148,6 +148,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         msg = str(exc).replace("\n", " ").strip()
         print(f"supkd {args.command}: error: {msg}", file=sys.stderr)
+        details = getattr(exc, "details", "")  # e.g. a plugin's own traceback frames
+        if details:
+            print(details, file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"supkd {args.command}: interrupted", file=sys.stderr)

@@ -8,7 +8,10 @@ Common behaviour (in :class:`KDLoss`):
 - the teacher is detached: no gradient ever reaches it;
 - the body runs in float32 even under autocast (float64 inputs stay float64);
 - reductions do not grow with the batch size (mean over samples, or /B² for Gram);
-- bad shapes raise ValueError naming both shapes.
+- bad shapes raise ValueError naming both shapes;
+- what ``compute`` returns is checked (a scalar tensor; for a user's loss also finite and
+  connected to the student), and a user's ``compute`` that raises is reported with its
+  own frames only (:mod:`supkd.losses.checks`).
 
 Class attributes (a subclass sets those that differ from the defaults):
 
@@ -38,6 +41,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from supkd.losses.checks import check_result, is_plugin, plugin_failure
 from supkd.losses.common import check_index, check_labels, full_precision, upcast
 
 __all__ = ["PAPER", "KDLoss"]
@@ -103,7 +107,15 @@ class KDLoss(nn.Module, abc.ABC):
                 labels = labels.to(s.device)
             if extra:
                 extra = {k: v.to(s.device) for k, v in extra.items()}
-            return self.compute(s, t, labels, **extra)
+            if not is_plugin(type(self)):
+                out = self.compute(s, t, labels, **extra)
+            else:
+                try:
+                    out = self.compute(s, t, labels, **extra)
+                except (Exception, SystemExit) as exc:  # the user's code: exit 1, its frames
+                    raise plugin_failure(self, exc) from None
+            check_result(self, out, s, t)  # a scalar tensor, else one line naming the loss
+            return out
 
     def bind(
         self, student_width: int, teacher_width: int, num_samples: int | None, seed: int = 0
