@@ -58,7 +58,7 @@ from supkd.experiments.protocols import (
 from supkd.experiments.store import CORRUPT, UNFINISHED, RunRecord, scan_runs
 from supkd.losses import LOSSES, loss_label
 from supkd.utils.atomic import atomic_write_text
-from supkd.utils.paths import prepare_output_dir
+from supkd.utils.manifest import OutputFolder
 
 CellKey = tuple[str, str, str]  # (table, row, col)
 
@@ -601,9 +601,10 @@ def write_report(
     runs_dir = Path(runs_dir)
     out = Path(out_dir) if out_dir is not None else runs_dir / "report"
     records = [r for r in scan_runs(runs_dir) if out not in r.path.parents]
-    prepare_output_dir(out, "report: folder", hint="pass --out a writable folder")
+    folder = OutputFolder(out, "report: folder", hint="pass --out a writable folder")
+    folder.check()
     try:
-        return _write_report(runs_dir, out, records, figures, title)
+        return _write_report(runs_dir, folder, records, figures, title)
     except OSError as exc:
         # A path under a regular file, a read-only or full disk: the user's --out, not a bug.
         raise UserError(f"report: cannot write to folder {out} "
@@ -611,11 +612,16 @@ def write_report(
                         "folder") from None
 
 
-def _write_report(runs_dir: Path, out: Path, records: list[RunRecord],
+def _write_report(runs_dir: Path, folder: OutputFolder, records: list[RunRecord],
                   figures: dict[str, Path] | None, title: str | None) -> Report:
+    out = folder.path
     col = collect(records)
     files: list[Path] = []
     tables = {t: table_markdown(col, t) for t in col.tables}
+    # supkd replaces only its own files: every name it may write, checked before the first
+    folder.claim([*(f"{t}.csv" for t in tables), "fig2_cka.png", "fig2_cka.csv", "alpha.csv",
+                  "runs.csv", "report.md"])
+    folder.create()
     parts = [f"# {title or 'supkd report'}", "",
              f"Built from {len(records)} run directories under `{runs_dir}` by `supkd report`.",
              ""]
@@ -660,6 +666,7 @@ def _write_report(runs_dir: Path, out: Path, records: list[RunRecord],
     md_path = out / "report.md"
     atomic_write_text(md_path, "\n".join(parts))
     files.insert(0, md_path)
+    folder.record(files)
     return Report(out, md_path, tables, files)
 
 

@@ -131,6 +131,43 @@ def _probe_width(model: nn.Module, representation: str, example: Tensor) -> int:
     return int(z.reshape(z.shape[0], -1).shape[1])
 
 
+@torch.no_grad()
+def _check_stage(teacher: nn.Module, student: nn.Module, representation: str,
+                 example: Tensor) -> None:
+    """For a stage name: ConfigError naming the model that lacks it (teacher or student,
+    e.g. a ViT teacher with a ResNet student) and the stages both have."""
+    if representation in REPRESENTATIONS:
+        return
+    stages: dict[str, list[str]] = {}
+    for who, model in (("teacher", teacher), ("student", student)):
+        if getattr(model, "forward_intermediates", None) is None:
+            return  # _forward says it
+        was_training = model.training
+        model.eval()
+        param = next(iter(model.parameters()), None)
+        try:
+            x = example.to(param.device) if param is not None else example
+            stages[who] = [k for k in model.forward_intermediates(x) if k not in REPRESENTATIONS]
+        finally:
+            model.train(was_training)
+    lacking = [w for w, names in stages.items() if representation not in names]
+    if not lacking:
+        return
+    arch = {w: getattr(m, "spec", {}).get("name") or type(m).__name__
+            for w, m in (("teacher", teacher), ("student", student))}
+    if len(lacking) == 2:
+        who = (f"neither the teacher ({arch['teacher']}) nor the student "
+               f"({arch['student']}) has a stage {representation!r}")
+    else:
+        other = "student" if lacking[0] == "teacher" else "teacher"
+        who = (f"the {lacking[0]} ({arch[lacking[0]]}) has no stage {representation!r} "
+               f"(the {other}, {arch[other]}, has)")
+    both = [k for k in stages["teacher"] if k in stages["student"]]
+    raise ConfigError(
+        f"config field 'task.representation': {who}; stages both have: "
+        f"{', '.join(both) or 'none'} (or one of {', '.join(REPRESENTATIONS)})")
+
+
 def _binds(loss: nn.Module) -> bool:
     """True for a loss with its own :meth:`KDLoss.bind` (learned parts or per-sample state)."""
     return isinstance(loss, KDLoss) and type(loss).bind is not KDLoss.bind
@@ -190,6 +227,7 @@ class DistillTask(Task):
         self.label_smoothing = label_smoothing
         self.cache = cache
         self.teacher_source = teacher_source
+        _check_stage(teacher, student, representation, example)
         d_t = _probe_width(teacher, representation, example)
         d_s = _probe_width(student, representation, example)
         self.widths = (d_s, d_t)
