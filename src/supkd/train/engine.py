@@ -38,6 +38,7 @@ from supkd.train import distributed as dist_utils
 from supkd.train.batchnorm_check import check_batchnorm_batch
 from supkd.train.checks import load_run_config
 from supkd.train.evaluation import evaluate
+from supkd.train.loggers import check_wandb
 from supkd.train.loop import (
     COMPILE_AUTO_MIN_STEPS,
     CUDAGRAPH_COMPILE_MODES,
@@ -426,6 +427,7 @@ def run(
 def _run(cfg: Config | dict[str, Any] | str | Path, run_dir: str | Path, resume: bool,
          quiet: bool, callbacks: Sequence[Callable[[TrainState], None]]) -> dict[str, Any]:
     cfg = load_run_config(cfg)
+    check_wandb(cfg.train.wandb)  # a missing login or package: refused before anything
     rd = RunDir(run_dir)
     dinfo = dist_utils.init_distributed(cfg.device)
     prior = _agree_on_run_dir(rd, cfg, resume)
