@@ -22,9 +22,13 @@ def local_launcher(options: LauncherOptions,
     ``nodes`` and DDP ranks are not placed by it: one process per run, on what the run's
     config says (``device``)."""
     for run in plan:
-        if run.resources.ranks > 1:
+        res = run.resources
+        if res.ranks > 1:
+            # The key the user wrote: ranks = nodes x tasks_per_node (default one per GPU).
+            key = ("nodes" if res.nodes > 1 else
+                   "tasks_per_node" if res.tasks_per_node is not None else "gpus")
             raise resource_error(
-                "local", run, "tasks_per_node",
+                "local", run, key,
                 f"a DDP run of {run.resources.ranks} ranks needs --launcher slurm or ray "
                 "(or torchrun -m supkd train)")
     jobs = options.jobs or 1
