@@ -14,6 +14,7 @@ import contextlib
 import platform
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ from supkd.config import (
     config_from_dict,
 )
 from supkd.data import DataBundle, Loader, build_data, make_loader
-from supkd.errors import CheckpointError, ConfigError, UserError
+from supkd.errors import CheckpointError, ConfigError, SupkdWarning, UserError
 from supkd.models.files import save_model
 from supkd.train import distributed as dist_utils
 from supkd.train.batchnorm_check import check_batchnorm_batch
@@ -226,6 +227,10 @@ def _prepare_run_dir(rd: RunDir, cfg: Config, resume: bool) -> tuple[str, Any]:
             f"run directory {run_dir}: holds an interrupted run; use --resume to "
             "continue it or another output directory"
         )
+    if resume and not rd.has_checkpoint() and not rd.result_path.is_file():
+        warnings.warn(f"--resume: run directory {run_dir} holds no run to resume (no "
+                      "checkpoints/last.pt, no result.json); starting a fresh run",
+                      SupkdWarning, stacklevel=2)
     if resume:
         _check_resume_config(rd, cfg)
     # Temporary files of writes a SIGKILL cut short (a checkpoint's can be hundreds of MB).

@@ -6,6 +6,7 @@ such as ``layer3`` / ``layer4``, flattened per sample)."""
 from __future__ import annotations
 
 import difflib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -14,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from supkd.config import Config, TaskConfig, bounded
-from supkd.errors import CheckpointError, ConfigError, UserError
+from supkd.errors import CheckpointError, ConfigError, SupkdWarning, UserError
 from supkd.losses import LOSSES, KDLoss, build_loss
 from supkd.models import ModelOutput, as_model_output
 from supkd.models.files import ModelRecord, load_model_record
@@ -168,6 +169,33 @@ def _check_stage(teacher: nn.Module, student: nn.Module, representation: str,
         f"{', '.join(both) or 'none'} (or one of {', '.join(REPRESENTATIONS)})")
 
 
+def _warn_suspicious(cfg: Config, loss: KDLoss) -> None:
+    """A SupkdWarning (once) for settings that are legal but do not do what they seem to:
+    an α warm-up longer than the run (α never reaches task.alpha), and a loss that compares
+    the samples of a batch trained on batches of one (its value and gradient are then 0:
+    found by evaluating it on one random sample, not from a list of losses)."""
+    t, epochs = cfg.task, cfg.train.epochs
+    if t.alpha_warmup_epochs > epochs:
+        warnings.warn(
+            f"config field 'task.alpha_warmup_epochs': a warm-up of {t.alpha_warmup_epochs:g} "
+            f"epochs is longer than the run ({epochs} epochs, train.epochs): the KD weight "
+            f"reaches task.alpha only after the run ends", SupkdWarning, stacklevel=3)
+    if cfg.train.batch_size != 1 or not loss.compares_samples or _binds(loss):
+        return
+    gen = torch.Generator().manual_seed(0)  # its own generator: the run's streams untouched
+    s = torch.randn(1, 8, generator=gen, requires_grad=True)
+    try:
+        value = loss(s, torch.randn(1, 8, generator=gen), torch.zeros(1, dtype=torch.long))
+        (grad,) = torch.autograd.grad(value, s, allow_unused=True)
+    except (ValueError, RuntimeError):
+        return  # the run itself will say what is wrong
+    if float(value.detach().abs()) == 0.0 and (grad is None or not bool(grad.any())):
+        warnings.warn(
+            f"config field 'train.batch_size': loss '{t.loss}' compares the samples of a "
+            "batch, and on batches of 1 its value and gradient are 0: the student learns "
+            "only from the CE term; use a batch of at least 2", SupkdWarning, stacklevel=3)
+
+
 def _binds(loss: nn.Module) -> bool:
     """True for a loss with its own :meth:`KDLoss.bind` (learned parts or per-sample state)."""
     return isinstance(loss, KDLoss) and type(loss).bind is not KDLoss.bind
@@ -257,6 +285,7 @@ class DistillTask(Task):
             proj_dim = teacher.head.projection_dim
         student = new_model(cfg, bundle, projection_dim=proj_dim)
         loss = build_loss(t.loss, **t.loss_args)
+        _warn_suspicious(cfg, loss)
         size = int(bundle.image_size) if not isinstance(bundle.image_size, tuple | list) else None
         hw = (size, size) if size is not None else tuple(bundle.image_size)
         example = torch.zeros(2, int(bundle.in_channels), *hw)
