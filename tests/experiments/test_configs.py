@@ -10,6 +10,7 @@ import pytest
 from supkd.experiments.demo import demo_spec
 from supkd.experiments.grid import load_grid, plan_grid
 from supkd.train.checks import load_run_config
+from supkd.vocab import RunKind
 
 REPO = Path(__file__).resolve().parents[2]
 GRIDS = ["configs/demo.yaml", "configs/paper/cifar10.yaml", "configs/paper/imagenet.yaml",
@@ -25,7 +26,7 @@ BASELINES = {("dkd", None), ("dist", None), ("sp", None), ("rkd", None), ("crd",
 def _validate_all(spec, tmp_path):
     plan = plan_grid(spec, tmp_path)
     for r in plan:
-        if r.stage == "cka":
+        if r.kind == RunKind.CKA:
             continue
         cfg = json.loads(json.dumps(r.config).replace('"${alpha}"', "1.0"))
         if cfg["data"].get("name") == "imagefolder":
@@ -65,7 +66,7 @@ def test_demo_covers_the_protocol(tmp_path):
         "none", "teacher_only", "student_only", "both"}
     assert any(m.get("teacher_kind") == "ce" for m in metas)
     assert {m["seed"] for m in metas} == {0, 1}
-    assert sum(r.stage == "cka" for r in plan) == 10
+    assert sum(r.kind == RunKind.CKA for r in plan) == 10
     assert sum(r.stage == "tune" for r in plan) == 10
     by_cell = {r.cell: r.config for r in plan if r.stage == "final" and r.seed == 0}
     # DESIGN.md §5's SupCon : CE epoch ratio (1000 : 500) for teachers and students.

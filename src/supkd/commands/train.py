@@ -11,6 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from supkd.vocab import RunStatus
+
 HELP = "train one run (teacher, linear stage, baseline or KD student) from a YAML config"
 
 EXIT_DIVERGED = 3
@@ -59,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         dist_utils.cleanup()
     status = result.get("status")
-    if status == "diverged":
+    if status == RunStatus.DIVERGED:
         if not main:
             return EXIT_DIVERGED
         print(

@@ -48,13 +48,14 @@ from typing import Any
 import yaml
 
 from supkd.losses import LOSSES, loss_label
+from supkd.vocab import Stage
 
 META_KEYS: tuple[str, ...] = (
     "grid", "entry", "cell", "stage", "seed", "alpha", "alpha_candidates", "table", "role",
     "kind", "method", "variant", "teacher_kind", "placement", "published", "cka_teacher",
 )
 
-STAGES = ("final", "tune")
+STAGES = tuple(s.value for s in Stage)
 
 
 def method_order() -> tuple[str, ...]:

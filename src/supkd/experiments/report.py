@@ -57,8 +57,10 @@ from supkd.experiments.protocols import (
 )
 from supkd.experiments.store import CORRUPT, UNFINISHED, RunRecord, scan_runs
 from supkd.losses import LOSSES, loss_label
+from supkd.train.cka_record import CkaRecord
 from supkd.utils.atomic import atomic_write_text
 from supkd.utils.manifest import OutputFolder
+from supkd.vocab import RunStatus, Stage
 
 CellKey = tuple[str, str, str]  # (table, row, col)
 
@@ -84,9 +86,10 @@ class Cell:
     runs: list[RunRecord] = field(default_factory=list)
 
     def summary(self) -> Summary:
-        done = [r.test_acc for r in self.runs if r.status == "completed" and r.test_acc is not None]
-        div = [r.diverged_step for r in self.runs if r.status == "diverged"]
-        failed = sum(r.status in ("failed", CORRUPT) for r in self.runs)
+        done = [r.test_acc for r in self.runs
+                if r.status == RunStatus.COMPLETED and r.test_acc is not None]
+        div = [r.diverged_step for r in self.runs if r.status == RunStatus.DIVERGED]
+        failed = sum(r.status in (RunStatus.FAILED, CORRUPT) for r in self.runs)
         return summarize(done, div, failed)
 
     @property
@@ -118,7 +121,7 @@ def collect(records: Sequence[RunRecord]) -> Collected:
     """Group runs into table cells (from ``meta`` only) and gather the α tuning."""
     cells: dict[CellKey, Cell] = defaultdict(Cell)
     for rec in records:
-        if rec.meta.get("stage", "final") != "final":
+        if rec.meta.get("stage", Stage.FINAL) != Stage.FINAL:
             continue
         for key in places(rec):
             cells[key].runs.append(rec)
@@ -186,14 +189,14 @@ def _alpha_rows(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
         if cell is None or rec.meta.get("alpha") is None:
             continue
         alpha = float(rec.meta["alpha"])
-        if rec.meta.get("stage") == "tune":
-            val = rec.val_acc if rec.status == "completed" else None
+        if rec.meta.get("stage") == Stage.TUNE:
+            val = rec.val_acc if rec.status == RunStatus.COMPLETED else None
             if rec.status != UNFINISHED:
                 tune[cell].setdefault(alpha, []).append(val)
             label.setdefault(cell, _cell_label(rec.meta))
         elif rec.meta.get("alpha_from"):
             borrowed.setdefault(cell, (str(rec.meta["alpha_from"]), set()))[1].add(alpha)
-        elif rec.meta.get("stage", "final") == "final":
+        elif rec.meta.get("stage", Stage.FINAL) == Stage.FINAL:
             used[cell].add(alpha)
             if rec.meta.get("alpha_candidates"):
                 order[cell] = [float(a) for a in rec.meta["alpha_candidates"]]
@@ -475,8 +478,8 @@ def setup_markdown(col: Collected) -> str:
     rows = []
     for entry, rs in per_entry.items():
         c = rs[0].config
-        finals = [r for r in rs if r.meta.get("stage", "final") == "final"]
-        tunes = [r for r in rs if r.meta.get("stage") == "tune"]
+        finals = [r for r in rs if r.meta.get("stage", Stage.FINAL) == Stage.FINAL]
+        tunes = [r for r in rs if r.meta.get("stage") == Stage.TUNE]
         wall_e = [float(r.result["wall_time_s"]) for r in rs if r.result.get("wall_time_s")]
         rows.append([
             entry, str(_get(c, "task.name") or "?"),
@@ -505,13 +508,14 @@ def setup_markdown(col: Collected) -> str:
 
 
 def problems_markdown(col: Collected) -> str:
-    bad = [r for r in col.records if r.status in ("failed", CORRUPT, UNFINISHED, "diverged")]
+    bad = [r for r in col.records
+           if r.status in (RunStatus.FAILED, CORRUPT, UNFINISHED, RunStatus.DIVERGED)]
     if not bad:
         return ""
     rows = []
     for r in bad:
         why = r.problem or r.result.get("error") or ""
-        if r.status == "diverged":
+        if r.status == RunStatus.DIVERGED:
             step = r.diverged_step
             why = f"diverged at step {step}" if step is not None else "diverged"
         if r.status == UNFINISHED:
@@ -535,15 +539,15 @@ def cka_figure(col: Collected, out: Path) -> tuple[Path | None, str, str]:
     sanity: list[float] = []
     for rec in col.records:
         path = rec.path / "cka.json"
-        if rec.meta.get("stage", "final") != "final" or not path.is_file():
+        if rec.meta.get("stage", Stage.FINAL) != Stage.FINAL or not path.is_file():
             continue
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            diag = {str(k): float(v) for k, v in data["diagonal"].items()}
-            order = [s for s in data.get("stages_a", diag) if s in diag]
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            data = CkaRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
+            diag = data.diagonal()
+            order = [s for s in data.teacher_stages or diag if s in diag]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
             continue  # a partial or foreign file: leave it out of the figure
-        sanity += [float(v) for v in (data.get("sanity") or {}).values()]
+        sanity += [float(v) for v in (data.sanity or {}).values()]
         stages += [s for s in order if s not in stages]
         per[_short_method(rec.meta)].append(diag)
     if not per:

@@ -20,6 +20,8 @@ _EXPORTS = {
     "TrainState": "supkd.train.engine",
     "TrainingInterrupted": "supkd.train.engine",
     "TrainLoop": "supkd.train.loop",
+    "FitOptions": "supkd.train.options",
+    "RunResult": "supkd.train.run_dir",
     "Task": "supkd.train.tasks",
     "register_task": "supkd.train.tasks",
     "load_model": "supkd.models.files",

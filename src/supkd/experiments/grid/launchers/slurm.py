@@ -52,6 +52,7 @@ from supkd.experiments.grid.launchers.slurm_queue import (
     job_states,
 )
 from supkd.experiments.grid.plan import PlannedRun
+from supkd.vocab import GridState, RunStatus
 
 DEFAULT_TIME_MIN = 24 * 60
 UNLIMITED = 1_000_000  # jobs at once when --jobs is not given: Slurm queues them
@@ -209,7 +210,7 @@ class SlurmExecutor:
         if not isinstance(data, dict) or data.get("job") != name:
             return None
         del self._jobs[name]
-        return Outcome(name, dict(data.get("result") or {"status": "failed"}))
+        return Outcome(name, dict(data.get("result") or {"status": RunStatus.FAILED}))
 
     def _lost(self, name: str, t: _Tracked, state: JobState | None) -> Outcome:
         """A job that ended without leaving its result: its node failed (submitted again,
@@ -221,7 +222,7 @@ class SlurmExecutor:
             if self._strikes[name] <= _MAX_STRIKES:
                 return Outcome(name, None, f"Slurm job {t.job_id} ended {how}")
         line = _error_line(t.folder, t.job_id)
-        return Outcome(name, {"status": "failed", "error": (
+        return Outcome(name, {"status": RunStatus.FAILED, "error": (
             f"Slurm job {t.job_id} ended {how}" + (f": {line}" if line else "")
             + f" (log {t.folder / (t.job_id + '_0_log.err')})")})
 
@@ -259,7 +260,8 @@ def live_jobs(entries: dict[Any, dict[str, Any]]) -> dict[Any, tuple[str, str]]:
     if not ids or shutil.which("squeue") is None:
         return {}
     states = job_states(ids.values()) or {}
-    return {k: ("running" if states[j].state in ("RUNNING", "COMPLETING") else "queued",
+    return {k: (GridState.RUNNING if states[j].state in ("RUNNING", "COMPLETING")
+                else GridState.QUEUED,
                 states[j].describe())
             for k, j in ids.items() if j in states and states[j].active}
 
