@@ -81,7 +81,7 @@ def test_a_report_of_folders_whose_config_is_not_a_run_is_no_runs(tmp_path, caps
     for sub in ("one", "two/deeper"):
         (runs / sub).mkdir(parents=True)
         (runs / sub / "config.yaml").write_text(yaml.safe_dump(content))
-    refused(capsys, ["report", str(runs)], "runs folder", "holds no runs",
+    refused(capsys, ["report", str(runs)], "runs folder", "holds no run directories (no runs",
             "a config.yaml of your own is not a run", watch=[tmp_path])
 
 

@@ -188,7 +188,8 @@ def test_a_plugin_loss_that_is_right_is_not_checked_into_an_error(setup, tmp_pat
     assert code == 0 and lines == []
 
 
-@pytest.mark.parametrize("code_line, shown", [("sys.exit()", "sys.exit(None)"),
+# (wandb, once imported, hooks sys.exit and passes None on as 0: either is right)
+@pytest.mark.parametrize("code_line, shown", [("sys.exit()", "sys.exit("),
                                               ("sys.exit(4)", "sys.exit(4)")])
 def test_a_plugin_calling_sys_exit_at_import_is_warned_and_supkd_goes_on(tmp_path, capsys,
                                                                           code_line, shown):
@@ -196,6 +197,6 @@ def test_a_plugin_calling_sys_exit_at_import_is_warned_and_supkd_goes_on(tmp_pat
     plugin.write_text(f"import sys\n{code_line}\n")
     before = snapshot(tmp_path)
     line = warned(capsys, ["--plugin", str(plugin), "losses"], str(plugin.name), shown,
-                  "while being imported", "goes on")
+                  f"at {plugin}:2 while being imported", "goes on")
     assert "supkd losses: warning:" in line
     assert not changes(before, snapshot(tmp_path))

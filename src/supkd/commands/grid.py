@@ -9,6 +9,7 @@ run, submitit) or ``ray`` (one task per run); ``--status`` shows where each run 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -132,8 +133,10 @@ def run(args: argparse.Namespace) -> int:
         OutputFolder(out / "report", "grid: report folder").claim(["report.md", "runs.csv"])
     options = {"ray_address": args.ray_address, "on_interrupt": args.on_interrupt,
                "slurm": _slurm_options(args)}
+    # stream: this call's sys.stdout (run_grid's default is the one of its import time)
     res = run_grid(spec, out, jobs=args.jobs, rerun_changed=args.rerun_changed, only=only,
-                   launcher=args.launcher, launcher_options=options, detach=args.detach)
+                   launcher=args.launcher, launcher_options=options, detach=args.detach,
+                   stream=sys.stdout)
     if args.detach:
         return 0 if res.ok else 1  # the report waits for the runs: `supkd report OUT`
     if not args.no_report:

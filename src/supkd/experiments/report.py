@@ -623,8 +623,10 @@ def _write_report(runs_dir: Path, folder: OutputFolder, records: list[RunRecord]
     files: list[Path] = []
     tables = {t: table_markdown(col, t) for t in col.tables}
     # supkd replaces only its own files: every name it may write, checked before the first
-    folder.claim([*(f"{t}.csv" for t in tables), "fig2_cka.png", "fig2_cka.csv", "alpha.csv",
-                  "runs.csv", "report.md"])
+    # (figures the caller gives are its own inputs, embedded, never written here)
+    given = {Path(p).name for p in (figures or {}).values() if Path(p).parent == out}
+    folder.claim([n for n in (*(f"{t}.csv" for t in tables), "fig2_cka.png", "fig2_cka.csv",
+                              "alpha.csv", "runs.csv", "report.md") if n not in given])
     folder.create()
     parts = [f"# {title or 'supkd report'}", "",
              f"Built from {len(records)} run directories under `{runs_dir}` by `supkd report`.",

@@ -29,6 +29,7 @@ from supkd.importers.input_norm import (
     parse_input_norm,
 )
 from supkd.models import create_model
+from supkd.models.files import read_torch_file
 from supkd.models.input_affine import STATS_ATOL
 from supkd.models.timm_models import pretrained_stats, weights_num_classes
 
@@ -39,8 +40,6 @@ def _check_architecture(model: str, weights: Path, timm_args: dict[str, Any]) ->
     """CheckpointError naming --weights and --timm when the file's tensors are not those
     of ``model`` (a file without the architecture's classifier may be a file of another
     architecture: then "has no classifier" would point the wrong way)."""
-    from supkd.models.files import read_torch_file
-
     if weights.suffix.lower() == ".safetensors":
         try:
             from safetensors import safe_open  # a dependency of timm

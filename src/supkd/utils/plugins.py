@@ -105,7 +105,10 @@ def import_plugin(spec: str, *, source: str = "plugin") -> ModuleType:
     except SystemExit as exc:
         # Legal, but it would end supkd silently (exit 0 for sys.exit()) before the command
         # ran; what the module registered before the call stays registered.
-        frames = traceback.extract_tb(exc.__traceback__)
+        # The plugin's own line, not that of a package that wraps sys.exit (wandb does).
+        frames = [f for f in traceback.extract_tb(exc.__traceback__)
+                  if "site-packages" not in f.filename and "importlib" not in f.filename
+                  and not f.filename.startswith("<") and f.filename != __file__]
         where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
         warnings.warn(f"{source} {spec!r}: called sys.exit({exc.code!r}){where} while being "
                       "imported; supkd ignored it and goes on (what the module registers "
