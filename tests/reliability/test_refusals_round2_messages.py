@@ -112,10 +112,11 @@ def test_a_stage_one_model_lacks_names_that_model_and_the_stages_both_have():
     with pytest.raises(ConfigError) as err:
         _check_stage(vit, resnet, "blocks.1", x)
     msg = str(err.value)
-    assert "the student (resnet18) has no stage 'blocks.1' (the teacher, vit-like, has)" in msg
-    assert "stages both have: layer4" in msg
-    with pytest.raises(ConfigError, match=r"neither the teacher \(vit-like\) nor the student "
-                                          r"\(resnet18\) has a stage 'layer7'"):
+    assert "got 'blocks.1': the student (resnet18) has no such stage (the teacher, " \
+        "vit-like, has)" in msg
+    assert "expected a stage both models have (layer4)" in msg
+    with pytest.raises(ConfigError, match=r"got 'layer7': neither the teacher \(vit-like\) "
+                                          r"nor the student \(resnet18\) has it"):
         _check_stage(vit, resnet, "layer7", x)
     _check_stage(vit, resnet, "layer4", x)  # both have it: nothing to say
 
@@ -144,7 +145,7 @@ def test_hub_weights_offline_fail_fast_in_one_line(tmp_path, capsys, monkeypatch
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     refused(capsys, _train(tmp_path, "model.name=timm/resnet10t", "~model.width",
                            "model.pretrained=true"),
-            "model.pretrained", "cannot be reached", "not in its local cache",
+            "model.pretrained", "cannot be reached", "not in the local cache",
             watch=[tmp_path], allowed=[tmp_path / "out", tmp_path / "hf"])
 
 

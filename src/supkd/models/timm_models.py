@@ -222,9 +222,10 @@ def _create(
         error = exc
     if offline:
         raise CheckpointError(
-            f"model.pretrained: the Hugging Face Hub ({offline}) cannot be reached from here "
-            f"and timm's weights of {arch!r} are not in its local cache; download them where "
-            "you are online and pass model.pretrained=/path/to/model.safetensors") from None
+            f"model.pretrained: timm's weights of {arch!r} could not be fetched from the "
+            f"Hugging Face Hub: {offline} cannot be reached from here and they are not in "
+            "the local cache; download them where you are online and pass "
+            "model.pretrained=/path/to/model.safetensors") from None
     if weights is not None:
         try:  # the same network without weights: is it the arguments or the weights?
             timm.create_model(arch, num_classes=k, in_chans=in_channels, **args)

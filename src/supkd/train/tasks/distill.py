@@ -158,15 +158,16 @@ def _check_stage(teacher: nn.Module, student: nn.Module, representation: str,
             for w, m in (("teacher", teacher), ("student", student))}
     if len(lacking) == 2:
         who = (f"neither the teacher ({arch['teacher']}) nor the student "
-               f"({arch['student']}) has a stage {representation!r}")
+               f"({arch['student']}) has it")
     else:
         other = "student" if lacking[0] == "teacher" else "teacher"
-        who = (f"the {lacking[0]} ({arch[lacking[0]]}) has no stage {representation!r} "
-               f"(the {other}, {arch[other]}, has)")
+        who = (f"the {lacking[0]} ({arch[lacking[0]]}) has no such stage (the {other}, "
+               f"{arch[other]}, has)")
     both = [k for k in stages["teacher"] if k in stages["student"]]
     raise ConfigError(
-        f"config field 'task.representation': {who}; stages both have: "
-        f"{', '.join(both) or 'none'} (or one of {', '.join(REPRESENTATIONS)})")
+        f"config field 'task.representation': expected a stage both models have "
+        f"({', '.join(both) or 'none'}) or one of {', '.join(REPRESENTATIONS)}, got "
+        f"{representation!r}: {who}")
 
 
 def _warn_suspicious(cfg: Config, loss: KDLoss) -> None:
