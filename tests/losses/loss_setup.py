@@ -4,7 +4,8 @@ A loss with per-sample state (``needs_index``: CRD) cannot be called on a bare b
 bound on its first call to the widths it sees (a memory bank of :data:`NUM_SAMPLES` rows),
 its NCE constant Z is fixed by one training step on other data, and it is put in eval mode,
 where it is a pure function of its inputs (gradcheck, repeated calls); each call passes
-``index = arange(B)``. Every other loss is called as it is.
+``index = arange(B)``. A loss with learned parts only (CC's embeddings) is bound on its
+first call to the widths it sees. Every other loss is called as it is.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ class Ready:
 
     def __call__(self, s, t, y=None):
         if not self.loss.needs_index:
+            if type(self.loss).bind is not KDLoss.bind and not self.bound:
+                # Learned parts only (CC's embeddings): built for the widths it first sees.
+                self.loss.bind(s[0].numel(), t[0].numel(), NUM_SAMPLES, seed=0)
+                self.bound = True
             return self.loss(s, t, y)
         if not self.bound:
             self._bind(s, t)

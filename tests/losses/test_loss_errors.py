@@ -9,7 +9,9 @@ import torch
 
 from supkd.losses import LOSSES, SupConLoss, build_loss
 
-ALL_NAMES = list(LOSSES)
+# The single-representation losses, called (student (B, D), teacher (B, D)); the
+# multi-stage ones take lists and have their errors tested in test_feature_losses.py.
+ALL_NAMES = [name for name in LOSSES if not LOSSES[name].multi_stage]
 # Losses that compare features element-wise with their defaults (the registry test pins
 # the built-in ones: logit_mse, norm_mse, cosine, supcon_kd, hinton_kl).
 SAME_WIDTH = [name for name in ALL_NAMES if build_loss(name).same_width]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import feature_refs
 import loss_refs as ref
 import pytest
 import torch
@@ -30,13 +31,19 @@ CASES = [
     ("sp", {}, ref.sp, SHAPES_ANY),
     ("rkd", {}, ref.rkd, SHAPES_ANY),
     ("rkd", {"distance_weight": 1.0, "angle_weight": 2.0}, ref.rkd, SHAPES_ANY),
+    ("pkt", {}, feature_refs.pkt, SHAPES_ANY),
+    ("skd", {}, feature_refs.skd, SHAPES_EQUAL),
+    ("skd", {"temperature": 2.0, "tikhonov": 0.5, "ins_weight": 0.5, "dir_weight": 2.0},
+     feature_refs.skd, SHAPES_EQUAL),
 ]
 
 
 def test_every_registered_loss_has_a_reference_test():
     # A guard: adding a loss is its file plus its reference test (CASES, or its own test
     # below, as supcon_kd, dkd and crd have).
-    referenced = {name for name, *_ in CASES} | {"supcon_kd", "dkd", "crd"}
+    # The multi-stage feature losses are checked in test_feature_losses.py.
+    staged = {name for name in LOSSES if LOSSES[name].multi_stage}
+    referenced = {name for name, *_ in CASES} | {"supcon_kd", "dkd", "crd", "cc"} | staged
     assert set(LOSSES) <= referenced, sorted(set(LOSSES) - referenced)
 
 
@@ -312,3 +319,17 @@ def test_crd_state_round_trip_and_errors():
     small.bind(3, 3, 11)
     with pytest.raises(ValueError, match="does not fit"):
         small.load_state_dict(state)
+
+
+@pytest.mark.parametrize(("b", "ds", "dt"), SHAPES_ANY)
+@pytest.mark.parametrize("kwargs", [{}, {"gamma": 1.0, "order": 3, "feat_dim": 6}])
+def test_cc_matches_reference(b, ds, dt, kwargs):
+    loss = build_loss("cc", **kwargs)
+    loss.bind(ds, dt, None)
+    loss = loss.double()
+    s, t = _inputs(b, ds, dt, seed=b + ds)
+    es = F.linear(s, loss.embed_s.weight, loss.embed_s.bias).tolist()
+    et = F.linear(t, loss.embed_t.weight, loss.embed_t.bias).tolist()
+    args = {k: v for k, v in kwargs.items() if k != "feat_dim"}
+    expected = feature_refs.cc(es, et, **args)
+    assert loss(s, t).item() == pytest.approx(expected, rel=1e-9, abs=1e-12)

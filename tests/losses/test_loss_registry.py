@@ -15,16 +15,20 @@ from supkd.losses import LOSSES, KDLoss, SupConLoss, build_loss, loss_arguments,
 KD_NAMES = ["logit_mse", "norm_mse", "cosine", "gram", "supcon_kd", "hinton_kl"]
 # The KD baselines beyond the paper (issue 14), registered after them.
 BASELINES = ["dkd", "dist", "sp", "rkd", "crd"]
+# The feature-distillation baselines (issue 22), registered after those.
+FEATURE = ["fitnet", "at", "nst", "pkt", "kdsvd", "vid", "ofd", "reviewkd", "cc", "skd"]
 
 
 def test_registry_holds_the_six_kd_losses_first_in_order():
     assert list(LOSSES)[: len(KD_NAMES)] == KD_NAMES
     assert list(LOSSES)[len(KD_NAMES) : len(KD_NAMES) + len(BASELINES)] == BASELINES
+    start = len(KD_NAMES) + len(BASELINES)
+    assert list(LOSSES)[start : start + len(FEATURE)] == FEATURE
     assert SupConLoss not in LOSSES.values()
     assert {"LOSSES", "build_loss", "SupConLoss", "KDLoss", "register_loss"} <= set(
         losses_pkg.__all__)
     # One file per built-in loss, named after it.
-    for name in [*KD_NAMES, *BASELINES]:
+    for name in [*KD_NAMES, *BASELINES, *FEATURE]:
         assert LOSSES[name].__module__ == f"supkd.losses.{name}"
     # Read-only: only register_loss adds.
     with pytest.raises(TypeError):

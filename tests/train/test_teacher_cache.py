@@ -146,12 +146,16 @@ def test_cached_and_live_teacher_give_same_kd_losses(tmp_path: Path) -> None:
     student = torch.randn(24, 5, generator=torch.Generator().manual_seed(3))
     assert set(losses.LOSSES) >= {"logit_mse", "hinton_kl", "supcon_kd"}
     for name in losses.LOSSES:
+        if losses.LOSSES[name].multi_stage:
+            continue  # reads several stages; the cache holds one representation
         loss = losses.build_loss(name)
         extra = {}
         if loss.needs_index:  # per-sample state (crd): a bank for these 12 images, no updates
             loss.bind(5, 5, 12, seed=0)
             loss.eval()
             extra = {"index": index}
+        elif type(loss).bind is not losses.KDLoss.bind:  # learned parts only (cc)
+            loss.bind(5, 5, 12, seed=0)
         a, b = loss(student, live, labels, **extra), loss(student, cached, labels, **extra)
         torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-3, msg=name)
 

@@ -41,6 +41,7 @@ def _rows() -> list[dict[str, object]]:
                 "compares_samples": cls.compares_samples,
                 "same_width": cls.same_width,
                 "needs_index": cls.needs_index,
+                "multi_stage": cls.multi_stage,
             }
         )
     rows.append(
@@ -57,6 +58,7 @@ def _rows() -> list[dict[str, object]]:
             "compares_samples": True,
             "same_width": True,
             "needs_index": False,
+            "multi_stage": False,
         }
     )
     return rows
@@ -85,5 +87,9 @@ def run(args: argparse.Namespace) -> int:
     print()
     print("KD call:       loss(student (B, D_s), teacher (B, D_t), labels (B,) | None)")
     print("               + index=(B,) dataset indices for losses with state (crd; after bind)")
+    staged = [str(r["name"]) for r in rows if r["multi_stage"]]
+    if staged:
+        print(f"stage losses:  loss([s_1..s_K], [t_1..t_K], labels), one tensor per stage read "
+              f"(task.loss_args.stages): {', '.join(staged)}")
     print("pre-training:  SupConLoss(...)(features (B, V, D) L2-normalized, labels (B,) | None)")
     return 0

@@ -10,7 +10,9 @@ Usage::
     value = sup(features, labels)     # features (B, V, D), L2-normalized
 
 One file per KD loss (``logit_mse.py`` ... ``hinton_kl.py``, then the baselines ``dkd.py``,
-``dist.py``, ``sp.py``, ``rkd.py``, ``crd.py``), each class registered with
+``dist.py``, ``sp.py``, ``rkd.py``, ``crd.py``, and the feature baselines ``fitnet.py``,
+``at.py``, ``nst.py``, ``pkt.py``, ``kdsvd.py``, ``vid.py``, ``ofd.py``, ``reviewkd.py``,
+``cc.py``, ``skd.py``), each class registered with
 ``@register_loss``; ``LOSSES`` is the read-only view of the registry (name -> class, in
 registration order). ``SupConLoss`` (teacher pre-training) is not a KD loss and is not in it.
 
@@ -44,10 +46,11 @@ the class that holds it.
 from __future__ import annotations
 
 # Import order is registration order (LOSSES lists the losses in it): the paper's Table II
-# order, then classic KD, then the KD baselines beyond the paper (DKD, DIST, SP, RKD, CRD).
+# order, then classic KD, then the KD baselines beyond the paper (DKD, DIST, SP, RKD, CRD),
+# then the feature-distillation baselines (FitNet ... SKD).
 # isort would sort them by file name.
 # isort: off
-from supkd.losses.base import KDLoss
+from supkd.losses.base import KDLoss, StageKDLoss
 from supkd.losses.logit_mse import LogitMSELoss
 from supkd.losses.norm_mse import NormMSELoss
 from supkd.losses.cosine import CosineLoss
@@ -59,25 +62,46 @@ from supkd.losses.dist import DISTLoss
 from supkd.losses.sp import SPLoss
 from supkd.losses.rkd import RKDLoss
 from supkd.losses.crd import CRDLoss
+from supkd.losses.fitnet import FitNetLoss
+from supkd.losses.at import ATLoss
+from supkd.losses.nst import NSTLoss
+from supkd.losses.pkt import PKTLoss
+from supkd.losses.kdsvd import KDSVDLoss
+from supkd.losses.vid import VIDLoss
+from supkd.losses.ofd import OFDLoss
+from supkd.losses.reviewkd import ReviewKDLoss
+from supkd.losses.cc import CCLoss
+from supkd.losses.skd import SKDLoss
 # isort: on
 from supkd.losses.registry import LOSSES, build_loss, loss_arguments, loss_label, register_loss
 from supkd.losses.supcon import SupConLoss
 
 __all__ = [
     "LOSSES",
+    "ATLoss",
+    "CCLoss",
     "CRDLoss",
     "CosineLoss",
     "DISTLoss",
     "DKDLoss",
+    "FitNetLoss",
     "GramLoss",
     "HintonKLLoss",
     "KDLoss",
+    "KDSVDLoss",
     "LogitMSELoss",
+    "NSTLoss",
     "NormMSELoss",
+    "OFDLoss",
+    "PKTLoss",
     "RKDLoss",
+    "ReviewKDLoss",
+    "SKDLoss",
     "SPLoss",
+    "StageKDLoss",
     "SupConKDLoss",
     "SupConLoss",
+    "VIDLoss",
     "build_loss",
     "loss_arguments",
     "loss_label",

@@ -37,8 +37,8 @@ import torch
 
 from supkd.errors import SupkdWarning, UserError
 
-__all__ = ["LossResultError", "PluginLossError", "check_result", "is_plugin", "loss_file",
-           "plugin_failure"]
+__all__ = ["LossResultError", "PluginLossError", "check_result", "checked_compute", "is_plugin",
+           "loss_file", "plugin_failure"]
 
 _SUPKD_DIR = Path(__file__).resolve().parents[1]
 # Frames in these folders are the Python installation's and its packages', not the user's.
@@ -99,9 +99,24 @@ def _shown(value: Any) -> str:
     return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
 
 
-def check_result(loss: Any, out: Any, student: torch.Tensor, teacher: torch.Tensor) -> None:
+def checked_compute(loss: Any, student: Any, teacher: Any, labels: Any, **extra: Any) -> Any:
+    """``loss.compute(student, teacher, labels, **extra)``, its result checked
+    (:func:`check_result`); a plugin's exception becomes :class:`PluginLossError`."""
+    if not is_plugin(type(loss)):
+        out = loss.compute(student, teacher, labels, **extra)
+    else:
+        try:
+            out = loss.compute(student, teacher, labels, **extra)
+        except (Exception, SystemExit) as exc:  # the user's code: exit 1, its own frames
+            raise plugin_failure(loss, exc) from None
+    check_result(loss, out, student, teacher)
+    return out
+
+
+def check_result(loss: Any, out: Any, student: Any, teacher: Any) -> None:
     """Raise LossResultError unless ``out``, what ``loss.compute`` returned for ``student``
-    (B, D_s) and ``teacher`` (B, D_t), is a usable loss value (module docstring)."""
+    (B, D_s) and ``teacher`` (B, D_t) (or, for a multi-stage loss, their lists of per-stage
+    tensors), is a usable loss value (module docstring)."""
     if not isinstance(out, torch.Tensor) or out.dim() != 0 or not out.is_floating_point():
         raise LossResultError(
             f"{_name(loss)}: compute returned {_shown(out)}, expected a scalar float tensor "
@@ -109,19 +124,22 @@ def check_result(loss: Any, out: Any, student: torch.Tensor, teacher: torch.Tens
     if getattr(loss, "_supkd_result_checked", False) or not is_plugin(type(loss)):
         return
     object.__setattr__(loss, "_supkd_result_checked", True)  # the costly checks: once
-    if not bool(torch.isfinite(out)) and bool(torch.isfinite(student).all()) and bool(
-            torch.isfinite(teacher).all()):
+    students = list(student) if isinstance(student, list | tuple) else [student]
+    teachers = list(teacher) if isinstance(teacher, list | tuple) else [teacher]
+    if not bool(torch.isfinite(out)) and all(bool(torch.isfinite(x).all())
+                                             for x in (*students, *teachers)):
         raise LossResultError(f"{_name(loss)}: compute returned {out.item()} on finite "
                               "inputs, expected a finite number")
-    if not (student.requires_grad and getattr(loss, "trains_student", True)):
+    students = [x for x in students if x.requires_grad]
+    if not (students and getattr(loss, "trains_student", True)):
         return
     if not out.requires_grad:
         raise LossResultError(
             f"{_name(loss)}: compute returned a tensor that takes no gradient, expected one "
             "computed from the student tensor with torch operations (not .item(), "
             ".detach(), numpy or torch.tensor(...)), or it cannot train the student")
-    (grad,) = torch.autograd.grad(out, student, retain_graph=True, allow_unused=True)
-    if grad is None:
+    grads = torch.autograd.grad(out, students, retain_graph=True, allow_unused=True)
+    if all(g is None for g in grads):
         warnings.warn(f"{_name(loss)}: its value has no gradient path to the student's "
                       "tensor (only to the loss's own parameters), so it does not train "
                       "the student", SupkdWarning, stacklevel=3)

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
@@ -40,6 +41,20 @@ ARCHS: dict[str, tuple[type[nn.Module], tuple[int, int, int, int]]] = {
 }
 STEMS = ("cifar", "imagenet")
 STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")
+
+
+def block_preact(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A torchvision ``BasicBlock`` / ``Bottleneck`` on x, without its final ReLU: the same
+    modules in the same order as the block's own ``forward``, so ``relu`` of the result is
+    that forward's output bit for bit."""
+    identity = x if block.downsample is None else block.downsample(x)
+    out = block.relu(block.bn1(block.conv1(x)))
+    if isinstance(block, Bottleneck):
+        out = block.relu(block.bn2(block.conv2(out)))
+        out = block.bn3(block.conv3(out))
+    else:
+        out = block.bn2(block.conv2(out))
+    return out + identity
 
 
 class ResNetEncoder(nn.Module):
@@ -114,16 +129,44 @@ class ResNetEncoder(nn.Module):
         mods += [block(self.inplanes, planes) for _ in range(1, blocks)]
         return nn.Sequential(*mods)
 
-    def stages(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Named stage outputs ``stem, layer1..layer4``, each (B, C, H, W)."""
+    def stages(self, x: torch.Tensor, *, preact: bool = False) -> dict[str, torch.Tensor]:
+        """Named stage outputs ``stem, layer1..layer4``, each (B, C, H, W).
+
+        ``preact``: each entry is the stage's output before its final ReLU (the stem's
+        BatchNorm output, max-pooled for the ImageNet stem: max-pool and ReLU commute, so
+        ReLU of it is the stem's output exactly; a residual stage's last block's sum of
+        branch and shortcut); the next stage reads the ReLU of it, as without ``preact``.
+        """
         out: dict[str, torch.Tensor] = {}
         if self.input_affine is not None:
             x = self.input_affine(x)
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        out["stem"] = x
+        if not preact:
+            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+            out["stem"] = x
+            for name in STAGES[1:]:
+                x = getattr(self, name)(x)
+                out[name] = x
+            return out
+        pre = self.maxpool(self.bn1(self.conv1(x)))
+        out["stem"] = pre
+        x = F.relu(pre)
         for name in STAGES[1:]:
-            x = getattr(self, name)(x)
-            out[name] = x
+            blocks = list(getattr(self, name))
+            for block in blocks[:-1]:
+                x = block(x)
+            pre = block_preact(blocks[-1], x)
+            out[name] = pre
+            x = F.relu(pre)
+        return out
+
+    def bn_before_relu(self) -> dict[str, nn.BatchNorm2d]:
+        """For each stage, the BatchNorm whose output is (the branch of) that stage's
+        pre-activation output: ``bn1`` for the stem, the last block's last BatchNorm
+        (``bn2`` of a BasicBlock, ``bn3`` of a Bottleneck) for ``layer1..layer4``."""
+        out: dict[str, nn.BatchNorm2d] = {"stem": self.bn1}
+        for name in STAGES[1:]:
+            last = getattr(self, name)[-1]
+            out[name] = last.bn3 if isinstance(last, Bottleneck) else last.bn2
         return out
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
@@ -150,13 +193,22 @@ class SupKDResNet(EncoderModel):
 
     encoder: ResNetEncoder
 
-    def forward_intermediates(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward_intermediates(
+        self, x: torch.Tensor, *, preact: bool = False
+    ) -> dict[str, torch.Tensor]:
         """Ordered dict ``stem, layer1, layer2, layer3, layer4`` (B, C, H, W), ``embedding``
-        (B, F), ``logits`` (B, C): the stages compared by layer-wise CKA (paper Fig. 2)."""
-        out = self.encoder.stages(x)
-        out["embedding"] = self.encoder.pool(out["layer4"])
+        (B, F), ``logits`` (B, C): the stages compared by layer-wise CKA (paper Fig. 2).
+        ``preact``: the conv stages before their final ReLU (:meth:`ResNetEncoder.stages`);
+        ``embedding`` and ``logits`` are the same either way."""
+        out = self.encoder.stages(x, preact=preact)
+        last = F.relu(out["layer4"]) if preact else out["layer4"]
+        out["embedding"] = self.encoder.pool(last)
         out["logits"] = self.classifier(out["embedding"])
         return out
+
+    def bn_before_relu(self) -> dict[str, nn.BatchNorm2d]:
+        """Per conv stage, the BatchNorm before its final ReLU (OFD's margins)."""
+        return self.encoder.bn_before_relu()
 
 
 @register_model("resnet50")

@@ -27,7 +27,9 @@ github.com/huggingface/pytorch-image-models), wrapped so that it has the interfa
   ConvNeXt, ``blocks.0..`` for a ViT), then ``embedding`` and ``logits``. ViT tokens come as
   (B, C, H/p, W/p) maps of the patch tokens (timm's ``output_fmt="NCHW"``; the class and
   register tokens are left out), so CNN and ViT stages are both (B, C, H, W) and CKA flattens
-  (or with ``--pool`` averages) them alike.
+  (or with ``--pool`` averages) them alike. ``forward_intermediates(x, preact=True)`` and
+  ``bn_before_relu()`` (feature distillation) work for timm's ResNets, whose stages end in a
+  ReLU module (read by a forward pre-hook); other networks raise ValueError naming the stage.
 
 Weights (``pretrained``): False (random init, timm's), True (timm's pretrained weights for
 the architecture or ``arch.tag``, fetched from the Hugging Face Hub; offline this is one
@@ -338,6 +340,7 @@ class TimmEncoder(nn.Module):
         self.out_dim = out_dim
         info = getattr(net, "feature_info", None) or []
         self.stage_names = [str(f.get("module", f"stage{i}")) for i, f in enumerate(info)]
+        self.arch = f"timm/{type(net).__name__}"  # build_timm sets the registered name
 
     def _affine(self, x: torch.Tensor) -> torch.Tensor:
         return self.input_affine(x) if self.input_affine is not None else x
@@ -346,17 +349,66 @@ class TimmEncoder(nn.Module):
         net = self.net
         return net.forward_head(net.forward_features(self._affine(x)), pre_logits=True)
 
-    def stages(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """(named stage outputs, each (B, C, H, W), pooled embedding (B, F)) in one pass."""
+    def stages(
+        self, x: torch.Tensor, *, preact: bool = False
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """(named stage outputs, each (B, C, H, W), pooled embedding (B, F)) in one pass.
+
+        ``preact``: each stage's output before its final ReLU, read by forward pre-hooks on
+        the ReLU modules that :meth:`preact_points` finds (timm's ResNets); ValueError
+        naming the model and stage for a network without them."""
         net = self.net
         if not hasattr(net, "forward_intermediates"):
             raise ValueError(f"{type(net).__name__} has no forward_intermediates in this timm "
                              "version; layer-wise CKA needs the named stage outputs")
-        final, inter = net.forward_intermediates(self._affine(x), intermediates_only=False)
+        captured: dict[str, torch.Tensor] = {}
+        handles = []
+        if preact:
+            for name, (act, _) in self.preact_points().items():
+                def grab(module, args, name=name):
+                    # A clone: the ReLU is in place and would overwrite its input.
+                    captured[name] = args[0].clone()
+                handles.append(act.register_forward_pre_hook(grab))
+        try:
+            final, inter = net.forward_intermediates(self._affine(x), intermediates_only=False)
+        finally:
+            for h in handles:
+                h.remove()
         names = self.stage_names
         if len(names) != len(inter) or len(set(names)) != len(names):
             names = [f"stage{i}" for i in range(len(inter))]
-        return dict(zip(names, inter)), net.forward_head(final, pre_logits=True)
+        out = dict(zip(names, inter))
+        if preact:
+            out = {k: captured[k] for k in out}
+        return out, net.forward_head(final, pre_logits=True)
+
+    def preact_points(self) -> dict[str, tuple[nn.ReLU, nn.BatchNorm2d]]:
+        """Stage name -> (the ReLU module whose input is the stage's pre-activation output,
+        the BatchNorm before it), for timm's ResNets: the stem's ``act1`` (after ``bn1``),
+        and each stage's last ``BasicBlock`` (``act2``, ``bn2``) or ``Bottleneck`` (``act3``,
+        ``bn3``). ValueError naming the model and the first stage without one."""
+        net, out = self.net, {}
+        for name in self.stage_names:
+            mod = net.get_submodule(name)
+            found = None
+            if name == "act1" and isinstance(mod, nn.ReLU):
+                found = (mod, getattr(net, "bn1", None))
+            elif isinstance(mod, nn.Sequential) and len(mod):
+                block = mod[-1]
+                kind = type(block).__name__
+                if type(block).__module__ == "timm.models.resnet" and kind in ("BasicBlock",
+                                                                                "Bottleneck"):
+                    last = "3" if kind == "Bottleneck" else "2"
+                    found = (getattr(block, f"act{last}"), getattr(block, f"bn{last}"))
+            if found is None or not isinstance(found[0], nn.ReLU) \
+                    or not isinstance(found[1], nn.BatchNorm2d):
+                raise ValueError(
+                    f"{self.arch}: stage {name!r} has no pre-activation output supkd can read "
+                    "(timm's forward_intermediates gives post-activation stages; supkd reads "
+                    "the ReLU inputs of timm's ResNets only)"
+                )
+            out[name] = found
+        return out
 
 
 class TimmModel(EncoderModel):
@@ -365,13 +417,23 @@ class TimmModel(EncoderModel):
 
     encoder: TimmEncoder
 
-    def forward_intermediates(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward_intermediates(
+        self, x: torch.Tensor, *, preact: bool = False
+    ) -> dict[str, torch.Tensor]:
         """Ordered dict of timm's stages (B, C, H, W) (ViT: patch-token maps), then
-        ``embedding`` (B, F) and ``logits`` (B, K): what layer-wise CKA compares."""
-        out, emb = self.encoder.stages(x)
+        ``embedding`` (B, F) and ``logits`` (B, K): what layer-wise CKA compares.
+        ``preact=True``: the stages before their final ReLU, for timm's ResNets (ValueError
+        naming the model and stage for other networks: timm's own ``forward_intermediates``
+        gives post-activation stages only)."""
+        out, emb = self.encoder.stages(x, preact=preact)
         out["embedding"] = emb
         out["logits"] = self.classifier(emb)
         return out
+
+    def bn_before_relu(self) -> dict[str, nn.BatchNorm2d]:
+        """Per stage, the BatchNorm before its final ReLU (timm's ResNets; ValueError for
+        other networks, as ``forward_intermediates(preact=True)``)."""
+        return {k: bn for k, (_, bn) in self.encoder.preact_points().items()}
 
     @property
     def input_size(self) -> tuple[int, int, int] | None:
@@ -471,6 +533,7 @@ def build_timm(
     }
     if affine is not None:
         spec["input_affine"] = affine
+    encoder.arch = name
     model = TimmModel(encoder, classifier, head, spec)
     if image_size is not None:
         _check_image_size(model, in_channels, int(image_size))

@@ -1,7 +1,17 @@
 """``distill``: a student trained with ``L = ce_weight·CE + α·L_KD`` (paper Eq. 6) from a
 frozen teacher, for any loss in :data:`supkd.losses.LOSSES` and any representation
-(``logits | embedding | projection``, DESIGN.md §4, or a stage of ``forward_intermediates``
-such as ``layer3`` / ``layer4``, flattened per sample)."""
+(``logits | embedding | projection``, or a stage of ``forward_intermediates`` such as
+``layer3`` / ``layer4``, flattened per sample).
+
+A multi-stage loss (``loss.multi_stage``, a :class:`supkd.losses.StageKDLoss`: FitNet, AT,
+OFD, ReviewKD, ...) reads instead the stages it selects (``task.loss_args.stages``, else its
+published default) from both models' ``forward_intermediates`` (``preact=True`` for the
+side it reads before the ReLU), and gets the per-stage shapes (and, for OFD, the teacher's
+``bn_before_relu()``) in ``bind_stages``. Whatever a loss learns (connectors, fusion modules,
+variances, CRD's embeddings and bank) is a submodule of the loss, so one mechanism covers all
+of it: its parameters are among the task's trainable parameters (the student's optimizer and
+schedule), its ``state_dict`` is the checkpoint's task state (bit-exact resume), DDP wraps
+the whole task, and ``model.pt`` holds the student alone."""
 
 from __future__ import annotations
 
@@ -77,6 +87,18 @@ class DistillConfig(TaskConfig):
                 f"config field '{prefix}.loss': expected one of {', '.join(LOSSES)}, "
                 f"got {self.loss!r}{hint}"
             )
+        if LOSSES[self.loss].multi_stage:
+            if rep != "logits":
+                raise ConfigError(
+                    f"config field '{prefix}.representation': loss {self.loss!r} reads the "
+                    f"stages of {prefix}.loss_args.stages (or its default), got {rep!r}; "
+                    "leave representation unset"
+                )
+            if self.teacher_cache == "on":
+                raise ConfigError(
+                    f"config field '{prefix}.teacher_cache': the cache holds one "
+                    f"representation, loss {self.loss!r} reads several stages; use auto or off"
+                )
         try:
             build_loss(self.loss, **self.loss_args)
         except (TypeError, ValueError) as exc:
@@ -197,6 +219,75 @@ def _warn_suspicious(cfg: Config, loss: KDLoss) -> None:
             "only from the CE term; use a batch of at least 2", SupkdWarning, stacklevel=3)
 
 
+def _stage_features(
+    model: nn.Module, x: Tensor, names: list[str], preact: bool
+) -> tuple[Tensor, list[Tensor]]:
+    """(logits (B, C), [stage (B, ...) for each of ``names``]) from one forward."""
+    feats = model.forward_intermediates(x, preact=preact)
+    return feats["logits"], [feats[n] for n in names]
+
+
+@torch.no_grad()
+def _probe_stages(model: nn.Module, example: Tensor, preact: bool, who: str) -> dict[str, Tensor]:
+    """``forward_intermediates`` of ``model`` on ``example`` in eval mode (no BN update)."""
+    if getattr(model, "forward_intermediates", None) is None:
+        raise ConfigError(
+            f"config field 'task.loss': reads stages of the models, and the {who} "
+            f"({type(model).__name__}) has no forward_intermediates"
+        )
+    was_training = model.training
+    model.eval()
+    param = next(iter(model.parameters()), None)
+    try:
+        return model.forward_intermediates(
+            example.to(param.device) if param is not None else example, preact=preact
+        )
+    except ValueError as exc:  # e.g. a model without pre-activation outputs
+        raise ConfigError(f"config field 'task.loss': the {who}: {exc}") from None
+    finally:
+        model.train(was_training)
+
+
+def _bind_stage_loss(
+    loss: Any, student: nn.Module, teacher: nn.Module, example: Tensor,
+    num_samples: int | None, seed: int,
+) -> tuple[list[str], list[str]]:
+    """Resolve a multi-stage loss's stages on both models and bind it to their shapes;
+    (student stage names, teacher stage names). ConfigError naming the field at fault."""
+    feats_s = _probe_stages(student, example, loss.student_preact, "student")
+    feats_t = _probe_stages(teacher, example, loss.teacher_preact, "teacher")
+    try:
+        names_s = loss.select_stages(list(feats_s), "the student", "student")
+        names_t = loss.select_stages(list(feats_t), "the teacher", "teacher")
+    except ValueError as exc:
+        raise ConfigError(f"config field 'task.loss_args.stages': {exc}") from None
+    if len(names_s) != len(names_t):
+        raise ConfigError(
+            f"config field 'task.loss_args.stages': the student's stages "
+            f"({', '.join(names_s)}) and the teacher's ({', '.join(names_t)}) differ in "
+            "number; pair them with {student: [...], teacher: [...]}"
+        )
+    bn = None
+    if loss.needs_teacher_bn:
+        try:
+            table = teacher.bn_before_relu()
+            bn = [table[n] for n in names_t]
+        except (AttributeError, KeyError, ValueError) as exc:
+            raise ConfigError(
+                f"config field 'task.teacher': loss {type(loss).__name__} needs the "
+                f"teacher's BatchNorm before each stage's ReLU (bn_before_relu): {exc}"
+            ) from None
+    try:
+        loss.bind_stages(
+            [tuple(feats_s[n].shape[1:]) for n in names_s],
+            [tuple(feats_t[n].shape[1:]) for n in names_t],
+            num_samples, seed, teacher_bn=bn,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"config field 'task.loss': {exc}") from None
+    return names_s, names_t
+
+
 def _binds(loss: nn.Module) -> bool:
     """True for a loss with its own :meth:`KDLoss.bind` (learned parts or per-sample state)."""
     return isinstance(loss, KDLoss) and type(loss).bind is not KDLoss.bind
@@ -256,11 +347,17 @@ class DistillTask(Task):
         self.label_smoothing = label_smoothing
         self.cache = cache
         self.teacher_source = teacher_source
+        self.adapter: nn.Module | None = None
+        self.stage_names: tuple[list[str], list[str]] | None = None
+        if getattr(loss, "multi_stage", False):
+            self.stage_names = _bind_stage_loss(loss, student, teacher, example, num_samples,
+                                                seed)
+            self.widths = (0, 0)  # per-stage shapes: the loss's own parts hold them
+            return
         _check_stage(teacher, student, representation, example)
         d_t = _probe_width(teacher, representation, example)
         d_s = _probe_width(student, representation, example)
         self.widths = (d_s, d_t)
-        self.adapter: nn.Module | None = None
         if d_s != d_t and getattr(loss, "same_width", True):
             self.adapter = nn.Linear(d_s, d_t)
         if _binds(loss):
@@ -306,7 +403,8 @@ class DistillTask(Task):
             # same on every rank; rank 0's is sent anyway so a loss's state can never differ.
             seed=dist_utils.broadcast_object(torch.initial_seed()) if _binds(loss) else 0,
         )
-        task.cache = _teacher_cache(teacher.to(device), bundle, rec.run_dir, device, cfg)
+        if task.stage_names is None:  # the cache holds one representation
+            task.cache = _teacher_cache(teacher.to(device), bundle, rec.run_dir, device, cfg)
         return task
 
     # --- the step ------------------------------------------------------------------------
@@ -334,8 +432,24 @@ class DistillTask(Task):
             _, z = _forward(self.teacher, batch.x, self.representation)
         return z.reshape(z.shape[0], -1)
 
+    def _stage_step(self, batch: Any) -> tuple[Tensor, Tensor]:
+        """(student logits, L_KD) of a multi-stage loss: both models' selected stages."""
+        names_s, names_t = self.stage_names  # type: ignore[misc]
+        crit, y = self.criterion, batch.y
+        with torch.no_grad():  # teacher first, as in training_step
+            _, feats_t = _stage_features(self.teacher, batch.x, names_t, crit.teacher_preact)
+        logits, feats_s = _stage_features(self.model, batch.x, names_s, crit.student_preact)
+        if crit.compares_samples and dist_utils.world_size() > 1:
+            feats_s = [dist_utils.gather_with_grad(f) for f in feats_s]
+            feats_t = [dist_utils.gather_with_grad(f) for f in feats_t]
+            y = dist_utils.gather_with_grad(y)
+        return logits, crit(feats_s, feats_t, y)
+
     def training_step(self, batch: Any) -> dict[str, Tensor]:
         x, y = batch.x, batch.y
+        if self.stage_names is not None:
+            logits, kd = self._stage_step(batch)
+            return self._parts(logits, y, kd)
         # Teacher first: its forward (no grad) then frees its activations before the
         # student's saved ones exist, so the step's peak memory is the larger of the two,
         # not their sum (student first: +28 MiB, +57%, at batch 64 on the CPU; issue 18).
@@ -353,6 +467,10 @@ class DistillTask(Task):
             labels = dist_utils.gather_with_grad(y)
             extra = {k: dist_utils.gather_with_grad(v) for k, v in extra.items()}
         kd = self.criterion(z_s, z_t, labels, **extra)
+        return self._parts(logits, y, kd)
+
+    def _parts(self, logits: Tensor, y: Tensor, kd: Tensor) -> dict[str, Tensor]:
+        """The step's loss ``ce_weight·CE + α·L_KD`` and its logged parts."""
         ce = ce_loss(logits, y, self.label_smoothing)
         weight = self.kd_weight()
         loss = self.ce_weight * ce + weight * kd
@@ -378,6 +496,8 @@ class DistillTask(Task):
 
     def extra_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {"widths": list(self.widths)}
+        if self.stage_names is not None:
+            state["stages"] = {"student": self.stage_names[0], "teacher": self.stage_names[1]}
         if self.adapter is not None:
             state["adapter"] = {k: v.detach().cpu() for k, v in self.adapter.state_dict().items()}
         loss_state = self.criterion.state_dict()
@@ -422,6 +542,8 @@ def _check_teacher(rec: ModelRecord, bundle: Any, t: DistillConfig) -> None:
             f"classes, the data set '{getattr(bundle, 'name', '?')}' has {bundle.num_classes}"
         )
     rep = t.representation
+    if LOSSES[t.loss].multi_stage:
+        rep = "stages"  # the conv stages (and embedding) of the encoder
     if rep == "projection" and teacher.head is None:
         raise ConfigError(
             f"config field 'task.representation': teacher {t.teacher} has no projection "
@@ -506,8 +628,10 @@ def distill_task_from_modules(
 ) -> DistillTask:
     """A distill task over the user's own modules (any ``nn.Module`` whose forward returns
     logits (B, C) or a ``ModelOutput``); ``example`` is an input batch (B, ...) used once to
-    read the representation widths. ``num_samples`` (the training set's size) and ``seed``
-    are for losses with per-sample state (``crd``), whose batches must carry ``index``."""
+    read the representation widths (for a multi-stage loss, the stage shapes its connectors
+    are built for; both modules then need ``forward_intermediates``). ``num_samples`` (the
+    training set's size) and ``seed`` are for losses with per-sample state (``crd``), whose
+    batches must carry ``index``."""
     crit = build_loss(loss, **(loss_args or {})) if isinstance(loss, str) else loss
     return DistillTask(
         student,
