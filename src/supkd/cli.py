@@ -63,8 +63,22 @@ def _command_of(argv: Sequence[str]) -> str | None:
     return None
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser whose argument errors show a one-line usage (the command and its
+    positional arguments, and where the options are listed) instead of argparse's block of
+    every option, which for ``supkd grid`` runs to eight lines before the error itself."""
+
+    def error(self, message: str) -> Any:
+        formatter = self._get_formatter()
+        positionals = " ".join(formatter._format_args(a, a.dest)
+                               for a in self._get_positional_actions() if a.help is not
+                               argparse.SUPPRESS)
+        self.exit(2, f"usage: {self.prog} [options] {positionals}".rstrip()
+                  + f" (see {self.prog} --help)\n{self.prog}: error: {message}\n")
+
+
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="supkd",
         description="Knowledge distillation from supervised-contrastive (SupCon) teachers.",
     )
@@ -74,7 +88,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         help="import MODULE (a module name, or a .py file) before the command runs, e.g. one "
              "that registers a loss with @register_loss; repeatable",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     # Only import the module of the command actually asked for (plus cheap help text for
     # the others) so that start-up stays fast.
     wanted = _command_of(argv) if argv else None
@@ -130,7 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # leftovers that look like overrides and hand them to commands that take overrides.
     args, extra = parser.parse_known_args(argv)
     if extra:
-        overrides = [a for a in extra if "=" in a and not a.startswith("-")]
+        overrides = [a for a in extra
+                     if ("=" in a and not a.startswith("-")) or a.startswith("~")]
         rest = [a for a in extra if a not in overrides]
         if rest or not hasattr(args, "overrides"):
             # the subcommand's own usage: the arguments it takes, not the command list
@@ -148,6 +163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         msg = str(exc).replace("\n", " ").strip()
         print(f"supkd {args.command}: error: {msg}", file=sys.stderr)
+        details = getattr(exc, "details", "")  # e.g. a plugin's own traceback frames
+        if details:
+            print(details, file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"supkd {args.command}: interrupted", file=sys.stderr)

@@ -30,7 +30,8 @@ def write_run(
     d.mkdir(parents=True, exist_ok=True)
     cfg = {"name": name, "seed": meta.get("seed", 0), "meta": meta,
            "data": {"name": "digits"}, "model": {"name": "resnet18", "width": 8},
-           "optim": {"name": "sgd", "lr": 0.05}, "train": {"epochs": 3, "batch_size": 64},
+           "optim": {"name": "sgd", "lr": 0.05}, "schedule": {"name": "cosine"},
+           "train": {"epochs": 3, "batch_size": 64},
            "task": {"name": "ce"}}
     cfg.update(config or {})
     (d / "config.yaml").write_text(yaml.safe_dump(cfg))

@@ -205,21 +205,36 @@ def _compare(args: argparse.Namespace, teacher: _Run, students: dict[str, _Run],
                 kernel=args.kernel,
             )
         except ValueError as exc:
-            raise ConfigError(f"cka: {exc}") from None
+            raise ConfigError(f"cka: {_who(str(exc), teacher, students)}") from None
     for w in caught:
         print(f"supkd cka: warning: {w.message}", file=sys.stderr)
     return results
 
 
-def _out_dir(args: argparse.Namespace, teacher: _Run) -> Path:
-    """The output folder, created and checked writable before any work (UserError)."""
-    from supkd.utils.paths import prepare_output_dir
+def _who(message: str, teacher: _Run, students: dict[str, _Run]) -> str:
+    """``message`` of layerwise_cka_many with its model keys (``model_a``, a student's key)
+    said as the user named them: ``--stages: the teacher runs/t has no stage(s) ...``."""
+    names = {"model_a": f"the teacher {teacher.path}",
+             **{k: f"the student {s.path}" for k, s in students.items()}}
+    for key, who in names.items():
+        if message.startswith(f"{key} has no stage"):
+            return f"--stages: {who}{message[len(key):]}"
+    return message
+
+
+def _out_dir(args: argparse.Namespace, teacher: _Run) -> Any:
+    """The output folder (an OutputFolder), checked before any work (UserError) and
+    created only when the results are written."""
+    from supkd.utils.manifest import OutputFolder
 
     if args.out is not None:
-        return prepare_output_dir(args.out, "cka --out")
-    out = teacher.run_dir / "cka" if teacher.run_dir is not None else Path("cka")
-    return prepare_output_dir(out, "cka: default output folder",
+        folder = OutputFolder(args.out, "cka --out")
+    else:
+        out = teacher.run_dir / "cka" if teacher.run_dir is not None else Path("cka")
+        folder = OutputFolder(out, "cka: default output folder",
                               hint="pass --out DIR (e.g. on storage you can write)")
+    folder.check()
+    return folder
 
 
 def _warn_other_data(teacher: _Run, runs: list[_Run]) -> None:
@@ -303,12 +318,16 @@ def run(args: argparse.Namespace) -> int:
     teacher = _load_run(args.teacher)
     paths = [args.student] if args.student else list(args.students)
     runs = [_load_run(p) for p in paths]
-    out = _out_dir(args, teacher)
+    folder = _out_dir(args, teacher)
+    out = folder.path
     _warn_other_data(teacher, runs)
     taken: set[str] = set()
     students = {_safe_name(r.name, taken): r for r in runs}
+    written = ["cka.json", "cka_per_stage.png", *(f"heatmap_{k}.png" for k in students)]
+    folder.claim(written)  # supkd replaces only files it wrote itself
     bundle, loader = _images(args, [teacher, *runs], device)
     results = _compare(args, teacher, students, loader, stages, device)
+    folder.create()
     record = _record(args, teacher, students, results, bundle,
                      _heatmaps(teacher, students, results, out))
     fig_stages, series = record.per_stage["stages"], record.per_stage["methods"]
@@ -321,5 +340,6 @@ def run(args: argparse.Namespace) -> int:
         xlabel="teacher stage ~ student stage (same relative depth)" if by_depth else "stage",
     )
     RunDir(out).write_cka(record)
+    folder.record(out / name for name in written)
     _print_table(args, teacher, record, out)
     return 0

@@ -9,6 +9,7 @@ run, submitit) or ``ray`` (one task per run); ``--status`` shows where each run 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         spec = parse_grid(raw, args.config)
     out = Path(args.out) if args.out else Path("runs") / spec.name
     if args.dry_run:
-        for r in plan_grid(spec, out):
+        for r in _selected(plan_grid(spec, out), args.only, spec.name):
             deps = ", ".join(r.deps + r.soft_deps)
             print(f"{r.name:<40} {r.label:<5}" + (f"  after {deps}" if deps else ""))
             _check_planned(r)
@@ -122,16 +123,60 @@ def run(args: argparse.Namespace) -> int:
     if args.status:
         return _status(spec, out)
     only = (lambda r: args.only in r.name) if args.only else None
+    for r in _selected(plan_grid(spec, out), args.only, spec.name):
+        _check_wandb(r)  # before anything is submitted: a W&B login, the wandb package
+    if not args.no_report and not args.detach:
+        from supkd.utils.manifest import OutputFolder
+
+        # The report's fixed names, before the runs: a user's own report.md in --out/report
+        # is refused now, not after hours of training.
+        OutputFolder(out / "report", "grid: report folder").claim(["report.md", "runs.csv"])
     options = {"ray_address": args.ray_address, "on_interrupt": args.on_interrupt,
                "slurm": _slurm_options(args)}
+    # stream: this call's sys.stdout (run_grid's default is the one of its import time)
     res = run_grid(spec, out, jobs=args.jobs, rerun_changed=args.rerun_changed, only=only,
-                   launcher=args.launcher, launcher_options=options, detach=args.detach)
+                   launcher=args.launcher, launcher_options=options, detach=args.detach,
+                   stream=sys.stdout)
     if args.detach:
         return 0 if res.ok else 1  # the report waits for the runs: `supkd report OUT`
     if not args.no_report:
         rep = write_report(out)
         print(f"report: {rep.markdown_path}")
     return 0 if res.ok else 1
+
+
+def _selected(plan: list[Any], only: str | None, grid: str) -> list[Any]:
+    """The planned runs ``--only`` keeps (all without it); UserError when it keeps none."""
+    from supkd.errors import UserError
+    from supkd.utils.registry import did_you_mean
+
+    if only is None:
+        return plan
+    kept = [r for r in plan if only in r.name]
+    if not kept:
+        names = [r.name for r in plan]
+        shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+        raise UserError(f"--only {only!r}: matches no run of grid '{grid}'"
+                        f"{did_you_mean(only, names) or f' (its runs: {shown})'}")
+    return kept
+
+
+def _check_wandb(run: Any) -> None:
+    """The planned run's ``train.wandb`` through :func:`supkd.train.loggers.check_wandb`,
+    the message naming the run."""
+    from supkd.config import WandbConfig
+    from supkd.errors import ConfigError
+    from supkd.train.loggers import check_wandb
+
+    train = run.config.get("train") if run.stage != "cka" else None
+    raw = train.get("wandb") if isinstance(train, dict) else None
+    if not isinstance(raw, dict):
+        return
+    try:
+        cfg = WandbConfig(**raw)
+    except (TypeError, ConfigError):
+        return  # a bad field: the run's own config check names it
+    check_wandb(cfg, where=f"grid run '{run.name}': ")
 
 
 def _check_planned(run: Any) -> None:
@@ -156,3 +201,4 @@ def _check_planned(run: Any) -> None:
         load_run_config(cfg)
     except ConfigError as exc:
         raise ConfigError(f"grid run '{run.name}': {exc}") from None
+    _check_wandb(run)

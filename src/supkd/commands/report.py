@@ -30,8 +30,10 @@ def run(args: argparse.Namespace) -> int:
 
     runs = scan_runs(Path(args.runs_dir))
     if not runs:
-        raise DataError(f"runs folder {args.runs_dir}: holds no run directories (expected "
-                        "folders with a config.yaml or result.json, e.g. a grid's --out)")
+        raise DataError(f"runs folder {args.runs_dir}: holds no run directories (no runs: "
+                        "expected folders with a result.json or the config.yaml supkd "
+                        "resolved, e.g. a grid's --out; a config.yaml of your own is not a "
+                        "run)")
     rep = write_report(Path(args.runs_dir), args.out)
     for r in runs:
         if r.problem is not None:  # also in report.md; said here so that it is not missed

@@ -300,7 +300,8 @@ def build_section(cls: type, raw: Any, path: str) -> Any:
         )
     resolve = getattr(cls, "resolve_type", None)
     if callable(resolve):
-        cls = resolve(raw)
+        cls = resolve(_without_nulls(cls, raw))
+    raw = _without_nulls(cls, raw)
     hints = field_types(cls)
     names = [f.name for f in dataclasses.fields(cls) if f.init]
     kwargs: dict[str, Any] = {}
@@ -324,6 +325,22 @@ def build_section(cls: type, raw: Any, path: str) -> Any:
     except TypeError as exc:
         # A required field (no default) that is missing.
         raise ConfigError(f"config section '{path or '<root>'}': {exc}") from None
+
+
+def _takes_null(tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    return tp is Any or (origin in (typing.Union, types.UnionType)
+                         and type(None) in typing.get_args(tp))
+
+
+def _without_nulls(cls: type, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """``raw`` less the fields of ``cls`` that are null but cannot be: null means the
+    field's default (how ``key=null`` resets a field that a file or a base config set).
+    A field that takes null itself (``data.subset``) keeps it; unknown keys stay, to be
+    refused by name."""
+    hints = field_types(cls)
+    return {k: v for k, v in raw.items()
+            if not (v is None and str(k) in hints and not _takes_null(hints[str(k)]))}
 
 
 def to_plain(obj: Any) -> Any:

@@ -6,7 +6,9 @@
   included: a grid entry adds keys to the grid's ``meta``); any other value (a list, a
   number, ``null``) replaces what was there.
 - :func:`parse_overrides` / :func:`apply_overrides`: dotted ``key=value`` strings
-  (``optim.lr=0.1``), the values read as YAML.
+  (``optim.lr=0.1``), the values read as YAML; ``~key`` (Hydra's spelling) removes a key,
+  and ``key=null`` sets it to null, which the typed loader reads as the field's default
+  (:func:`supkd.config.typed.build_section`) unless the field takes null itself.
 
 Every YAML text goes through :class:`StrictLoader`, PyYAML's ``SafeLoader`` with two
 refusals: a key given twice in one mapping (YAML 1.2 forbids it; PyYAML silently keeps the
@@ -26,10 +28,21 @@ import yaml
 
 from supkd.errors import ConfigError
 
-__all__ = ["StrictLoader", "apply_overrides", "load_yaml_text", "merge", "parse_overrides",
-           "read_yaml"]
+__all__ = ["REMOVE", "StrictLoader", "apply_overrides", "load_yaml_text", "merge",
+           "parse_overrides", "read_yaml"]
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _Remove:
+    """The value :func:`parse_overrides` gives a ``~key`` override (one instance)."""
+
+    def __repr__(self) -> str:
+        return "REMOVE"
+
+
+#: What :func:`parse_overrides` returns as the value of ``~key``: remove the key.
+REMOVE = _Remove()
 
 
 class StrictLoader(yaml.SafeLoader):
@@ -126,11 +139,15 @@ def read_yaml(
     path = Path(path)
     if path.resolve() in _seen:
         raise ConfigError(f"{what} {path}: 'extends' forms a cycle")
+    if path.is_dir():
+        raise ConfigError(f"{what} {path}: is a folder, expected a YAML file")
     if not path.is_file():
         raise ConfigError(f"{what} {path}: not found")
     raw = _load_text(path, what)
     if raw is None:
-        raw = {}
+        # An empty file (or one of comments only) would silently be a run of defaults.
+        raise ConfigError(f"{what} {path}: is empty, expected a YAML mapping "
+                          "(e.g. data: {name: cifar10})")
     if not isinstance(raw, dict):
         raise ConfigError(f"{what} {path}: expected a mapping at the top level")
     parents = raw.pop("extends", None)
@@ -151,12 +168,21 @@ def parse_overrides(overrides: Sequence[str]) -> list[tuple[list[str], Any]]:
     """Parse ``["optim.lr=0.1", "task.loss=cosine"]`` into ``[(["optim", "lr"], 0.1), ...]``.
 
     Values are read as YAML, so ``true``, ``null``, ``[60, 75]`` and numbers get their
-    types; quote a value to keep it a string (``name='007'``).
+    types; quote a value to keep it a string (``name='007'``). ``~model.width`` gives
+    ``(["model", "width"], REMOVE)``: remove the key.
     """
-    parsed = []
+    parsed: list[tuple[list[str], Any]] = []
     for item in overrides:
+        if item.startswith("~"):
+            key = item[1:].strip()
+            if "=" in key or not key or any(not p for p in key.split(".")):
+                raise ConfigError(f"override {item!r}: expected ~KEY, a dotted key to remove "
+                                  "(e.g. ~model.width), with no value")
+            parsed.append((key.split("."), REMOVE))
+            continue
         if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected KEY=VALUE (e.g. optim.lr=0.1)")
+            raise ConfigError(f"override {item!r}: expected KEY=VALUE (e.g. optim.lr=0.1), "
+                              "or ~KEY to remove a key; got no '='")
         key, text = item.split("=", 1)
         key = key.strip()
         if not key or any(not p for p in key.split(".")):
@@ -173,9 +199,13 @@ def parse_overrides(overrides: Sequence[str]) -> list[tuple[list[str], Any]]:
 
 def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """A copy of ``raw`` with each dotted ``key=value`` of ``overrides`` set, in order;
-    missing sections are created."""
+    missing sections are created. ``~key`` removes the key (ConfigError when it is not
+    there: a misspelt key would otherwise be a silent no-op)."""
     out = copy.deepcopy(dict(raw))
     for keys, value in parse_overrides(overrides):
+        if value is REMOVE:
+            _remove(out, keys)
+            continue
         node = out
         for i, k in enumerate(keys[:-1]):
             nxt = node.get(k)
@@ -188,3 +218,17 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[st
             node = nxt
         node[keys[-1]] = value
     return out
+
+
+def _remove(raw: dict[str, Any], keys: list[str]) -> None:
+    """Remove the dotted key ``keys`` from ``raw`` (the ``~key`` override)."""
+    node: Any = raw
+    for k in keys[:-1]:
+        node = node.get(k) if isinstance(node, dict) else None
+    dotted = ".".join(keys)
+    if not isinstance(node, dict) or keys[-1] not in node:
+        have = sorted(map(str, node)) if isinstance(node, dict) else []
+        where = f"; keys there: {', '.join(have)}" if have else ""
+        raise ConfigError(f"override '~{dotted}': the config has no key '{dotted}' to "
+                          f"remove{where}")
+    del node[keys[-1]]

@@ -60,7 +60,7 @@ from supkd.experiments.tables import (
 from supkd.losses import LOSSES, loss_label
 from supkd.train.cka_record import CkaRecord
 from supkd.utils.atomic import atomic_write_text
-from supkd.utils.paths import prepare_output_dir
+from supkd.utils.manifest import OutputFolder
 from supkd.vocab import RunStatus, Stage
 
 #: Id of the extra table of runs whose method has no row in a paper table. Its rows are
@@ -646,9 +646,10 @@ def write_report(
     runs_dir = Path(runs_dir)
     out = Path(out_dir) if out_dir is not None else runs_dir / "report"
     records = [r for r in scan_runs(runs_dir) if out not in r.path.parents]
-    prepare_output_dir(out, "report: folder", hint="pass --out a writable folder")
+    folder = OutputFolder(out, "report: folder", hint="pass --out a writable folder")
+    folder.check()
     try:
-        return _write_report(runs_dir, out, records, figures, title)
+        return _write_report(runs_dir, folder, records, figures, title)
     except OSError as exc:
         # A path under a regular file, a read-only or full disk: the user's --out, not a bug.
         raise UserError(f"report: cannot write to folder {out} "
@@ -656,11 +657,18 @@ def write_report(
                         "folder") from None
 
 
-def _write_report(runs_dir: Path, out: Path, records: list[RunRecord],
+def _write_report(runs_dir: Path, folder: OutputFolder, records: list[RunRecord],
                   figures: dict[str, Path] | None, title: str | None) -> Report:
+    out = folder.path
     col = collect(records)
     files: list[Path] = []
     tables = {t: table_markdown(col, t) for t in col.tables}
+    # supkd replaces only its own files: every name it may write, checked before the first
+    # (figures the caller gives are its own inputs, embedded, never written here)
+    given = {Path(p).name for p in (figures or {}).values() if Path(p).parent == out}
+    folder.claim([n for n in (*(f"{t}.csv" for t in tables), "fig2_cka.png", "fig2_cka.csv",
+                              "alpha.csv", "runs.csv", "report.md") if n not in given])
+    folder.create()
     parts = [f"# {title or 'supkd report'}", "",
              f"Built from {len(records)} run directories under `{runs_dir}` by `supkd report`.",
              ""]
@@ -705,6 +713,7 @@ def _write_report(runs_dir: Path, out: Path, records: list[RunRecord],
     md_path = out / "report.md"
     atomic_write_text(md_path, "\n".join(parts))
     files.insert(0, md_path)
+    folder.record(files)
     return Report(out, md_path, tables, files)
 
 

@@ -81,8 +81,13 @@ def _finite(x: Any) -> float | None:
 
 
 def is_run_dir(path: Path) -> bool:
-    """A folder is a run directory when it has a config.yaml or a result.json."""
-    return RunDir(path).is_run()
+    """A folder is a run directory when it has a result.json (or a checkpoint), or a
+    config.yaml that is a resolved run config (:meth:`RunDir.holds_run`) or that cannot be
+    read (a corrupt run). A readable config.yaml of the user's own is not a run."""
+    rd = RunDir(path)
+    if rd.holds_run():
+        return True
+    return rd.config_path.is_file() and rd.read_config()[1] is not None
 
 
 def load_run(path: str | os.PathLike[str]) -> RunRecord | None:
@@ -93,7 +98,7 @@ def load_run(path: str | os.PathLike[str]) -> RunRecord | None:
     ``result.json`` when the config is missing or unreadable.
     """
     rd = RunDir(path)
-    if not rd.path.is_dir() or not rd.is_run():
+    if not rd.path.is_dir() or not is_run_dir(rd.path):
         return None
     path = rd.path
     config, cfg_problem = rd.read_config()

@@ -29,10 +29,46 @@ from supkd.importers.input_norm import (
     parse_input_norm,
 )
 from supkd.models import create_model
+from supkd.models.files import read_torch_file
 from supkd.models.input_affine import STATS_ATOL
 from supkd.models.timm_models import pretrained_stats, weights_num_classes
 
 __all__ = ["import_timm"]
+
+
+def _check_architecture(model: str, weights: Path, timm_args: dict[str, Any]) -> None:
+    """CheckpointError naming --weights and --timm when the file's tensors are not those
+    of ``model`` (a file without the architecture's classifier may be a file of another
+    architecture: then "has no classifier" would point the wrong way)."""
+    if weights.suffix.lower() == ".safetensors":
+        try:
+            from safetensors import safe_open  # a dependency of timm
+
+            with safe_open(str(weights), framework="pt") as f:
+                keys = set(f.keys())
+        except Exception:
+            return  # unreadable: the load that follows says so
+    else:
+        state = read_torch_file(weights, "--weights")
+        state = state.get("state_dict", state.get("model", state))
+        keys = set(state) if isinstance(state, dict) else set()
+    keys = {k.removeprefix("module.") for k in keys}
+    try:
+        net = create_model(model, num_classes=1, in_channels=3, timm_args=timm_args)
+    except ValueError:
+        return  # the build that follows names the argument
+    # supkd's wrapper holds timm's network as encoder.net (its own head and classifier
+    # around it); the file holds timm's names.
+    own = {k.removeprefix("encoder.net.") for k in net.state_dict()
+           if k.startswith("encoder.net.")} or set(net.state_dict())
+    common = keys & own
+    if keys and len(common) < 0.5 * min(len(keys), len(own)):
+        example = sorted(keys - own)[:1]
+        raise CheckpointError(
+            f"--weights {weights}: does not hold weights of --timm {model.partition('/')[2]} "
+            f"({len(common)} of its {len(keys)} tensors have that network's names"
+            + (f", e.g. it has {example[0]!r}" if example else "")
+            + "); pass the --timm architecture the file was saved from")
 
 
 def _model_name(name: str) -> str:
@@ -84,14 +120,18 @@ def import_timm(
     if num_classes is not None and num_classes < 1:
         raise UserError(f"--num-classes: expected an integer >= 1, got {num_classes}")
     n = num_classes or file_classes
+    if not file_classes:
+        _check_architecture(model, Path(weights), dict(timm_args or {}))
     if not n:
-        raise CheckpointError(f"{what}: has no classifier; give --num-classes N")
+        raise CheckpointError(f"--weights {what}: has no classifier; give --num-classes N")
     in_channels = DATASETS[data].channels if data is not None else 3
     try:
         net = create_model(model, num_classes=n, in_channels=in_channels,
                            timm_args=dict(timm_args or {}), pretrained=str(weights))
     except ValueError as exc:
         raise UserError(f"--timm {name}: {exc}") from None
+    except CheckpointError as exc:  # the model layer names its config field; here a flag
+        raise CheckpointError(str(exc).replace("model.pretrained", "--weights", 1)) from None
     net.eval()
     notes = []
     if file_classes and file_classes != n:

@@ -8,7 +8,10 @@ Common behaviour (in :class:`KDLoss`):
 - the teacher is detached: no gradient ever reaches it;
 - the body runs in float32 even under autocast (float64 inputs stay float64);
 - reductions do not grow with the batch size (mean over samples, or /B² for Gram);
-- bad shapes raise ValueError naming both shapes.
+- bad shapes raise ValueError naming both shapes;
+- what ``compute`` returns is checked (a scalar tensor; for a user's loss also finite and
+  connected to the student), and a user's ``compute`` that raises is reported with its
+  own frames only (:mod:`supkd.losses.checks`).
 
 Class attributes (a subclass sets those that differ from the defaults):
 
@@ -63,6 +66,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from supkd.losses.checks import checked_compute
 from supkd.losses.common import check_index, check_labels, full_precision, upcast
 
 __all__ = ["PAPER", "KDLoss", "StageArg", "StageKDLoss", "StageSelector", "stage_error"]
@@ -129,7 +133,8 @@ class KDLoss(nn.Module, abc.ABC):
                 labels = labels.to(s.device)
             if extra:
                 extra = {k: v.to(s.device) for k, v in extra.items()}
-            return self.compute(s, t, labels, **extra)
+            # what compute returns is checked; a plugin's own failure keeps only its frames
+            return checked_compute(self, s, t, labels, **extra)
 
     def bind(
         self, student_width: int, teacher_width: int, num_samples: int | None, seed: int = 0
@@ -339,7 +344,7 @@ class StageKDLoss(KDLoss):
             s_up, t_up = [x.to(wide) for x in s_up], [x.to(wide) for x in t_up]
             if labels is not None:
                 labels = labels.to(s_up[0].device)
-            return self.compute(s_up, t_up, labels)
+            return checked_compute(self, s_up, t_up, labels)
 
     @abc.abstractmethod
     def compute(  # type: ignore[override]

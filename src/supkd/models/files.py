@@ -46,6 +46,19 @@ CHECKPOINT_FORMAT = "supkd-checkpoint"
 FORMAT_VERSION = 1
 
 
+def _looks_like_torch_file(path: Path) -> bool:
+    """Whether the file starts as ``torch.save`` writes: a zip archive (the default since
+    torch 1.6), or a pickle (protocol 2-5, the legacy format); random bytes, text or an
+    image would otherwise read as a pickle a safe load refuses, a trust problem they are not."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(4)
+    except OSError:
+        return True  # torch.load reports it
+    return head.startswith(b"PK\x03\x04") or (len(head) >= 2 and head[0] == 0x80
+                                              and 2 <= head[1] <= 5)
+
+
 def read_torch_file(
     path: str | os.PathLike[str],
     what: str = "checkpoint",
@@ -68,6 +81,9 @@ def read_torch_file(
     size = p.stat().st_size
     if size == 0:
         raise CheckpointError(f"{what} {p}: cannot be read: empty file (0 bytes)")
+    if not _looks_like_torch_file(p):
+        raise CheckpointError(f"{what} {p}: is not a checkpoint (neither torch.save's zip "
+                              f"format nor a pickle; {size} bytes of something else)")
     try:
         with torch.serialization.safe_globals(list(allow)):
             obj = torch.load(p, map_location="cpu", weights_only=True)

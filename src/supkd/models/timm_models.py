@@ -53,9 +53,11 @@ built or checked, never when supkd is imported.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -214,10 +216,18 @@ def _create(
     load: dict[str, Any], weights: str | Path | None,
 ) -> nn.Module:
     """``timm.create_model`` with its failures as one line naming the field at fault."""
+    offline = weights == "hub" and _hub_unreachable()
     try:
-        return timm.create_model(arch, num_classes=k, in_chans=in_channels, **load, **args)
+        with _hub_offline(offline):
+            return timm.create_model(arch, num_classes=k, in_chans=in_channels, **load, **args)
     except Exception as exc:  # timm raises TypeError, ValueError, AssertionError, RuntimeError
         error = exc
+    if offline:
+        raise CheckpointError(
+            f"model.pretrained: timm's weights of {arch!r} could not be fetched from the "
+            f"Hugging Face Hub: {offline} cannot be reached from here and they are not in "
+            "the local cache; download them where you are online and pass "
+            "model.pretrained=/path/to/model.safetensors") from None
     if weights is not None:
         try:  # the same network without weights: is it the arguments or the weights?
             timm.create_model(arch, num_classes=k, in_chans=in_channels, **args)
@@ -231,6 +241,44 @@ def _create(
                              f"(timm {timm.__version__})") from None
         raise ValueError(f"timm_args: timm/{arch} cannot be built with {args}: {msg}") from None
     raise _weights_error(arch, weights, error, args) from None
+
+
+def _hub_unreachable(timeout: float = 3.0) -> str | None:
+    """The Hub's host when a TCP connection to it fails within ``timeout`` seconds (DNS
+    included), else None. Without this probe an offline machine spends about a minute in
+    huggingface_hub's retries before the first error."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    parsed = urlparse(url)
+    host = parsed.hostname or "huggingface.co"
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return host
+    try:
+        socket.create_connection((host, parsed.port or 443), timeout=timeout).close()
+    except OSError:
+        return host
+    return None
+
+
+@contextlib.contextmanager
+def _hub_offline(on: Any) -> Iterator[None]:
+    """huggingface_hub's offline mode (cached files only, one quick error otherwise) for
+    the block, when ``on``."""
+    constants = sys.modules.get("huggingface_hub.constants") if on else None
+    if constants is None and on:
+        with contextlib.suppress(ImportError):
+            import huggingface_hub.constants as constants
+    if constants is None:
+        yield
+        return
+    saved = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved
 
 
 def _weights_error(

@@ -15,6 +15,7 @@ import dataclasses
 import platform
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,12 +31,13 @@ from supkd.config import (
     config_from_dict,
 )
 from supkd.data import DataBundle, Loader, build_data, make_loader
-from supkd.errors import CheckpointError, ConfigError, UserError
+from supkd.errors import CheckpointError, ConfigError, SupkdWarning, UserError
 from supkd.models.files import save_model
 from supkd.train import distributed as dist_utils
 from supkd.train.batchnorm_check import check_batchnorm_batch
 from supkd.train.checks import load_run_config
 from supkd.train.evaluation import evaluate
+from supkd.train.loggers import check_wandb
 from supkd.train.loop import (
     COMPILE_AUTO_MIN_STEPS,
     CUDAGRAPH_COMPILE_MODES,
@@ -46,6 +48,7 @@ from supkd.train.options import FitOptions, TrainState
 from supkd.train.run_dir import RunDir, RunResult, launcher_from_env
 from supkd.train.seeding import Seeds, expand_seed, seed_everything, set_deterministic
 from supkd.train.tasks import Task, build_task
+from supkd.utils import runlock
 from supkd.vocab import RunStatus
 
 __all__ = [
@@ -175,6 +178,7 @@ def _prepare_run_dir(rd: RunDir, cfg: Config, resume: bool) -> tuple[str, Any]:
     """
     run_dir = rd.path
     rd.claim()  # a folder of the user's own files is never taken over
+    runlock.acquire(run_dir)  # one process at a time; released when run() returns
     if rd.result_path.is_file():
         prior = rd.read_result()[0] or {}
         if resume and prior.get("status") in _FINISHED:
@@ -194,6 +198,10 @@ def _prepare_run_dir(rd: RunDir, cfg: Config, resume: bool) -> tuple[str, Any]:
             f"run directory {run_dir}: holds an interrupted run; use --resume to "
             "continue it or another output directory"
         )
+    if resume and not rd.has_checkpoint() and not rd.result_path.is_file():
+        warnings.warn(f"--resume: run directory {run_dir} holds no run to resume (no "
+                      "checkpoints/last.pt, no result.json); starting a fresh run",
+                      SupkdWarning, stacklevel=2)
     if resume:
         _check_resume_config(rd, cfg)
     # Temporary files of writes a SIGKILL cut short (a checkpoint's can be hundreds of MB).
@@ -374,8 +382,19 @@ def run(
     - A diverged run returns ``status: "diverged"`` (never raises). User errors (bad data,
       teacher, config) write ``status: "failed"`` and re-raise; so do bugs.
     - Ctrl-C / SIGTERM: checkpoint saved, :class:`TrainingInterrupted` raised, no result.
+    - Another process training in ``run_dir``: UserError at once, naming it
+      (:mod:`supkd.utils.runlock`).
     """
+    try:
+        return _run(cfg, run_dir, resume, quiet, callbacks)
+    finally:
+        runlock.release(run_dir)  # taken by _prepare_run_dir (rank 0)
+
+
+def _run(cfg: Config | dict[str, Any] | str | Path, run_dir: str | Path, resume: bool,
+         quiet: bool, callbacks: Sequence[Callable[[TrainState], None]]) -> dict[str, Any]:
     cfg = load_run_config(cfg)
+    check_wandb(cfg.train.wandb)  # a missing login or package: refused before anything
     rd = RunDir(run_dir)
     dinfo = dist_utils.init_distributed(cfg.device)
     prior = _agree_on_run_dir(rd, cfg, resume)

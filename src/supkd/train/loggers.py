@@ -3,18 +3,22 @@ Weights & Biases (both opt-in)."""
 
 from __future__ import annotations
 
+import netrc
+import os
 import re
 import secrets
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from supkd.config import WandbConfig
 from supkd.errors import ConfigError
 from supkd.utils.atomic import atomic_write_text
 
-__all__ = ["WANDB_EXTRA", "TensorBoardLogger", "WandbLogger", "print_epoch", "progress_bar"]
+__all__ = ["WANDB_EXTRA", "TensorBoardLogger", "WandbLogger", "check_wandb", "print_epoch",
+           "progress_bar"]
 
 WANDB_EXTRA = "pip install 'supkd[wandb]'"
 #: Inside ``RUN/wandb/``: the W&B run id of this supkd run, so a resumed run continues it.
@@ -76,6 +80,46 @@ def _numbers(record: Mapping[str, Any]) -> dict[str, float | int]:
         k: v for k, v in record.items()
         if isinstance(v, int | float) and not isinstance(v, bool) and k != "step"
     }
+
+
+def _wandb_login_found() -> bool:
+    """Whether wandb would find credentials without asking: ``WANDB_API_KEY``, an
+    identity-token file, or the ``~/.netrc`` entry ``wandb login`` writes for the W&B host
+    (``WANDB_BASE_URL``, default api.wandb.ai). Reads files only: never contacts a server."""
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname
+    path = os.environ.get("NETRC") or os.path.join(os.path.expanduser("~"), ".netrc")
+    try:
+        entry = netrc.netrc(path).authenticators(host or "api.wandb.ai")
+    except (OSError, netrc.NetrcParseError):
+        return False
+    return bool(entry and entry[2])
+
+
+def check_wandb(cfg: WandbConfig, where: str = "") -> None:
+    """ConfigError, before any training, when ``train.wandb`` asks for what is not there:
+    an empty project name, the wandb package, or (online) a W&B login. ``where`` prefixes
+    the message (a grid names its run). A no-op while W&B logging is off."""
+    if cfg.project is None:
+        return
+    mode = cfg.mode or os.environ.get("WANDB_MODE") or "online"
+    if mode == "disabled":
+        return
+    if not cfg.project.strip():
+        raise ConfigError(f"{where}config field 'train.wandb.project': expected a W&B project "
+                          "name, got an empty one (null: no W&B logging)")
+    try:
+        import wandb  # noqa: F401 (only whether it is there)
+    except ImportError:
+        raise ConfigError(f"{where}config field 'train.wandb.project': logging to W&B needs "
+                          f"the wandb package, which is not installed: {WANDB_EXTRA}") from None
+    if mode == "online" and not _wandb_login_found():
+        raise ConfigError(
+            f"{where}config field 'train.wandb.mode': online W&B logging needs a W&B login "
+            "and none was found (no WANDB_API_KEY, no entry in ~/.netrc); run `wandb login`, "
+            "set WANDB_API_KEY, or set train.wandb.mode: offline (upload later with "
+            "`wandb sync`)")
 
 
 class WandbLogger:

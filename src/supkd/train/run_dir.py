@@ -52,6 +52,7 @@ from supkd.utils.atomic import (
     sweep_stale_temps,
 )
 from supkd.utils.paths import check_path_name
+from supkd.utils.runlock import LOCK_NAME
 from supkd.vocab import RunStatus
 
 __all__ = ["FINAL_STATUSES", "LAUNCHER_ENV", "RUN_SECTIONS", "RunDir", "RunResult",
@@ -262,7 +263,7 @@ class RunDir:
         # launcher.json: a grid launcher records its cluster job before the job writes the
         # run's config.yaml (the run is then queued, not yet started).
         own = (is_temp_name(n) or n.startswith(".import-") or n == self.launcher_path.name
-               or self._only_temps(n) for n in names)
+               or n == LOCK_NAME or self._only_temps(n) for n in names)
         return sorted(n for n, ours in zip(names, own) if not ours)
 
     def _only_temps(self, name: str) -> bool:

@@ -29,11 +29,12 @@ import importlib.util
 import os
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
-from supkd.errors import UserError
+from supkd.errors import SupkdWarning, UserError
 
 __all__ = ["ENTRY_POINT_GROUP", "ENV_VAR", "import_plugin", "load_plugins"]
 
@@ -101,6 +102,18 @@ def import_plugin(spec: str, *, source: str = "plugin") -> ModuleType:
     spec = spec.strip()
     try:
         return _import_file(Path(spec)) if _is_path(spec) else _import_name(spec)
+    except SystemExit as exc:
+        # Legal, but it would end supkd silently (exit 0 for sys.exit()) before the command
+        # ran; what the module registered before the call stays registered.
+        # The plugin's own line, not that of a package that wraps sys.exit (wandb does).
+        frames = [f for f in traceback.extract_tb(exc.__traceback__)
+                  if "site-packages" not in f.filename and "importlib" not in f.filename
+                  and not f.filename.startswith("<") and f.filename != __file__]
+        where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+        warnings.warn(f"{source} {spec!r}: called sys.exit({exc.code!r}){where} while being "
+                      "imported; supkd ignored it and goes on (what the module registers "
+                      "after that line is missing)", SupkdWarning, stacklevel=2)
+        return sys.modules.get(Path(spec).stem if _is_path(spec) else spec) or ModuleType(spec)
     except Exception as exc:
         raise UserError(f"{source} {spec!r}: cannot import it ({_why(exc)})") from exc
 

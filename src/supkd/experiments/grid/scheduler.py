@@ -32,6 +32,7 @@ from supkd.experiments.grid.spec import GridSpec
 from supkd.experiments.protocols import choose_alpha
 from supkd.experiments.store import load_run
 from supkd.train.run_dir import RunDir
+from supkd.utils import runlock
 from supkd.vocab import JobStatus, RunKind, RunState
 
 _SUMMARY_ORDER = (JobStatus.COMPLETED, JobStatus.CACHED, JobStatus.DIVERGED, JobStatus.FAILED,
@@ -85,12 +86,6 @@ class GridScheduler:
                  rerun_changed: bool = False,
                  only: Callable[[PlannedRun], bool] | None = None) -> None:
         self.spec, self.runs_dir = spec, Path(runs_dir)
-        try:
-            self.runs_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UserError(f"grid: cannot create the runs folder {self.runs_dir} "
-                            f"({exc.strerror or type(exc).__name__}); pass --out a writable "
-                            "folder") from None
         # Looked up here, not bound at import, so a test can swap in a stand-in engine.
         self.run_fn = run_fn or jobs_module.train_job
         self.analysis_fn = analysis_fn or jobs_module.cka_job
@@ -133,6 +128,14 @@ class GridScheduler:
             raise UserError("--detach: this launcher cannot hold a run until the runs it "
                             "needs have completed; use --launcher slurm")
         self.detach = detach
+        # Created only now, when the work starts: a grid refused before (an unknown
+        # launcher, a bad option) leaves no empty --out folder chain behind.
+        try:
+            self.runs_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"grid: cannot create the runs folder {self.runs_dir} "
+                            f"({exc.strerror or type(exc).__name__}); pass --out a writable "
+                            "folder") from None
         self.progress.say(f"grid '{self.spec.name}': {len(self.plan)} runs into "
                           f"{self.runs_dir} with {_slots(executor.slots)}")
         with _sigterm_as_interrupt():
@@ -257,6 +260,12 @@ class GridScheduler:
         already holds what it would produce."""
         cfg = self._final_config(run)
         rd = self._run_dir(run)
+        held = runlock.holder(rd.path)
+        if held is not None:  # another live supkd trains it: neither clear nor run it twice
+            self._finish(run.name, {"status": "skipped", "error": (
+                f"{rd.path} is in use by {runlock.describe(held)}; run the grid again "
+                "when that run has ended")})
+            return None
         state, old = run_state(rd, cfg["meta"]["spec_hash"])
         if (state == RunState.STALE and self.rerun_changed) or state == RunState.RETRY:
             # A failed or partial run starts over in a clean directory (the engine refuses

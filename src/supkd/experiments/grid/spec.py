@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from supkd.config import merge, read_yaml
+from supkd.config.yamlio import load_yaml_text
 from supkd.errors import ConfigError
 from supkd.experiments.grid.resources import parse_resources
 from supkd.utils.paths import check_path_name
+from supkd.utils.registry import did_you_mean
 
 _GRID_KEYS = {"grid", "published", "seeds", "base", "final", "tune", "runs", "cka",
               "description", "resources", "teachers"}
@@ -275,7 +277,33 @@ def read_grid_yaml(path: str | Path) -> dict[str, Any]:
     """A grid spec file as a dict, with ``extends: other.yaml`` (relative to the file)
     resolved by the one YAML reader: the other spec is the starting point, this file's
     sections are merged into it key by key (``runs`` by entry name)."""
-    return read_yaml(path, what="grid file")
+    merged = read_yaml(path, what="grid file")
+    _check_overrides_name_runs(Path(path))
+    return merged
+
+
+def _check_overrides_name_runs(path: Path) -> None:
+    """In a spec that ``extends`` another, a ``runs`` entry with neither ``config`` nor
+    ``matrix`` only overrides (resources, meta, seeds, alphas): it must name a run of the
+    extended spec, or a misspelt name would silently add a run of the bare base config."""
+    own = load_yaml_text(path.read_text(encoding="utf-8"))  # read_yaml has checked it
+    parents = own.get("extends") if isinstance(own, dict) else None
+    if not parents or not isinstance(own.get("runs"), Mapping):
+        return
+    inherited: list[str] = []
+    for parent in [parents] if isinstance(parents, str) else parents:
+        runs = read_yaml(path.parent / parent, what="grid file").get("runs")
+        inherited += [str(n) for n in runs] if isinstance(runs, Mapping) else []
+    for name, entry in own["runs"].items():
+        if str(name) in inherited or not isinstance(entry, Mapping):
+            continue
+        if "config" not in entry and "matrix" not in entry:
+            keys = ", ".join(map(str, entry)) or "nothing"
+            hint = did_you_mean(str(name), inherited) or (
+                f" (its runs: {', '.join(inherited[:6])})" if inherited else "")
+            raise ConfigError(
+                f"grid file {path}: 'runs.{name}' only overrides ({keys}) but the spec it "
+                f"extends has no run '{name}'{hint}; a new run needs its own 'config'")
 
 
 def load_grid(path: str | Path) -> GridSpec:

@@ -16,6 +16,7 @@ the whole task, and ``model.pt`` holds the student alone."""
 from __future__ import annotations
 
 import difflib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -24,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from supkd.config import Config, TaskConfig, bounded
-from supkd.errors import CheckpointError, ConfigError, UserError
+from supkd.errors import CheckpointError, ConfigError, SupkdWarning, UserError
 from supkd.losses import LOSSES, KDLoss, build_loss
 from supkd.models import ModelOutput, as_model_output
 from supkd.models.files import ModelRecord, load_model_record
@@ -151,6 +152,71 @@ def _probe_width(model: nn.Module, representation: str, example: Tensor) -> int:
             f"config field 'task.representation': the model has no {representation!r} output"
         )
     return int(z.reshape(z.shape[0], -1).shape[1])
+
+
+@torch.no_grad()
+def _check_stage(teacher: nn.Module, student: nn.Module, representation: str,
+                 example: Tensor) -> None:
+    """For a stage name: ConfigError naming the model that lacks it (teacher or student,
+    e.g. a ViT teacher with a ResNet student) and the stages both have."""
+    if representation in REPRESENTATIONS:
+        return
+    stages: dict[str, list[str]] = {}
+    for who, model in (("teacher", teacher), ("student", student)):
+        if getattr(model, "forward_intermediates", None) is None:
+            return  # _forward says it
+        was_training = model.training
+        model.eval()
+        param = next(iter(model.parameters()), None)
+        try:
+            x = example.to(param.device) if param is not None else example
+            stages[who] = [k for k in model.forward_intermediates(x) if k not in REPRESENTATIONS]
+        finally:
+            model.train(was_training)
+    lacking = [w for w, names in stages.items() if representation not in names]
+    if not lacking:
+        return
+    arch = {w: getattr(m, "spec", {}).get("name") or type(m).__name__
+            for w, m in (("teacher", teacher), ("student", student))}
+    if len(lacking) == 2:
+        who = (f"neither the teacher ({arch['teacher']}) nor the student "
+               f"({arch['student']}) has it")
+    else:
+        other = "student" if lacking[0] == "teacher" else "teacher"
+        who = (f"the {lacking[0]} ({arch[lacking[0]]}) has no such stage (the {other}, "
+               f"{arch[other]}, has)")
+    both = [k for k in stages["teacher"] if k in stages["student"]]
+    raise ConfigError(
+        f"config field 'task.representation': expected a stage both models have "
+        f"({', '.join(both) or 'none'}) or one of {', '.join(REPRESENTATIONS)}, got "
+        f"{representation!r}: {who}")
+
+
+def _warn_suspicious(cfg: Config, loss: KDLoss) -> None:
+    """A SupkdWarning (once) for settings that are legal but do not do what they seem to:
+    an α warm-up longer than the run (α never reaches task.alpha), and a loss that compares
+    the samples of a batch trained on batches of one (its value and gradient are then 0:
+    found by evaluating it on one random sample, not from a list of losses)."""
+    t, epochs = cfg.task, cfg.train.epochs
+    if t.alpha_warmup_epochs > epochs:
+        warnings.warn(
+            f"config field 'task.alpha_warmup_epochs': a warm-up of {t.alpha_warmup_epochs:g} "
+            f"epochs is longer than the run ({epochs} epochs, train.epochs): the KD weight "
+            f"reaches task.alpha only after the run ends", SupkdWarning, stacklevel=3)
+    if cfg.train.batch_size != 1 or not loss.compares_samples or _binds(loss):
+        return
+    gen = torch.Generator().manual_seed(0)  # its own generator: the run's streams untouched
+    s = torch.randn(1, 8, generator=gen, requires_grad=True)
+    try:
+        value = loss(s, torch.randn(1, 8, generator=gen), torch.zeros(1, dtype=torch.long))
+        (grad,) = torch.autograd.grad(value, s, allow_unused=True)
+    except (ValueError, RuntimeError):
+        return  # the run itself will say what is wrong
+    if float(value.detach().abs()) == 0.0 and (grad is None or not bool(grad.any())):
+        warnings.warn(
+            f"config field 'train.batch_size': loss '{t.loss}' compares the samples of a "
+            "batch, and on batches of 1 its value and gradient are 0: the student learns "
+            "only from the CE term; use a batch of at least 2", SupkdWarning, stacklevel=3)
 
 
 def _stage_features(
@@ -288,6 +354,7 @@ class DistillTask(Task):
                                                 seed)
             self.widths = (0, 0)  # per-stage shapes: the loss's own parts hold them
             return
+        _check_stage(teacher, student, representation, example)
         d_t = _probe_width(teacher, representation, example)
         d_s = _probe_width(student, representation, example)
         self.widths = (d_s, d_t)
@@ -316,6 +383,7 @@ class DistillTask(Task):
             proj_dim = teacher.head.projection_dim
         student = new_model(cfg, bundle, projection_dim=proj_dim)
         loss = build_loss(t.loss, **t.loss_args)
+        _warn_suspicious(cfg, loss)
         size = int(bundle.image_size) if not isinstance(bundle.image_size, tuple | list) else None
         hw = (size, size) if size is not None else tuple(bundle.image_size)
         example = torch.zeros(2, int(bundle.in_channels), *hw)
