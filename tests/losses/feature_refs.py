@@ -293,10 +293,13 @@ def _solve(a, b):
     return [m[i][n] / m[i][i] for i in range(n)]
 
 
-def skd(s, t, temperature=4.0, tikhonov=0.1, ins_weight=1.0, dir_weight=1.0):
-    """torchdistill's SKD: KL(p_t ‖ p_s) at τ (batch mean) + mean_i √(D_iᵀ (cov(D) + λI)⁻¹ D_i),
-    D = G_s − G_t of the L2-normalized logits' Grams."""
+def skd(s, t, temperature=4.0, tikhonov=0.1, ins_weight=1.0, dir_weight=1.0,
+        gram_by_classes=True, tau_squared=True):
+    """SKD as the authors' code computes it: τ²·KL(p_t ‖ p_s) at τ (batch mean)
+    + mean_i √(D_iᵀ (cov(D) + λI)⁻¹ D_i), D = (G_s − G_t) / K of the L2-normalized logits'
+    Grams; without the two flags, torchdistill's reading (no τ², no /K)."""
     n = len(s)
+    scale = len(s[0]) if gram_by_classes else 1
     ins = 0.0
     for si, ti in zip(s, t, strict=True):
         zs = [v / temperature for v in si]
@@ -307,9 +310,11 @@ def skd(s, t, temperature=4.0, tikhonov=0.1, ins_weight=1.0, dir_weight=1.0):
             pt = math.exp(b_ - lt)
             ins += pt * ((b_ - lt) - (a - ls))
     ins /= n
+    if tau_squared:
+        ins *= temperature ** 2
     us, ut = _unit_rows(s), _unit_rows(t)
-    d = [[sum(x * y for x, y in zip(us[i], us[j], strict=True))
-          - sum(x * y for x, y in zip(ut[i], ut[j], strict=True)) for j in range(n)]
+    d = [[(sum(x * y for x, y in zip(us[i], us[j], strict=True))
+           - sum(x * y for x, y in zip(ut[i], ut[j], strict=True))) / scale for j in range(n)]
          for i in range(n)]
     mean = [sum(d[i][j] for i in range(n)) / n for j in range(n)]
     denom = max(n - 1, 1)

@@ -35,6 +35,8 @@ CASES = [
     ("skd", {}, feature_refs.skd, SHAPES_EQUAL),
     ("skd", {"temperature": 2.0, "tikhonov": 0.5, "ins_weight": 0.5, "dir_weight": 2.0},
      feature_refs.skd, SHAPES_EQUAL),
+    ("skd", {"gram_by_classes": False, "tau_squared": False}, feature_refs.skd, SHAPES_EQUAL),
+    ("skd", {"gram_by_classes": False, "tikhonov": 0.5}, feature_refs.skd, SHAPES_EQUAL),
 ]
 
 
