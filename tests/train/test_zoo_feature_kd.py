@@ -46,16 +46,23 @@ def _cfg(name: str, model: str, task: dict) -> dict:
     }
 
 
+class _Teachers(dict):
+    """arch -> run folder of one CE step of that zoo teacher, trained on first use."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__()
+        self.root = root
+
+    def __missing__(self, arch: str) -> Path:
+        res = run(_cfg(arch, arch, {"name": "ce"}), self.root / arch, quiet=True)
+        assert res["status"] == "completed", res.get("error")
+        self[arch] = self.root / arch
+        return self[arch]
+
+
 @pytest.fixture(scope="module")
 def zoo_teachers(tmp_path_factory) -> dict[str, Path]:
-    """One CE step of each zoo teacher architecture used here."""
-    root = tmp_path_factory.mktemp("zoo_teachers")
-    out = {}
-    for arch in ("resnet32x4", "wrn_40_2", "ShuffleV1"):
-        res = run(_cfg(arch, arch, {"name": "ce"}), root / arch, quiet=True)
-        assert res["status"] == "completed", res.get("error")
-        out[arch] = root / arch
-    return out
+    return _Teachers(tmp_path_factory.mktemp("zoo_teachers"))
 
 
 def _distilled(folder: Path, teacher: Path, student: str, loss: str, **task) -> dict:
