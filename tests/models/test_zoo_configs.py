@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from supkd.cli import main
 from supkd.errors import ConfigError
@@ -22,7 +23,17 @@ PAIRS = [
     ("ResNet50", "vgg8"), ("resnet32x4", "ShuffleV1"), ("resnet32x4", "ShuffleV2"),
     ("wrn_40_2", "ShuffleV1"),
 ]
-METHODS = {"ce", "hinton_kl", "dkd", "crd", "rkd", "sp"}
+FEATURE = ("fitnet", "at", "nst", "pkt", "vid", "ofd", "cc", "skd")  # kd-{pair}-{method} cells
+METHODS = {"ce", "hinton_kl", "dkd", "crd", "rkd", "sp", "reviewkd", "kdsvd", *FEATURE}
+# mdistiller's engine/cfg.py (RepDistiller's for CC): method -> (CE weight, loss weight)
+FEATURE_WEIGHTS = {"fitnet": (1.0, 100.0), "at": (1.0, 1000.0), "nst": (1.0, 50.0),
+                   "pkt": (1.0, 30000.0), "vid": (1.0, 1.0), "ofd": (1.0, 0.001),
+                   "cc": (1.0, 0.02), "skd": (0.0, 1.0), "kdsvd": (1.0, 1.0)}
+# dvlab-research/ReviewKD CIFAR-100/script/reviewKD.sh (1.0, mdistiller's default, elsewhere)
+REVIEWKD_WEIGHT = {("wrn_40_2", "wrn_16_2"): 5.0, ("wrn_40_2", "wrn_40_1"): 5.0,
+                   ("wrn_40_2", "ShuffleV1"): 5.0, ("resnet32x4", "resnet8x4"): 5.0,
+                   ("resnet32x4", "ShuffleV1"): 5.0, ("resnet32x4", "ShuffleV2"): 8.0,
+                   ("resnet56", "resnet20"): 0.6, ("resnet110", "resnet32"): 1.0}
 # mdistiller's configs/cifar100/dkd/<pair>.yaml (beta 8 where it has none)
 DKD_BETA = {("resnet56", "resnet20"): 2.0, ("resnet110", "resnet32"): 2.0,
             ("wrn_40_2", "wrn_16_2"): 6.0, ("wrn_40_2", "wrn_40_1"): 6.0,
@@ -42,14 +53,17 @@ def test_dry_run_lists_the_13_pairs_times_the_methods(grid, tmp_path, capsys):
     assert code == 0
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
     for teacher, student in PAIRS:
-        for prefix in ("ce", "dkd", *(f"kd-{{}}-{m}" for m in ("kd", "crd", "rkd", "sp"))):
+        for prefix in ("ce", "dkd", "reviewkd", "kdsvd",
+                       *(f"kd-{{}}-{m}" for m in ("kd", "crd", "rkd", "sp", *FEATURE))):
             cell = (f"{prefix}-{teacher}-{student}" if "{}" not in prefix
                     else prefix.format(f"{teacher}-{student}"))
             for seed in (0, 1, 2):
                 assert f"{cell}-s{seed} " in out, cell
+    final = _final(grid)
     cells = {(r.config["meta"]["teacher_arch"], r.config["meta"]["student_arch"],
-              r.config["meta"]["method"]) for r in _final(grid)}
+              r.config["meta"]["method"]) for r in final}
     assert cells == {(t, s, m) for t, s in PAIRS for m in METHODS}
+    assert len(final) == len(PAIRS) * len(METHODS) * 3
 
 
 @pytest.mark.parametrize("grid", ["kd_zoo.yaml", "kd_zoo_imported.yaml", "kd_zoo_supcon.yaml"])
@@ -87,6 +101,40 @@ def test_every_run_config_is_valid_and_follows_the_recipe(grid):
         elif meta["method"] == "sp":
             last = "layer4" if pair[1] in ("vgg8", "MobileNetV2") else "layer3"
             assert t.representation == last and t.alpha == 3000.0
+        elif meta["method"] == "reviewkd":
+            assert (t.ce_weight, t.alpha, t.alpha_warmup_epochs, t.representation) == \
+                (1.0, REVIEWKD_WEIGHT.get(pair, 1.0), 20, "logits")
+        else:
+            assert (t.ce_weight, t.alpha) == FEATURE_WEIGHTS[meta["method"]], meta["method"]
+            want = "embedding" if meta["method"] in ("pkt", "cc") else "logits"
+            assert t.representation == want and t.alpha_warmup_epochs == 0
+            assert "stages" not in t.loss_args or meta["method"] == "kdsvd"
+
+
+@pytest.mark.slow
+def test_kdsvd_pairs_stages_of_equal_resolution_at_32x32():
+    """KDSVD's singular vectors live on the map's width axis: every pair's stages (the
+    default, or the per-side lists the grid sets) must have equal widths on CIFAR images."""
+    from supkd.losses import build_loss
+    from supkd.models import create_model
+
+    shapes = {}
+    for r in _final("kd_zoo.yaml"):
+        meta = r.config["meta"]
+        if meta["method"] != "kdsvd" or not r.name.endswith("-s0"):
+            continue
+        loss = build_loss("kdsvd", **r.config["task"]["loss_args"])
+        sides = []
+        for who in ("student", "teacher"):
+            arch = meta[f"{who}_arch"]
+            if arch not in shapes:
+                net = create_model(arch, num_classes=100).eval()
+                with torch.no_grad():
+                    shapes[arch] = {k: tuple(v.shape) for k, v in
+                                    net.forward_intermediates(torch.zeros(1, 3, 32, 32)).items()}
+            names = loss.select_stages(list(shapes[arch]), f"the {who}", who)
+            sides.append([shapes[arch][n][-1] for n in names])
+        assert len(sides[0]) >= 2 and sides[0] == sides[1], (r.name, sides)
 
 
 def test_teachers_come_from_the_grid_imports_or_supcon():

@@ -141,6 +141,8 @@ def run(args: argparse.Namespace) -> int:
         return 0 if res.ok else 1  # the report waits for the runs: `supkd report OUT`
     if not args.no_report:
         rep = write_report(out)
+        for table in rep.tables.values():  # the tables with a filled cell, as `supkd demo`
+            print(table)
         print(f"report: {rep.markdown_path}")
     return 0 if res.ok else 1
 
