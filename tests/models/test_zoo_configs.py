@@ -28,7 +28,7 @@ METHODS = {"ce", "hinton_kl", "dkd", "crd", "rkd", "sp", "reviewkd", "kdsvd", *F
 # mdistiller's engine/cfg.py (RepDistiller's for CC): method -> (CE weight, loss weight)
 FEATURE_WEIGHTS = {"fitnet": (1.0, 100.0), "at": (1.0, 1000.0), "nst": (1.0, 50.0),
                    "pkt": (1.0, 30000.0), "vid": (1.0, 1.0), "ofd": (1.0, 0.001),
-                   "cc": (1.0, 0.02), "skd": (0.0, 1.0), "kdsvd": (1.0, 1.0)}
+                   "cc": (1.0, 0.02), "skd": (0.1, 0.9), "kdsvd": (1.0, 1.0)}
 # dvlab-research/ReviewKD CIFAR-100/script/reviewKD.sh (1.0, mdistiller's default, elsewhere)
 REVIEWKD_WEIGHT = {("wrn_40_2", "wrn_16_2"): 5.0, ("wrn_40_2", "wrn_40_1"): 5.0,
                    ("wrn_40_2", "ShuffleV1"): 5.0, ("resnet32x4", "resnet8x4"): 5.0,
