@@ -1,6 +1,7 @@
 """Report tables as data: the registry the report iterates over, a table added as one entry,
-and the KD benchmark tables (last and best epoch, Welch p against KD, published numbers)
-from runs written through RunDir/RunResult."""
+the KD benchmark tables (last and best epoch, Welch p against KD, published numbers) from
+runs written through RunDir/RunResult, the catch-all table "KD baselines beyond the paper",
+and the paper's Tables I-V (placement, baselines, published numbers)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,16 @@ import pytest
 import yaml
 from scipy import stats as st
 
+from supkd.experiments.grid import load_grid, plan_grid
 from supkd.experiments.report import write_report
 from supkd.experiments.store import load_run
-from supkd.experiments.tables import TABLES, TableSpec, register_table
+from supkd.experiments.tables import TABLES, TableSpec, register_table, tables_of
 from supkd.experiments.tables.kd_benchmark import arch_key, method_columns, pair_row
+from supkd.experiments.tables.paper import PAPER_NUMBERS, PLACEMENT_FLAGS, PLACEMENTS
 from supkd.experiments.tables.spec import load_numbers
+from supkd.losses import build_loss
 from supkd.train.run_dir import RunDir, RunResult
+from supkd.vocab import RunKind
 
 REPO = Path(__file__).resolve().parents[2]
 NUMBERS = REPO / "src" / "supkd" / "experiments" / "published_kd_benchmark.yaml"
@@ -371,3 +376,68 @@ def test_the_catch_all_table_is_only_a_registry_entry(tmp_path):
             register_table(spec)
     assert write_report(root, tmp_path / "out5").tables == write_report(
         root, tmp_path / "out").tables
+
+
+# ------------------------------------------------------------------ the paper's Tables I-V
+def test_the_published_numbers_file_keeps_its_nans():
+    # Table V's diverged runs are NaN in the paper, not missing.
+    t5 = load_numbers(PAPER_NUMBERS)["imagenet1k"]["table5"]
+    assert math.isnan(t5["none"]) and math.isnan(t5["teacher_only"]) and t5["both"] == 73.70
+
+
+def test_paper_published_cells():
+    def cell(table, row, col):
+        return TABLES[table].published_cell(row, col)
+    assert cell("table1", "teacher", "supcon") == "94.02 ± 0.09"
+    assert cell("table2", "supcon_kd", "supcon") == "94.45 ± 0.09"
+    assert cell("table2", "gram", "ce") == "–"
+    assert cell("table4", "logit_mse", "supcon") == "73.70 ± 0.11"
+    assert cell("table5", "none", "acc") == "NaN"
+    assert cell("table5", "student_only", "acc") == "74.08"
+    assert cell("table2", "hinton_kl", "supcon") == "–"
+    # Table V is published for ImageNet only: a CIFAR-10 block falls back to it.
+    assert TABLES["table5"].published_cell("both", "acc", "cifar10") == "73.70"
+
+
+def test_paper_placement_from_meta():
+    meta = {"table": ["table2", "table5"], "method": "supcon_kd", "teacher_kind": "supcon",
+            "placement": "student_only"}
+    assert tables_of(meta) == ["table2", "table5"]
+    assert TABLES["table2"].place(meta) == ("supcon_kd", "supcon")
+    assert TABLES["table5"].place(meta) == ("student_only", "acc")
+    assert TABLES["table1"].place({"role": "teacher"}) is None  # no column
+    # A variant, or a loss without a KD-table row, is no row of Table II (strict rows).
+    assert TABLES["table2"].place({**meta, "variant": "instance positives"}) is None
+    assert TABLES["table2"].place({**meta, "method": "dkd"}) is None
+    assert tables_of({"table": "nonsense"}) == []
+    assert tables_of({}) == []
+
+
+def test_paper_baselines():
+    def base(table, row, col):
+        return TABLES[table].baseline(row, col)
+    assert base("table1", "student", "supcon") == ("table1", "student", "ce")
+    assert base("table1", "student", "ce") is None
+    assert base("table2", "gram", "supcon") == ("table2", "logit_mse", "supcon")
+    assert base("table2", "logit_mse", "ce") == ("table1", "student", "ce")
+    assert base("table4", "logit_mse", "ce") == ("table3", "student", "ce")
+    assert base("table5", "both", "acc") == ("table5", "student_only", "acc")
+    assert base("table5", "student_only", "acc") is None
+
+
+@pytest.mark.parametrize("grid", ["configs/demo.yaml", "configs/paper/cifar10.yaml",
+                                  "configs/paper/ablation.yaml", "configs/fast/cifar10.yaml"])
+def test_table5_grids_normalize_as_their_placement_says(grid, tmp_path):
+    # One rule (PLACEMENT_FLAGS, Table V's rows); the grids spell it out per entry.
+    plan = plan_grid(load_grid(REPO / grid), tmp_path)
+    seen = set()
+    for r in plan:
+        placement = r.config.get("meta", {}).get("placement")
+        if placement is None or r.kind == RunKind.CKA:
+            continue
+        task = r.config["task"]
+        loss = build_loss(task["loss"], **task.get("loss_args", {}))
+        assert (loss.normalize_student, loss.normalize_teacher) == PLACEMENT_FLAGS[placement], (
+            grid, r.name)
+        seen.add(placement)
+    assert seen == set(PLACEMENTS) == set(TABLES["table5"].row_order())

@@ -17,12 +17,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from supkd.experiments.tables.paper import TEACHER_KIND_LABELS
 from supkd.experiments.tables.spec import TABLES, CellKey, TableSpec, register_table, tables_of
 from supkd.losses import LOSSES, loss_label
 
 ANY_TEACHER = "acc"  # the column of a run whose meta names no teacher kind
-TEACHER_COLUMNS = {"ce": "KD from CE teacher", "supcon": "KD from SupCon teacher",
-                   ANY_TEACHER: "Top-1 accuracy"}
+TEACHER_COLUMNS = {**TEACHER_KIND_LABELS, ANY_TEACHER: "Top-1 accuracy"}
 
 
 def _split(row: str) -> tuple[str, str, str]:
