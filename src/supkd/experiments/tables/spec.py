@@ -169,9 +169,9 @@ class TableSpec:
         declared = list(self.row_order())
         if not self.rows_from_runs:
             return declared
-        present = set(present)
-        rest = present - set(declared)
-        return [r for r in declared if r in present] + (self.run_row_order or sorted)(rest)
+        have = set(present)
+        rest = have - set(declared)
+        return [r for r in declared if r in have] + (self.run_row_order or sorted)(rest)
 
     def columns(self, present: Iterable[str]) -> list[str]:
         """The columns shown: the declared ones, or those present in ``col_order``."""
