@@ -22,7 +22,6 @@ Usage: python benchmarks/augment_throughput.py [--device cpu|cuda] [--reps 5] [-
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -30,25 +29,21 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import find_cifar10_jpeg, sync
 from supkd.data import DataBundle, DataConfig, TensorImageDataset, build_data, make_loader
 from supkd.data.datasets import NORMALIZATION, load_jpeg_pack
 
-REPO = Path(__file__).resolve().parents[1]
-PACK = Path(os.environ.get("SUPKD_CIFAR10_JPEG", REPO.parent / "shared" / "data" / "cifar10-jpeg"))
-
 
 def cifar_images(n: int) -> tuple[torch.Tensor, str]:
-    if (PACK / "test.npz").is_file():
-        src = load_jpeg_pack(PACK / "test.npz")
+    pack = find_cifar10_jpeg()
+    if pack is not None and (pack / "test.npz").is_file():
+        src = load_jpeg_pack(pack / "test.npz")
         ds = src.take(torch.arange(n) * (len(src.labels) // n))  # spread over all classes
-        return ds.images, f"cifar10-jpeg ({PACK})"
+        return ds.images, f"cifar10-jpeg ({pack})"
     g = torch.Generator().manual_seed(0)
     return torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g), "random uint8"
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def time_it(fn, device: torch.device, reps: int) -> float:

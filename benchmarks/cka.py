@@ -134,6 +134,48 @@ def float64_ablation(
     return times["f32"], times["f64"]
 
 
+def feature_sizes(
+    teacher: nn.Module, student: nn.Module, images: torch.Tensor, args: argparse.Namespace,
+    device: torch.device,
+) -> tuple[float, float, dict[str, int]]:
+    """(features MiB per batch, Grams MiB per batch, dims per stage) of one probe batch."""
+    with torch.no_grad():
+        probe = images[: args.batch_size].to(device).float()
+        fa = teacher.forward_intermediates(probe)
+        fb = student.forward_intermediates(probe)
+    dims = {
+        k: v[0].numel() if not args.pool or v.dim() < 4 else v.shape[1]
+        for k, v in [
+            *(("T." + k, v) for k, v in fa.items()),
+            *(("S." + k, v) for k, v in fb.items()),
+        ]
+    }
+    feat_mib = sum(dims.values()) * args.batch_size * 4 / 2**20
+    gram_mib = (len(fa) + len(fb)) * args.batch_size**2 * 8 / 2**20
+    return feat_mib, gram_mib, dims
+
+
+def ablation_lines(
+    teacher: nn.Module, student: nn.Module, batches: Batches, args: argparse.Namespace
+) -> list[str]:
+    f32, f64 = float64_ablation(teacher, student, batches, args.ablation_batches)
+    return [
+        "",
+        f"CKA update alone on {args.ablation_batches} batches of {args.batch_size}:",
+        markdown_table(
+            ["features", "seconds", "per batch s"],
+            [
+                [
+                    "float32, Gram blocks summed in float64 (default)",
+                    f"{f32:.2f}",
+                    f"{f32 / args.ablation_batches:.3f}",
+                ],
+                ["cast to float64 first", f"{f64:.2f}", f"{f64 / args.ablation_batches:.3f}"],
+            ],
+        ),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=10_000)
@@ -173,20 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{torch.cuda.max_memory_allocated(device) / 2**20:,.0f}" if device.type == "cuda" else "-"
     )
 
-    with torch.no_grad():
-        probe = images[: args.batch_size].to(device).float()
-        fa = teacher.model.forward_intermediates(probe)
-        fb = student.model.forward_intermediates(probe)
-    dims = {
-        k: v[0].numel() if not args.pool or v.dim() < 4 else v.shape[1]
-        for k, v in [
-            *(("T." + k, v) for k, v in fa.items()),
-            *(("S." + k, v) for k, v in fb.items()),
-        ]
-    }
-    feat_mib = sum(dims.values()) * args.batch_size * 4 / 2**20
-    gram_mib = (len(fa) + len(fb)) * args.batch_size**2 * 8 / 2**20
-    del fa, fb, probe
+    feat_mib, gram_mib, dims = feature_sizes(teacher.model, student.model, images, args, device)
 
     threads = torch.get_num_threads()
     rows = [
@@ -241,22 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         f"sanity, teacher vs itself: min {min(res.sanity.values()):.9f}",
     ]
     if args.ablation_batches > 0:
-        f32, f64 = float64_ablation(teacher.model, student.model, batches, args.ablation_batches)
-        lines += [
-            "",
-            f"CKA update alone on {args.ablation_batches} batches of {args.batch_size}:",
-            markdown_table(
-                ["features", "seconds", "per batch s"],
-                [
-                    [
-                        "float32, Gram blocks summed in float64 (default)",
-                        f"{f32:.2f}",
-                        f"{f32 / args.ablation_batches:.3f}",
-                    ],
-                    ["cast to float64 first", f"{f64:.2f}", f"{f64 / args.ablation_batches:.3f}"],
-                ],
-            ),
-        ]
+        lines += ablation_lines(teacher.model, student.model, batches, args)
     write_output("\n".join(lines), args.out)
     return 0
 

@@ -17,9 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from supkd.data import NORMALIZATION
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CIFAR_MEAN = (0.4913, 0.4821, 0.4465)  # cifar10-jpeg README, decoded training split
-CIFAR_STD = (0.2452, 0.2428, 0.2606)
+#: The cifar10-jpeg pack's statistics (its decoded training split), as supkd registers them.
+CIFAR_MEAN, CIFAR_STD = NORMALIZATION["cifar10-jpeg"]
 
 
 def find_cifar10_jpeg(explicit: str | None = None) -> Path | None:

@@ -36,6 +36,12 @@ On CPU the supkd rows run eager (``--cpu-compile`` compiles them, to try the CUD
 so the break-even and ``--also-mode`` rows are listed as skipped; the large-batch rows run
 at twice the largest batch (``--quick``: 32 and 16).
 
+The rows are data: ``ROWS`` lists one ``RowSpec`` per kind of row (what it measures, its
+label, the FLOPs it counts, the stages it runs at) and ``STAGES`` the run order with each
+stage's batches. A new row, e.g. a feature-distillation step, is one ``RowSpec`` entry; a new
+KD loss in ``supkd.losses.LOSSES`` needs none (the ``supkd distill: {loss}`` rows cover
+``--losses``, which defaults to every registered loss).
+
 Rows run in priority order (the targets of issue #7 first, the batch-256 rows last) so that
 a time limit (SIGTERM: the table of the rows done so far is printed) costs the least useful
 ones; the table lists them by section and batch. Each network gets static-shape graphs per
@@ -62,6 +68,7 @@ import time
 import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -84,6 +91,7 @@ from common import (
     write_output,
 )
 from supkd.config import TrainConfig
+from supkd.data import DataBundle
 from supkd.losses import LOSSES, SupConLoss
 from supkd.models import create_model
 from supkd.train.engine import COMPILE_AUTO_MIN_STEPS, CUDAGRAPH_COMPILE_MODES
@@ -92,7 +100,8 @@ from supkd.train.teacher_cache import (
     build_cache_table,
 )
 
-PAD = 4
+#: The pad of the small (CIFAR) style's random crop: supkd's DataBundle default.
+PAD = DataBundle.__dataclass_fields__["pad"].default
 #: ``train.compile_mode`` values (``torch.compile`` modes).
 COMPILE_MODES = typing.get_args(typing.get_type_hints(TrainConfig)["compile_mode"])
 
@@ -368,6 +377,7 @@ def flops_per_image(model: nn.Module, device, train: bool, batch: int = 2) -> fl
 
 
 @dataclass
+@dataclass
 class Row:
     group: str
     name: str
@@ -482,131 +492,128 @@ def _sigterm_as_interrupt() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def main(argv: list[str] | None = None) -> int:
-    import os
+# ---------------------------------------------------------------------------------------------
+# command line and the settings it resolves to
 
+
+def _add_size_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--steps", type=int, default=None, help="timed steps per row")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="untimed steps per row (torch.compile compiles here)")
+    p.add_argument("--batch-sizes", default=None,
+                   help="comma list for the reference KD loop (default 64,256; --quick 16)")
+    p.add_argument("--fast-batch-sizes", default=None,
+                   help="comma list for supkd's steps (default CUDA 256,512; CPU = --batch-sizes)")
+    p.add_argument("--supcon-batch", type=int, default=None,
+                   help="SupCon batch in images, 2 views each (default CUDA 256, CPU 32)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="DataLoader workers of the reference loops (default CUDA 8/16, CPU 2)")
+    p.add_argument("--width", type=int, default=64, help="ResNet width (64 = standard)")
+    p.add_argument("--images", type=int, default=None, help="training images held in memory")
+    p.add_argument("--cache-images", type=int, default=None,
+                   help="images whose 162-view teacher cache is really built (default CUDA "
+                   "2048, CPU 2); the table is tiled over the data set for the KD row")
+    p.add_argument("--losses", default=",".join(LOSSES), help="KD losses for supkd's step")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="timing rounds per row after its warm-up call (which is timed too), "
+                   "interleaved, best kept (default CPU 3, CUDA 1)")
+    p.add_argument("--breakeven-batch", type=int, default=None,
+                   help="CUDA: batch of the eager vs compiled student CE rows that give the "
+                   "compile break-even (default 512)")
+    p.add_argument("--large-batch", type=int, default=None,
+                   help="batch of the extra distill and teacher-cache rows (default CUDA 1024, "
+                   "CPU twice the largest --fast-batch-sizes; 0: none)")
+    p.add_argument("--large-losses", default="hinton_kl,supcon_kd",
+                   help="KD losses of the --large-batch rows")
+    p.add_argument("--supcon-large-batch", type=int, default=None,
+                   help="a second supkd SupCon row at this batch (default CUDA 512, CPU twice "
+                   "--supcon-batch; 0: none)")
+
+
+def _add_compile_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-compile", action="store_true", help="supkd rows in eager mode")
+    p.add_argument("--compile-cache", choices=["fresh", "default"], default="fresh",
+                   help="fresh (default): inductor and Triton caches in a new temporary folder, "
+                   "so that compile times are those of a first run on a fresh machine whatever "
+                   "ran before; default: the usual on-disk caches")
+    p.add_argument("--cpu-compile", action="store_true",
+                   help="CPU: compile the supkd rows as on CUDA (exercises the break-even and "
+                   "--also-mode rows before a GPU run; inductor's CPU compile takes minutes)")
+    p.add_argument("--compile-mode", choices=COMPILE_MODES, default="default",
+                   help="torch.compile mode of every compiled supkd row (train.compile_mode)")
+    p.add_argument("--also-mode", choices=COMPILE_MODES, default=None,
+                   help="CUDA: also time the student CE, distill hinton_kl and teacher-cache "
+                   "rows at --breakeven-batch compiled with this mode (e.g. reduce-overhead)")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument(
         "--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu"
     )
-    p.add_argument("--steps", type=int, default=None, help="timed steps per row")
-    p.add_argument(
-        "--warmup",
-        type=int,
-        default=None,
-        help="untimed steps per row (torch.compile compiles here)",
-    )
-    p.add_argument(
-        "--batch-sizes",
-        default=None,
-        help="comma list for the reference KD loop (default 64,256; --quick 16)",
-    )
-    p.add_argument(
-        "--fast-batch-sizes",
-        default=None,
-        help="comma list for supkd's steps (default CUDA 256,512; CPU = --batch-sizes)",
-    )
-    p.add_argument(
-        "--supcon-batch",
-        type=int,
-        default=None,
-        help="SupCon batch in images, 2 views each (default CUDA 256, CPU 32)",
-    )
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        help="DataLoader workers of the reference loops (default CUDA 8/16, CPU 2)",
-    )
-    p.add_argument("--width", type=int, default=64, help="ResNet width (64 = standard)")
-    p.add_argument("--images", type=int, default=None, help="training images held in memory")
-    p.add_argument(
-        "--cache-images",
-        type=int,
-        default=None,
-        help="images whose 162-view teacher cache is really built (default CUDA "
-        "2048, CPU 2); the table is tiled over the data set for the KD row",
-    )
-    p.add_argument("--losses", default=",".join(LOSSES), help="KD losses for supkd's step")
-    p.add_argument(
-        "--repeats",
-        type=int,
-        default=None,
-        help="timing rounds per row after its warm-up call (which is timed too), "
-        "interleaved, best kept (default CPU 3, CUDA 1)",
-    )
-    p.add_argument("--no-compile", action="store_true", help="supkd rows in eager mode")
-    p.add_argument(
-        "--compile-cache",
-        choices=["fresh", "default"],
-        default="fresh",
-        help="fresh (default): inductor and Triton caches in a new temporary folder, so that "
-        "compile times are those of a first run on a fresh machine whatever ran before; "
-        "default: the usual on-disk caches",
-    )
-    p.add_argument(
-        "--cpu-compile",
-        action="store_true",
-        help="CPU: compile the supkd rows as on CUDA (exercises the break-even and "
-        "--also-mode rows before a GPU run; inductor's CPU compile takes minutes)",
-    )
-    p.add_argument(
-        "--compile-mode",
-        choices=COMPILE_MODES,
-        default="default",
-        help="torch.compile mode of every compiled supkd row (train.compile_mode)",
-    )
-    p.add_argument(
-        "--also-mode",
-        choices=COMPILE_MODES,
-        default=None,
-        help="CUDA: also time the student CE, distill hinton_kl and teacher-cache rows at "
-        "--breakeven-batch compiled with this mode (e.g. reduce-overhead)",
-    )
-    p.add_argument(
-        "--breakeven-batch",
-        type=int,
-        default=None,
-        help="CUDA: batch of the eager vs compiled student CE rows that give the compile "
-        "break-even (default 512)",
-    )
-    p.add_argument(
-        "--large-batch",
-        type=int,
-        default=None,
-        help="batch of the extra distill and teacher-cache rows (default CUDA 1024, CPU twice "
-        "the largest --fast-batch-sizes; 0: none)",
-    )
-    p.add_argument(
-        "--large-losses",
-        default="hinton_kl,supcon_kd",
-        help="KD losses of the --large-batch rows",
-    )
-    p.add_argument(
-        "--supcon-large-batch",
-        type=int,
-        default=None,
-        help="a second supkd SupCon row at this batch (default CUDA 512, CPU twice "
-        "--supcon-batch; 0: none)",
-    )
+    _add_size_options(p)
+    _add_compile_options(p)
     p.add_argument("--skip-supcon", action="store_true")
-    p.add_argument(
-        "--data",
-        default=None,
-        help="cifar10-jpeg folder (default: auto-detect, else synthetic images)",
-    )
-    p.add_argument(
-        "--quick", action="store_true", help="CPU smoke run: width 16, batch 16, 3 steps, 2 losses"
-    )
+    p.add_argument("--data", default=None,
+                   help="cifar10-jpeg folder (default: auto-detect, else synthetic images)")
+    p.add_argument("--quick", action="store_true",
+                   help="CPU smoke run: width 16, batch 16, 3 steps, 2 losses")
     p.add_argument("--out", default=None, help="also write the Markdown report here")
     args = p.parse_args(argv)
-
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
+    if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device visible")
-    cuda = device.type == "cuda"
+    return args
+
+
+def _csv(text: str) -> list[str]:
+    return [x for x in text.split(",") if x]
+
+
+@dataclass
+class Settings:
+    """What one run measures, resolved from the command line and the device's defaults."""
+
+    device: torch.device
+    cuda: bool
+    steps: int
+    warmup: int
+    repeats: int
+    ref_bs: list[int]
+    fast_bs: list[int]
+    supcon_b: int
+    large_b: int
+    sc_large: int
+    breakeven_b: int
+    workers: int
+    sc_workers: int
+    n_images: int
+    n_cache: int
+    losses: list[str]
+    large_losses: list[str]
+    compile_on: bool
+
+    @property
+    def head_bs(self) -> list[int]:
+        """The headline batches: the largest --fast-batch-sizes (512 on CUDA); CPU: every
+        fast batch (there is usually one)."""
+        return [max(self.fast_bs)] if self.cuda else list(self.fast_bs)
+
+    @property
+    def rest_bs(self) -> list[int]:
+        return [B for B in self.fast_bs if B not in self.head_bs]
+
+    @property
+    def supcon_bs(self) -> list[int]:
+        """The larger batch first: it is the one that may meet the target."""
+        return sorted({self.supcon_b, *([self.sc_large] if self.sc_large else [])}, reverse=True)
+
+
+def resolve(args: argparse.Namespace) -> Settings:
+    import os
+
+    cuda = args.device == "cuda"
     if args.quick:
         args.width = min(args.width, 16)
         if args.losses == ",".join(LOSSES):
@@ -615,9 +622,6 @@ def main(argv: list[str] | None = None) -> int:
     # of 10-50 s per new graph, which dominate the run (see the module docstring).
     steps = args.steps or (3 if args.quick else 20 if cuda else 10)
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3 if cuda else 2)
-    # The warm-up call of each row already times its steps after compilation; CUDA adds one
-    # more round (a dedicated GPU is steady), the shared CPU box three interleaved rounds.
-    repeats = args.repeats or (1 if cuda else 3)
     ref_bs = [int(b) for b in (args.batch_sizes or ("16" if args.quick else "64,256")).split(",")]
     fast_default = "256,512" if cuda else ",".join(map(str, ref_bs))
     fast_bs = [int(b) for b in (args.fast_batch_sizes or fast_default).split(",")]
@@ -631,16 +635,32 @@ def main(argv: list[str] | None = None) -> int:
     breakeven_b = args.breakeven_batch or (512 if cuda else max(fast_bs))
     cpus = os.cpu_count() or 1
     workers = args.workers if args.workers is not None else (min(8, cpus) if cuda else min(2, cpus))
-    sc_workers = args.workers if args.workers is not None else (min(16, cpus) if cuda else workers)
     need = max([*ref_bs, *fast_bs, supcon_b, large_b, sc_large, breakeven_b]) * (
         steps + warmup + 1
     )
     n_images = args.images or (max(512, need) if args.quick else max(10_000, min(need, 50_000)))
-    n_cache = min(args.cache_images or (2048 if cuda else 2), n_images)
-    losses = [x for x in args.losses.split(",") if x]
-    compile_on = (cuda or args.cpu_compile) and not args.no_compile
-    if not cuda:
-        torch.set_num_threads(cpus)
+    return Settings(
+        device=torch.device(args.device), cuda=cuda, steps=steps, warmup=warmup,
+        # The warm-up call of each row already times its steps after compilation; CUDA adds
+        # one more round (a dedicated GPU is steady), the shared CPU box three interleaved.
+        repeats=args.repeats or (1 if cuda else 3),
+        ref_bs=ref_bs, fast_bs=fast_bs, supcon_b=supcon_b, large_b=large_b, sc_large=sc_large,
+        breakeven_b=breakeven_b, workers=workers,
+        sc_workers=args.workers if args.workers is not None else (
+            min(16, cpus) if cuda else workers
+        ),
+        n_images=n_images, n_cache=min(args.cache_images or (2048 if cuda else 2), n_images),
+        losses=_csv(args.losses), large_losses=_csv(args.large_losses),
+        compile_on=(cuda or args.cpu_compile) and not args.no_compile,
+    )
+
+
+def _prepare_process(args: argparse.Namespace, s: Settings) -> None:
+    """Threads, Dynamo limits, SIGTERM and (``--compile-cache fresh``) empty compile caches."""
+    import os
+
+    if not s.cuda:
+        torch.set_num_threads(os.cpu_count() or 1)
     _raise_dynamo_limits()
     _sigterm_as_interrupt()
     if args.compile_cache == "fresh":
@@ -653,40 +673,96 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = fresh
         os.environ["TRITON_CACHE_DIR"] = os.path.join(fresh, "triton")
         atexit.register(shutil.rmtree, fresh, ignore_errors=True)
-    if cuda:
+    if s.cuda:
         torch.backends.cudnn.benchmark = True
 
-    torch.manual_seed(0)
-    images, labels, data_src = load_train_images(n_images, args.data)
-    print(f"data: {len(images)} images, {data_src}", flush=True)
-    peak, peak_how = measure_peak_flops(device)
-    print(f"peak: {peak / 1e12:.2f} TFLOP/s ({peak_how})", flush=True)
-    bundle = tensor_bundle(images, labels)
 
-    def new_teacher(projection_dim=None):
+# ---------------------------------------------------------------------------------------------
+# the run: data, networks and the rows measured so far
+
+
+class Bench:
+    """One run's data, networks and rows. ``add`` builds a row and runs its first (warm-up)
+    measurement at once; the timing rounds come after every row is built."""
+
+    def __init__(self, args: argparse.Namespace, s: Settings) -> None:
+        self.args, self.s, self.device = args, s, s.device
+        torch.manual_seed(0)
+        self.images, self.labels, self.data_src = load_train_images(s.n_images, args.data)
+        print(f"data: {len(self.images)} images, {self.data_src}", flush=True)
+        self.peak, self.peak_how = measure_peak_flops(s.device)
+        print(f"peak: {self.peak / 1e12:.2f} TFLOP/s ({self.peak_how})", flush=True)
+        self.bundle = tensor_bundle(self.images, self.labels)
+        self.flops = {
+            "teacher": flops_per_image(self.new_teacher().eval(), s.device, train=False),
+            "student": flops_per_image(self.new_student(), s.device, train=True),
+        }
+        self.rows: list[Row] = []
+        self.best: dict[int, float] = {}  # id(row) -> fastest seconds per step seen
+        self.measures: list[tuple[Row, Callable[[], float]]] = []
+        self.tagged: dict[str, list[tuple[Row, Callable[[], float] | None]]] = {}
+        self.stopped = False
+        prec = "bf16+channels_last" if s.cuda else "fp32"
+        mode = f"{prec}+compile({args.compile_mode})" if s.compile_on else f"{prec} eager"
+        self.how = f"supkd.train.fit, GpuLoader, {mode}"
+        self.example = torch.zeros(2, 3, 32, 32, device=s.device)
+        self.teacher: nn.Module | None = None  # shared by the supkd rows (make_shared)
+        self.student: nn.Module | None = None
+        self._supcon_model: nn.Module | None = None
+        self.build_s, self.cache, self.cache_bundle = float("nan"), None, self.bundle
+
+    # --- networks ---------------------------------------------------------------------------
+    def new_teacher(self, projection_dim: int | None = None) -> nn.Module:
+        return create_model("resnet50", stem="cifar", num_classes=10, width=self.args.width,
+                            projection_dim=projection_dim).to(self.device)
+
+    def new_student(self) -> nn.Module:
         return create_model(
-            "resnet50",
-            stem="cifar",
-            num_classes=10,
-            width=args.width,
-            projection_dim=projection_dim,
-        ).to(device)
+            "resnet18", stem="cifar", num_classes=10, width=self.args.width
+        ).to(self.device)
 
-    def new_student():
-        return create_model("resnet18", stem="cifar", num_classes=10, width=args.width).to(device)
+    def make_shared(self) -> None:
+        """The teacher and student that the supkd rows share (after the reference rows)."""
+        self.teacher, self.student = self.new_teacher().eval(), self.new_student()
 
-    f_teacher = flops_per_image(new_teacher().eval(), device, train=False)
-    f_student = flops_per_image(new_student(), device, train=True)
-    rows: list[Row] = []
-    best: dict[int, float] = {}  # id(row) -> fastest seconds per step seen
-    measures: list[tuple[Row, Callable[[], float]]] = []
-    stopped: list[bool] = []
+    def supcon_model(self) -> nn.Module:
+        """One SupCon network for every batch (memory)."""
+        if self._supcon_model is None:
+            self._supcon_model = self.new_teacher(128)
+        return self._supcon_model
 
-    def add(row: Row, make: Callable[[], Callable[[], float]]) -> Callable[[], float] | None:
+    def count_supcon_flops(self) -> None:
+        """ResNet-50 + projection head, fwd+bwd on two views per image."""
+        self.flops["supcon"] = 2 * flops_per_image(self.new_teacher(128), self.device, train=True)
+
+    def build_cache(self) -> None:
+        """The teacher cache: a real table for n_cache images, tiled (with the images) over
+        the data set, so lookups are exact and cost what a full table's do. Built by an eager
+        copy of the teacher (the rows before compiled the shared one in place)."""
+        if self.stopped:
+            return
+        s = self.s
+        try:
+            eager_teacher = _copy_of(self.teacher, self.new_teacher)
+            t0 = time.perf_counter()
+            table = build_cache_table(eager_teacher, self.images[: s.n_cache], mean=CIFAR_MEAN,
+                                      std=CIFAR_STD, pad=PAD, device=self.device,
+                                      batch_size=1024, progress=False)
+            sync(self.device)
+            self.build_s = time.perf_counter() - t0
+            del eager_teacher
+            tile = torch.arange(s.n_images) % s.n_cache
+            self.cache = TeacherCache(table[tile.to(self.device)], pad=PAD, key="benchmark")
+            self.cache_bundle = tensor_bundle(self.images[tile], self.labels[tile])
+        except KeyboardInterrupt:  # time limit: the rows after it are listed as not run
+            self.stopped = True
+
+    # --- measuring ----------------------------------------------------------------------------
+    def add(self, row: Row, make: Callable[[], Callable[[], float]]) -> Callable[[], float] | None:
         """Build the row and run its first (warm-up) measurement now; time it later.
         Returns the row's measure (None when the row did not run)."""
-        rows.append(row)
-        if stopped:
+        self.rows.append(row)
+        if self.stopped:
             row.note = "not run (interrupted)"
             return None
         t0 = time.perf_counter()
@@ -696,7 +772,7 @@ def main(argv: list[str] | None = None) -> int:
             # steps themselves, so a row that gets no timing round still has a rate.
             per_step = measure()
         except KeyboardInterrupt:  # time limit: keep what is measured, report it
-            stopped.append(True)
+            self.stopped = True
             row.note = "not run (interrupted)"
             return None
         except Exception as exc:  # one failing row must not lose the others
@@ -704,357 +780,352 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {row.group} | {row.name} b{row.batch}: {row.note}", flush=True)
             return None
         row.warmup_s = time.perf_counter() - t0
-        best[id(row)] = per_step
+        self.best[id(row)] = per_step
         row.rate = row.batch / per_step
-        measures.append((row, measure))
+        self.measures.append((row, measure))
         print(f"  ready: {row.group} | {row.name} b{row.batch} ({row.warmup_s:.1f}s)", flush=True)
         return measure
 
-    def step_measure(step: Callable[[], None]) -> Callable[[], float]:
-        time_steps(step, 0, warmup, device)
-        return lambda: time_steps(step, steps, 0, device)[0]
+    def step_measure(self, step: Callable[[], None]) -> Callable[[], float]:
+        s = self.s
+        time_steps(step, 0, s.warmup, self.device)
+        return lambda: time_steps(step, s.steps, 0, self.device)[0]
 
-    # Rows run in priority order, so that a time limit (SIGTERM) loses the least useful ones:
-    # the issue's targets first (reference loops, supkd at the large batches, the teacher
-    # cache, SupCon), then the compile-mode comparison, then the batch-256 rows. The table
-    # lists them by section and batch.
+    def fit(self, task, B: int, *, bundle=None, compile_: bool | None = None,
+            mode: str | None = None) -> Callable[[], float]:
+        """``fit_measure`` of ``task`` at batch ``B`` with this run's settings."""
+        s = self.s
+        return fit_measure(task, bundle or self.bundle, B, self.device, warmup=s.warmup,
+                           steps=s.steps, compile_on=s.compile_on if compile_ is None else compile_,
+                           compile_mode=mode or self.args.compile_mode)
 
-    # (a) the reference KD loop
-    for B in ref_bs:
+    def distill_task(self, loss: str, student=None, teacher=None):
+        from supkd.train.tasks import distill_task_from_modules
 
-        def make_ref(B=B):
-            teacher, student = new_teacher().eval(), new_student()
-            opt = torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-            it = make_reference_loader(images, labels, kd_transform(), B, workers, device)
-            return step_measure(reference_kd_step(teacher, student, opt, it, device))
+        return distill_task_from_modules(student or self.student, teacher or self.teacher,
+                                         self.example, loss=loss)
 
-        add(
-            Row(
-                "kd",
-                "reference (fp32, PIL workers, hinton_kl)",
-                B,
-                f_teacher + f_student,
-                f"{workers} workers",
-                section=0,
-            ),
-            make_ref,
-        )
-
-    # (b) supkd: engine fit() over the GPU-resident loader with the library's tasks
-    from supkd.train.tasks import CETask, SupConTask, distill_task_from_modules
-
-    def skip(row: Row, why: str) -> None:
-        """A row that this device or these options do not run, listed with the reason."""
-        row.note = f"skipped: {why}"
-        rows.append(row)
-
-    example = torch.zeros(2, 3, 32, 32, device=device)
-    prec = "bf16+channels_last" if cuda else "fp32"
-    mode = f"{prec}+compile({args.compile_mode})" if compile_on else f"{prec} eager"
-    how = f"supkd.train.fit, GpuLoader, {mode}"
-
-    def fit_row(task, B, *, bundle_=None, compile_=None, mode_=None):
-        """The row's make(): ``task`` is a Task or a function building one."""
-        return lambda: fit_measure(
-            task() if callable(task) and not isinstance(task, nn.Module) else task,
-            bundle_ or bundle,
-            B,
-            device,
-            warmup=warmup,
-            steps=steps,
-            compile_on=compile_on if compile_ is None else compile_,
-            compile_mode=mode_ or args.compile_mode,
-        )
-
-    teacher, student = new_teacher().eval(), new_student()
-
-    def kd_rows(B: int, names: list[str]) -> None:
-        for name in names:
-            add(
-                Row("kd", f"supkd distill: {name}", B, f_teacher + f_student, how),
-                fit_row(
-                    lambda name=name: distill_task_from_modules(
-                        student, teacher, example, loss=name
-                    ),
-                    B,
-                ),
-            )
-
-    def teacher_row(B: int) -> None:
-        add(
-            Row("kd", "teacher forward alone", B, f_teacher),
-            lambda: teacher_forward_measure(
-                teacher,
-                bundle,
-                B,
-                device,
-                warmup=warmup,
-                steps=steps,
-                fast=cuda,
-                compile_mode=args.compile_mode,
-            ),
-        )
-
-    # Compile break-even first, so that the compiled row holds the process's first
-    # compilation of the student (later rows reuse Dynamo's cache). Its own students: a
-    # compiled module stays compiled (nn.Module.compile works in place).
-    be_rows: list[Row] = []
-    be_measures: list[Callable[[], float] | None] = []
-    be_warm = Row(
-        "kd",
-        "student CE step alone, recompiled (warm compile cache)",
-        breakeven_b,
-        f_student,
-        section=1,
-    )
-    be_eager = Row(
-        "kd", "student CE step alone, eager (compile off)", breakeven_b, f_student, section=1
-    )
-    be_compiled = Row(
-        "kd",
-        "student CE step alone",
-        breakeven_b,
-        f_student,
-        f"{how}; first compile (break-even)",
-    )
-    if compile_on:
-        torch._dynamo.reset()
-        be_eager.note = how.replace(f"+compile({args.compile_mode})", " eager")
-        be_measures = [
-            add(be_eager, fit_row(lambda: CETask(new_student()), breakeven_b, compile_=False)),
-            add(be_compiled, fit_row(lambda: CETask(new_student()), breakeven_b)),
-        ]
-        # The same compilation again after Dynamo forgets it: inductor's on-disk caches
-        # (FX graphs, Triton kernels) now hold it, as they do for every later run of a grid
-        # on the same machine.
-        torch._dynamo.reset()
-        be_warm.note = f"{how}; Dynamo reset, inductor caches warm"
-        be_measures.append(add(be_warm, fit_row(lambda: CETask(new_student()), breakeven_b)))
-        be_rows = [be_eager, be_compiled, be_warm]
-    else:
-        why = "--no-compile" if cuda else "supkd rows are eager on CPU (nothing to compare)"
-        skip(be_eager, why)
-
-    # The headline batches: the largest --fast-batch-sizes (512 on CUDA), then --large-batch.
-    # CPU: every fast batch here (there is usually one).
-    head_bs = [max(fast_bs)] if cuda else list(fast_bs)
-    rest_bs = [B for B in fast_bs if B not in head_bs]
-    for B in head_bs:
-        teacher_row(B)
-        if not be_rows or breakeven_b != B:  # else the break-even row is this row
-            add(Row("kd", "student CE step alone", B, f_student, how), fit_row(CETask(student), B))
-        kd_rows(B, losses)
-
-    # teacher cache: a real table for n_cache images, tiled (with the images) over the data
-    # set, so lookups are exact and cost what a full table's do. Built by an eager copy of
-    # the teacher (the rows above compiled the shared one in place).
-    build_s, cache, cache_bundle = float("nan"), None, bundle
-    if not stopped:
-        try:
-            eager_teacher = _copy_of(teacher, new_teacher)
-            t0 = time.perf_counter()
-            table = build_cache_table(
-                eager_teacher,
-                images[:n_cache],
-                mean=CIFAR_MEAN,
-                std=CIFAR_STD,
-                pad=PAD,
-                device=device,
-                batch_size=1024,
-                progress=False,
-            )
-            sync(device)
-            build_s = time.perf_counter() - t0
-            del eager_teacher
-            tile = torch.arange(n_images) % n_cache
-            cache = TeacherCache(table[tile.to(device)], pad=PAD, key="benchmark")
-            cache_bundle = tensor_bundle(images[tile], labels[tile])
-        except KeyboardInterrupt:  # time limit: the rows below are listed as not run
-            stopped.append(True)
-
-    def cached_task(student_=None, teacher_=None):
-        task = distill_task_from_modules(
-            student_ or student, teacher_ or teacher, example, loss="hinton_kl"
-        )
-        task.cache = cache
+    def cached_task(self, student=None, teacher=None):
+        task = self.distill_task("hinton_kl", student, teacher)
+        task.cache = self.cache
         return task
 
-    def cache_row(B: int) -> None:
-        add(
-            Row("kd", "supkd distill + teacher cache: hinton_kl", B, f_student, how, section=3),
-            fit_row(cached_task, B, bundle_=cache_bundle),
-        )
+    def teacher_copy(self) -> nn.Module:
+        return _copy_of(self.teacher, self.new_teacher)
 
-    for B in head_bs:
-        cache_row(B)
-    if large_b:
-        kd_rows(large_b, [x for x in args.large_losses.split(",") if x])
-        cache_row(large_b)
-
-    # SupCon pre-training step: ResNet-50 + projection head on two views per image
-    if not args.skip_supcon:
-        f_supcon = 2 * flops_per_image(new_teacher(128), device, train=True)
-
-        def make_ref_supcon():
-            model = new_teacher(128)
-            opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
-            it = make_reference_loader(
-                images, labels, TwoCrop(supcon_transform()), supcon_b, sc_workers, device
-            )
-            return step_measure(
-                reference_supcon_step(model, opt, it, device, SupConLoss(temperature=0.1))
-            )
-
-        add(
-            Row(
-                "supcon",
-                "reference (fp32, 2 PIL views in workers)",
-                supcon_b,
-                f_supcon,
-                f"{sc_workers} workers",
-                section=0,
+    def note_fields(self) -> dict[str, object]:
+        other = self.args.also_mode
+        return {
+            "how": self.how,
+            "how_eager": self.how.replace(f"+compile({self.args.compile_mode})", " eager"),
+            "how_other": self.how.replace(
+                f"compile({self.args.compile_mode})", f"compile({other})"
             ),
-            make_ref_supcon,
-        )
-        supcon_model = new_teacher(128)  # one model for every batch (memory)
+            "workers": self.s.workers,
+            "sc_workers": self.s.sc_workers,
+        }
 
-        def supcon_row(B: int) -> None:
-            add(
-                Row("supcon", "supkd SupCon step (full SupCon aug on device)", B, f_supcon, how),
-                fit_row(
-                    lambda: SupConTask(supcon_model, temperature=0.1, base_temperature=None), B
-                ),
-            )
 
-        # The larger batch first: it is the one that may meet the target; the reference's
-        # own batch comes after the compile-mode rows.
-        supcon_bs = sorted({supcon_b, *([sc_large] if sc_large else [])}, reverse=True)
-        supcon_row(supcon_bs[0])
+# ---------------------------------------------------------------------------------------------
+# the rows, declared as data: what each one measures (make), at which stages and batches
 
-    # The same steps compiled in a second mode (fresh networks, so each is compiled anew
-    # in that mode), at the break-even batch.
-    if args.also_mode:
-        other = args.also_mode
-        how_other = how.replace(f"compile({args.compile_mode})", f"compile({other})")
-        names = [
-            ("student CE step alone", f_student),
-            ("supkd distill: hinton_kl", f_teacher + f_student),
-            ("supkd distill + teacher cache: hinton_kl", f_student),
-        ]
-        if not compile_on:
-            why = "--no-compile" if cuda else "CUDA only (supkd rows are eager on CPU)"
-            for name, f in names:
-                skip(Row("kd", f"{name} [{other}]", breakeven_b, f, section=4), why)
-        else:
-            makers = [
-                lambda: CETask(new_student()),
-                lambda: distill_task_from_modules(
-                    new_student(), _copy_of(teacher, new_teacher), example, loss="hinton_kl"
-                ),
-                lambda: cached_task(new_student(), _copy_of(teacher, new_teacher)),
-            ]
-            for (name, f), make in zip(names, makers):
-                add(
-                    Row("kd", f"{name} [{other}]", breakeven_b, f, how_other, section=4),
-                    fit_row(
-                        make,
-                        breakeven_b,
-                        bundle_=cache_bundle if "cache" in name else None,
-                        mode_=other,
-                    ),
-                )
 
-    # Last, the same-batch comparisons with the reference loops (256 on CUDA).
-    if not args.skip_supcon:
-        for B in supcon_bs[1:]:
-            supcon_row(B)
-    for B in rest_bs:
-        teacher_row(B)
-        add(Row("kd", "student CE step alone", B, f_student, how), fit_row(CETask(student), B))
-        kd_rows(B, losses)
-        cache_row(B)
+Make = Callable[[Bench, int, "str | None"], Callable[[], float]]
 
+
+def _ref_kd(b: Bench, B: int, _: str | None) -> Callable[[], float]:
+    teacher, student = b.new_teacher().eval(), b.new_student()
+    opt = torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    it = make_reference_loader(b.images, b.labels, kd_transform(), B, b.s.workers, b.device)
+    return b.step_measure(reference_kd_step(teacher, student, opt, it, b.device))
+
+
+def _ref_supcon(b: Bench, B: int, _: str | None) -> Callable[[], float]:
+    model = b.new_teacher(128)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
+    it = make_reference_loader(b.images, b.labels, TwoCrop(supcon_transform()), B,
+                               b.s.sc_workers, b.device)
+    return b.step_measure(reference_supcon_step(model, opt, it, b.device,
+                                                SupConLoss(temperature=0.1)))
+
+
+def _fresh_ce(b: Bench, B: int, _: str | None, **fit) -> Callable[[], float]:
+    # Its own student: a compiled module stays compiled (nn.Module.compile works in place).
+    from supkd.train.tasks import CETask
+
+    return b.fit(CETask(b.new_student()), B, **fit)
+
+
+def _student_ce(b: Bench, B: int, _: str | None) -> Callable[[], float]:
+    from supkd.train.tasks import CETask
+
+    return b.fit(CETask(b.student), B)
+
+
+def _teacher_forward(b: Bench, B: int, _: str | None) -> Callable[[], float]:
+    return teacher_forward_measure(b.teacher, b.bundle, B, b.device, warmup=b.s.warmup,
+                                   steps=b.s.steps, fast=b.s.cuda,
+                                   compile_mode=b.args.compile_mode)
+
+
+def _distill(b: Bench, B: int, loss: str | None) -> Callable[[], float]:
+    return b.fit(b.distill_task(loss), B)
+
+
+def _cached(b: Bench, B: int, _: str | None) -> Callable[[], float]:
+    return b.fit(b.cached_task(), B, bundle=b.cache_bundle)
+
+
+def _supcon(b: Bench, B: int, _: str | None) -> Callable[[], float]:
+    from supkd.train.tasks import SupConTask
+
+    return b.fit(SupConTask(b.supcon_model(), temperature=0.1, base_temperature=None), B)
+
+
+# The --also-mode rows: fresh networks, so that each is compiled anew in that mode.
+def _other_ce(b: Bench, B: int, _: str | None) -> Callable[[], float]:
+    return _fresh_ce(b, B, None, mode=b.args.also_mode)
+
+
+def _other_distill(b: Bench, B: int, _: str | None) -> Callable[[], float]:
+    task = b.distill_task("hinton_kl", b.new_student(), b.teacher_copy())
+    return b.fit(task, B, mode=b.args.also_mode)
+
+
+def _other_cached(b: Bench, B: int, _: str | None) -> Callable[[], float]:
+    task = b.cached_task(b.new_student(), b.teacher_copy())
+    return b.fit(task, B, bundle=b.cache_bundle, mode=b.args.also_mode)
+
+
+# Gates: None runs the row, "" leaves it out, any other text lists it as skipped for that reason.
+def _eager_baseline(b: Bench, B: int, stage: str) -> str | None:
+    if b.s.compile_on:
+        return None
+    return "--no-compile" if b.s.cuda else "supkd rows are eager on CPU (nothing to compare)"
+
+
+def _compiled_only(b: Bench, B: int, stage: str) -> str | None:
+    return None if b.s.compile_on else ""
+
+
+def _not_the_breakeven_row(b: Bench, B: int, stage: str) -> str | None:
+    # At the break-even batch the compiled break-even row is this row.
+    return "" if stage == "head" and b.s.compile_on and b.s.breakeven_b == B else None
+
+
+def _compiled_else_skipped(b: Bench, B: int, stage: str) -> str | None:
+    if b.s.compile_on:
+        return None
+    return "--no-compile" if b.s.cuda else "CUDA only (supkd rows are eager on CPU)"
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    """One kind of row. It runs at each batch of each of its ``stages``; ``name`` and
+    ``note`` are formatted with ``{loss}`` (one row per entry of the Settings list named by
+    ``over``), ``{other}`` (--also-mode) and :meth:`Bench.note_fields`."""
+
+    stages: tuple[str, ...]
+    group: str
+    name: str
+    flops: tuple[str, ...]  # the networks (Bench.flops keys) whose FLOPs per image it counts
+    make: Make
+    note: str = "{how}"
+    section: int = 2
+    over: str | None = None
+    gate: Callable[[Bench, int, str], str | None] | None = None
+    reset_dynamo: bool = False  # torch._dynamo.reset() first: the row compiles anew
+    tag: str | None = None  # rows the report reads back (the compile break-even)
+
+
+TS = ("teacher", "student")
+ROWS: list[RowSpec] = [
+    RowSpec(("reference kd",), "kd", "reference (fp32, PIL workers, hinton_kl)", TS, _ref_kd,
+            note="{workers} workers", section=0),
+    # The compile break-even first, so that the compiled row holds the process's first
+    # compilation of the student (later rows reuse Dynamo's cache); the recompiled row runs
+    # after Dynamo forgets it, with inductor's on-disk caches (FX graphs, Triton kernels)
+    # holding it, as they do for every later run of a grid on the same machine.
+    RowSpec(("break-even",), "kd", "student CE step alone, eager (compile off)", ("student",),
+            partial(_fresh_ce, compile_=False), note="{how_eager}", section=1,
+            gate=_eager_baseline, reset_dynamo=True, tag="breakeven"),
+    RowSpec(("break-even",), "kd", "student CE step alone", ("student",), _fresh_ce,
+            note="{how}; first compile (break-even)", gate=_compiled_only, tag="breakeven"),
+    RowSpec(("break-even",), "kd", "student CE step alone, recompiled (warm compile cache)",
+            ("student",), _fresh_ce, note="{how}; Dynamo reset, inductor caches warm",
+            section=1, gate=_compiled_only, reset_dynamo=True, tag="breakeven"),
+    RowSpec(("head", "rest"), "kd", "teacher forward alone", ("teacher",), _teacher_forward,
+            note=""),
+    RowSpec(("head", "rest"), "kd", "student CE step alone", ("student",), _student_ce,
+            gate=_not_the_breakeven_row),
+    RowSpec(("head", "rest"), "kd", "supkd distill: {loss}", TS, _distill, over="losses"),
+    RowSpec(("large",), "kd", "supkd distill: {loss}", TS, _distill, over="large_losses"),
+    RowSpec(("cache", "large", "rest"), "kd", "supkd distill + teacher cache: hinton_kl",
+            ("student",), _cached, section=3),
+    RowSpec(("supcon reference",), "supcon", "reference (fp32, 2 PIL views in workers)",
+            ("supcon",), _ref_supcon, note="{sc_workers} workers", section=0),
+    RowSpec(("supcon head", "supcon rest"), "supcon",
+            "supkd SupCon step (full SupCon aug on device)", ("supcon",), _supcon),
+    RowSpec(("also-mode",), "kd", "student CE step alone [{other}]", ("student",), _other_ce,
+            note="{how_other}", section=4, gate=_compiled_else_skipped),
+    RowSpec(("also-mode",), "kd", "supkd distill: hinton_kl [{other}]", TS, _other_distill,
+            note="{how_other}", section=4, gate=_compiled_else_skipped),
+    RowSpec(("also-mode",), "kd", "supkd distill + teacher cache: hinton_kl [{other}]",
+            ("student",), _other_cached, note="{how_other}", section=4,
+            gate=_compiled_else_skipped),
+]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A point in the run order and the batches its rows run at (``before`` runs first,
+    when there are any)."""
+
+    name: str
+    batches: Callable[[Bench], list[int]]
+    before: Callable[[Bench], None] | None = None
+
+
+def _supcon_batches(pick: Callable[[list[int]], list[int]]) -> Callable[[Bench], list[int]]:
+    return lambda b: [] if b.args.skip_supcon else pick(b.s.supcon_bs)
+
+
+# Priority order, so that a time limit (SIGTERM) loses the least useful rows: the targets of
+# issue #7 first (reference loops, supkd at the large batches, the teacher cache, SupCon),
+# then the compile-mode comparison, then the same-batch comparisons with the reference loops
+# (256 on CUDA). The table lists the rows by section and batch.
+STAGES: list[Stage] = [
+    Stage("reference kd", lambda b: b.s.ref_bs),
+    Stage("break-even", lambda b: [b.s.breakeven_b], before=Bench.make_shared),
+    Stage("head", lambda b: b.s.head_bs),
+    Stage("cache", lambda b: b.s.head_bs, before=Bench.build_cache),
+    Stage("large", lambda b: [b.s.large_b] if b.s.large_b else []),
+    Stage("supcon reference", lambda b: [] if b.args.skip_supcon else [b.s.supcon_b],
+          before=Bench.count_supcon_flops),
+    Stage("supcon head", _supcon_batches(lambda bs: bs[:1])),
+    Stage("also-mode", lambda b: [b.s.breakeven_b] if b.args.also_mode else []),
+    Stage("supcon rest", _supcon_batches(lambda bs: bs[1:])),
+    Stage("rest", lambda b: b.s.rest_bs),
+]
+
+
+def add_rows(b: Bench, spec: RowSpec, B: int, stage: str) -> None:
+    """The rows of ``spec`` at batch ``B``: skipped, or built and warmed up (Bench.add)."""
+    why = spec.gate(b, B, stage) if spec.gate else None
+    if why == "":
+        return
+    notes = b.note_fields()
+    for item in getattr(b.s, spec.over) if spec.over else [None]:
+        name = spec.name.format(loss=item, other=b.args.also_mode)
+        flops = sum(b.flops[f] for f in spec.flops)
+        row = Row(spec.group, name, B, flops, spec.note.format(**notes), section=spec.section)
+        if why is not None:
+            row.note = f"skipped: {why}"
+            b.rows.append(row)
+            continue
+        if spec.reset_dynamo:
+            torch._dynamo.reset()
+        measure = b.add(row, lambda item=item: spec.make(b, B, item))
+        if spec.tag:
+            b.tagged.setdefault(spec.tag, []).append((row, measure))
+
+
+def run_rows(b: Bench, stages: list[Stage] = STAGES, rows: list[RowSpec] = ROWS) -> None:
+    for stage in stages:
+        batches = stage.batches(b)
+        if batches and stage.before:
+            stage.before(b)
+        for B in batches:
+            for spec in rows:
+                if stage.name in spec.stages:
+                    add_rows(b, spec, B, stage.name)
     # Timing: every row `repeats` times, round-robin, best round kept. Interleaving makes a
     # shared machine's load hit all rows alike; the best round is the least disturbed one.
     try:
-        _timing_rounds(measures, 0 if stopped else repeats, best)
+        _timing_rounds(b.measures, 0 if b.stopped else b.s.repeats, b.best)
     except KeyboardInterrupt:  # SIGINT/SIGTERM (e.g. a suite's time limit): report what we have
         print("interrupted: reporting the rows measured so far", flush=True)
 
-    # ------------------------------------------------------------------ report
+
+# ---------------------------------------------------------------------------------------------
+# report
+
+
+def table(b: Bench) -> str:
     def ref_rate(group: str, B: int | None) -> float | None:
-        for r in rows:
+        for r in b.rows:
             if r.group == group and r.name.startswith("reference") and B in (None, r.batch):
                 return r.rate if r.rate == r.rate else None
         return None
 
+    ref_bs = b.s.ref_bs
     b0 = 64 if 64 in ref_bs else ref_bs[0]
-    headers = [
-        "group",
-        "step",
-        "batch",
-        "images/s",
-        "× ref (same batch)",
-        f"× ref b{b0}",
-        "GFLOP/img",
-        "% of peak",
-        "warm-up s",
-        "note",
-    ]
+    headers = ["group", "step", "batch", "images/s", "× ref (same batch)", f"× ref b{b0}",
+               "GFLOP/img", "% of peak", "warm-up s", "note"]
     table_rows = []
     group_rank = {"kd": 0, "supcon": 1}
-    order = {id(r): i for i, r in enumerate(rows)}
+    order = {id(r): i for i, r in enumerate(b.rows)}
     for r in sorted(
-        rows, key=lambda r: (group_rank.get(r.group, 2), r.section, r.batch, order[id(r)])
+        b.rows, key=lambda r: (group_rank.get(r.group, 2), r.section, r.batch, order[id(r)])
     ):
         same = ref_rate(r.group, r.batch)
         base = ref_rate("kd", b0) if r.group == "kd" else ref_rate(r.group, None)
         ok = r.rate == r.rate
-        table_rows.append(
-            [
-                r.group,
-                r.name,
-                r.batch,
-                fmt_rate(r.rate) if ok else "-",
-                f"{r.rate / same:.2f}" if same and ok else "-",
-                f"{r.rate / base:.2f}" if base and ok else "-",
-                f"{r.flops / 1e9:.3f}",
-                f"{100 * r.rate * r.flops / peak:.1f}" if ok else "-",
-                f"{r.warmup_s:.1f}" if r.warmup_s == r.warmup_s else "-",
-                r.note,
-            ]
-        )
+        table_rows.append([
+            r.group, r.name, r.batch,
+            fmt_rate(r.rate) if ok else "-",
+            f"{r.rate / same:.2f}" if same and ok else "-",
+            f"{r.rate / base:.2f}" if base and ok else "-",
+            f"{r.flops / 1e9:.3f}",
+            f"{100 * r.rate * r.flops / b.peak:.1f}" if ok else "-",
+            f"{r.warmup_s:.1f}" if r.warmup_s == r.warmup_s else "-",
+            r.note,
+        ])
+    return markdown_table(headers, table_rows)
+
+
+def report(b: Bench) -> str:
+    s, args = b.s, b.args
     cache_line = "- teacher cache: not built (interrupted)"
-    if build_s == build_s:
-        views_per_s = n_cache * 162 / build_s
+    if b.build_s == b.build_s:
+        views_per_s = s.n_cache * 162 / b.build_s
         cache_line = (
-            f"- teacher cache: built for {n_cache} images × 162 views in {build_s:.1f} s "
+            f"- teacher cache: built for {s.n_cache} images × 162 views in {b.build_s:.1f} s "
             f"({fmt_rate(views_per_s)} views/s, eager teacher; 50,000 images: "
             f"~{50_000 * 162 / views_per_s:.0f} s)"
         )
-    breakeven_line = breakeven_report(
-        be_rows, be_measures, args.compile_mode, breakeven_b, args.compile_cache
-    )
+    tagged = b.tagged.get("breakeven", [])
+    breakeven_line = breakeven_report([r for r, _ in tagged], [m for _, m in tagged],
+                                      args.compile_mode, s.breakeven_b, args.compile_cache)
     print(breakeven_line, flush=True)
-    parts = [
+    f_teacher, f_student = b.flops["teacher"], b.flops["student"]
+    return "\n".join([
         "## KD / SupCon step throughput (benchmarks/kd_throughput.py)",
         "",
-        environment(device),
-        f"- data: {len(images)} images, {data_src}; ResNet-50 -> ResNet-18 (CIFAR stem, "
-        f"width {args.width}); {steps} timed steps after {warmup} warm-up steps per row, "
-        f"best of {repeats} interleaved rounds",
-        f"- peak: {peak / 1e12:.2f} TFLOP/s ({peak_how}, same run); FLOPs per image "
+        environment(b.device),
+        f"- data: {len(b.images)} images, {b.data_src}; ResNet-50 -> ResNet-18 (CIFAR stem, "
+        f"width {args.width}); {s.steps} timed steps after {s.warmup} warm-up steps per row, "
+        f"best of {s.repeats} interleaved rounds",
+        f"- peak: {b.peak / 1e12:.2f} TFLOP/s ({b.peak_how}, same run); FLOPs per image "
         f"(FlopCounterMode): teacher fwd {f_teacher / 1e9:.3f} G, student fwd+bwd "
         f"{f_student / 1e9:.3f} G; % of peak counts teacher fwd + student fwd/bwd per image",
-        f"- supkd rows: {how} (supkd.train.tasks DistillTask/CETask/SupConTask, "
+        f"- supkd rows: {b.how} (supkd.train.tasks DistillTask/CETask/SupConTask, "
         "supkd.data make_loader(gpu_resident='on'), engine fused SGD); warm-up s includes "
         "compilation",
         cache_line,
         breakeven_line,
         "",
-        markdown_table(headers, table_rows),
-    ]
-    write_output("\n".join(parts), args.out)
+        table(b),
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings = resolve(args)
+    _prepare_process(args, settings)
+    bench = Bench(args, settings)
+    run_rows(bench)
+    write_output(report(bench), args.out)
     return 0
 
 

@@ -72,7 +72,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -574,6 +574,63 @@ CHECK_VARIANTS = {
 }
 
 
+def _copies(teacher0: nn.Module, student0: nn.Module) -> tuple[nn.Module, nn.Module]:
+    cpu = torch.device("cpu")
+    return copy.deepcopy(teacher0).to(cpu).eval(), copy.deepcopy(student0).to(cpu).train()
+
+
+def _torchdistill_kd_term(teacher0, student0, cfg_kd: dict, x, y) -> float:
+    """torchdistill: the KD term alone (its KDLoss: KL batchmean, weight T²), no step."""
+    teacher, student = _copies(teacher0, student0)
+    box = torchdistill_box(teacher, student, cfg_kd, torch.device("cpu"))
+    try:
+        box.pre_epoch_process(epoch=0)
+        xb, yb, supp = next(iter(box.train_data_loader))
+        if not (torch.equal(xb, x) and torch.equal(yb, y)):
+            raise RuntimeError("cross-check: torchdistill's loader gave another batch")
+        with torch.no_grad():
+            return float(box.forward_process(xb, yb, supp))
+    finally:
+        box.clean_modules()
+
+
+def _supkd_step_checks(
+    teacher0, student0, recipe: Recipe, variant: str, batch, td: dict, result: CrossCheck
+) -> list[Check]:
+    """supkd: one training step through distill() in engine ``variant``, compared with
+    torchdistill's (``td``: its KD term, first step loss, state after the step, the student's
+    parameter and buffer names); its run directory reports the step's loss."""
+    x, y = batch
+    teacher, sk_student = _copies(teacher0, student0)
+    with tempfile.TemporaryDirectory() as run_dir:
+        supkd_run(teacher, sk_student, [(x, y)], recipe, torch.device("cpu"), n_batches=1,
+                  out=run_dir, train_options=CHECK_VARIANTS[variant])
+        lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
+        record = json.loads(lines[-1])
+    s_sk = sk_student.state_dict()
+    tag = f" (supkd {variant})" if variant else ""
+    # The default path runs the very kernels torchdistill runs: equal to fp32 rounding.
+    # channels_last runs other (NHWC) convolution kernels, whose fp32 rounding differs;
+    # BatchNorm's batch statistics on a small batch amplify it (at width 8, both fp32
+    # gradients differ from float64 ones by ~1e-3): a tolerance relative to the step.
+    w_tol = WEIGHT_ATOL if not variant else max(WEIGHT_ATOL, VARIANT_RTOL * result.step_size)
+    w_note = "" if not variant else f" (tolerance {VARIANT_RTOL:g} of it: other kernels)"
+    return [
+        Check(f"KD term in the training step{tag}", td["kd"], float(record["train_kd"]),
+              KD_TOL, "supkd: distill's reported train_kd"),
+        Check(f"first step loss CE + T²·KL{tag}", td["loss"], float(record["train_loss"]),
+              KD_TOL, "torchdistill KDLoss(alpha=1, beta=1) vs supkd distill's train_loss"
+              + ("" if variant else f"; CE {td['sk_ce']:.6f}")),
+        Check(f"student parameters after that SGD step{tag}", 0.0,
+              _max_diff(td["state"], s_sk, td["params"]), w_tol,
+              f"max abs diff; largest change in the step: {result.step_size:.2e}{w_note}",
+              values=False),
+        Check(f"student BatchNorm buffers after that step{tag}", 0.0,
+              _max_diff(td["state"], s_sk, td["buffers"]), w_tol,
+              "max abs diff of running mean/var, batches tracked", values=False),
+    ]
+
+
 def cross_check(
     teacher0: nn.Module, student0: nn.Module, recipe: Recipe, variants=("", "channels_last")
 ) -> CrossCheck:
@@ -588,114 +645,36 @@ def cross_check(
     from supkd.losses import build_loss
 
     cpu = torch.device("cpu")
-    t = recipe.temperature
     cfg_train = torchdistill_config(recipe, check=True)
     cfg_kd = torchdistill_config(recipe, check=True, kd_only=True)
     check_set = cfg_train["datasets"]["cifar10/check"]
     x = torch.stack([check_set[i][0] for i in range(recipe.batch)])
     y = torch.tensor([check_set[i][1] for i in range(recipe.batch)])
 
-    def copies() -> tuple[nn.Module, nn.Module]:
-        return copy.deepcopy(teacher0).to(cpu).eval(), copy.deepcopy(student0).to(cpu).train()
-
     result = CrossCheck(batch=recipe.batch)
     s_init = {k: v.detach().clone() for k, v in student0.state_dict().items()}
     names = dict(student0.named_parameters())
-    params = [k for k in s_init if k in names]
-    buffers = [k for k in s_init if k not in names]
-
-    # torchdistill: the KD term alone (its KDLoss: KL batchmean, weight T²), no step.
-    teacher, student = copies()
-    box = torchdistill_box(teacher, student, cfg_kd, cpu)
-    try:
-        box.pre_epoch_process(epoch=0)
-        xb, yb, supp = next(iter(box.train_data_loader))
-        if not (torch.equal(xb, x) and torch.equal(yb, y)):
-            raise RuntimeError("cross-check: torchdistill's loader gave another batch")
-        with torch.no_grad():
-            td_kd = float(box.forward_process(xb, yb, supp))
-    finally:
-        box.clean_modules()
+    td = {"params": [k for k in s_init if k in names],
+          "buffers": [k for k in s_init if k not in names]}
+    td["kd"] = _torchdistill_kd_term(teacher0, student0, cfg_kd, x, y)
 
     # supkd's loss on the same logits (student in train mode, as in a training step).
-    teacher, student = copies()
+    teacher, student = _copies(teacher0, student0)
     with torch.no_grad():
         s_logits, t_logits = student(x).logits, teacher(x).logits
-    sk_kd = float(build_loss("hinton_kl", temperature=t)(s_logits, t_logits))
-    sk_ce = float(F.cross_entropy(s_logits, y))
-    result.checks.append(
-        Check(
-            "KD term T²·KL(batchmean), T=4",
-            td_kd,
-            sk_kd,
-            KD_TOL,
-            "torchdistill KDLoss(alpha=0)·T² vs supkd build_loss('hinton_kl')",
-        )
-    )
+    sk_kd = float(build_loss("hinton_kl", temperature=recipe.temperature)(s_logits, t_logits))
+    td["sk_ce"] = float(F.cross_entropy(s_logits, y))
+    result.checks.append(Check("KD term T²·KL(batchmean), T=4", td["kd"], sk_kd, KD_TOL,
+                               "torchdistill KDLoss(alpha=0)·T² vs supkd build_loss('hinton_kl')"))
 
     # torchdistill: one training step (CE + T²·KL).
-    teacher, td_student = copies()
+    teacher, td_student = _copies(teacher0, student0)
     _, td_losses = torchdistill_run(teacher, td_student, cfg_train, cpu, n_batches=1)
-    s_td = td_student.state_dict()
-    result.step_size = _max_diff(s_td, s_init, params)
-
-    # supkd: one training step through distill(); its run directory reports the step's loss.
+    td["loss"], td["state"] = td_losses[0], td_student.state_dict()
+    result.step_size = _max_diff(td["state"], s_init, td["params"])
     for variant in variants:
-        teacher, sk_student = copies()
-        with tempfile.TemporaryDirectory() as run_dir:
-            supkd_run(
-                teacher,
-                sk_student,
-                [(x, y)],
-                recipe,
-                cpu,
-                n_batches=1,
-                out=run_dir,
-                train_options=CHECK_VARIANTS[variant],
-            )
-            lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
-            record = json.loads(lines[-1])
-        s_sk = sk_student.state_dict()
-        tag = f" (supkd {variant})" if variant else ""
-        # The default path runs the very kernels torchdistill runs: equal to fp32 rounding.
-        # channels_last runs other (NHWC) convolution kernels, whose fp32 rounding differs;
-        # BatchNorm's batch statistics on a small batch amplify it (at width 8, both fp32
-        # gradients differ from float64 ones by ~1e-3): a tolerance relative to the step.
-        w_tol = WEIGHT_ATOL if not variant else max(WEIGHT_ATOL, VARIANT_RTOL * result.step_size)
-        w_note = "" if not variant else f" (tolerance {VARIANT_RTOL:g} of it: other kernels)"
-        result.checks += [
-            Check(
-                f"KD term in the training step{tag}",
-                td_kd,
-                float(record["train_kd"]),
-                KD_TOL,
-                "supkd: distill's reported train_kd",
-            ),
-            Check(
-                f"first step loss CE + T²·KL{tag}",
-                td_losses[0],
-                float(record["train_loss"]),
-                KD_TOL,
-                "torchdistill KDLoss(alpha=1, beta=1) vs supkd distill's train_loss"
-                + ("" if variant else f"; CE {sk_ce:.6f}"),
-            ),
-            Check(
-                f"student parameters after that SGD step{tag}",
-                0.0,
-                _max_diff(s_td, s_sk, params),
-                w_tol,
-                f"max abs diff; largest change in the step: {result.step_size:.2e}{w_note}",
-                values=False,
-            ),
-            Check(
-                f"student BatchNorm buffers after that step{tag}",
-                0.0,
-                _max_diff(s_td, s_sk, buffers),
-                w_tol,
-                "max abs diff of running mean/var, batches tracked",
-                values=False,
-            ),
-        ]
+        result.checks += _supkd_step_checks(teacher0, student0, recipe, variant, (x, y), td,
+                                            result)
     return result
 
 
@@ -775,67 +754,71 @@ def _versions() -> str:
     return f"torchdistill {torchdistill.__version__}"
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument(
         "--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu"
     )
-    p.add_argument(
-        "--batch",
-        type=int,
-        default=TD_CIFAR_BATCH,
-        help=f"training batch of both tools (default {TD_CIFAR_BATCH}, torchdistill's "
-        "official CIFAR-10 configs)",
-    )
+    p.add_argument("--batch", type=int, default=TD_CIFAR_BATCH,
+                   help=f"training batch of both tools (default {TD_CIFAR_BATCH}, torchdistill's "
+                   "official CIFAR-10 configs)")
     p.add_argument("--width", type=int, default=64, help="ResNet width (64 = standard)")
     p.add_argument("--steps", type=int, default=None, help="timed steps per round")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps at a round's start")
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds per tool")
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        help="DataLoader workers of both tools (default: CUDA min(16, cores) as torchdistill's "
-        "configs, CPU min(2, cores))",
-    )
-    p.add_argument(
-        "--threads", type=int, default=None, help="CPU: torch threads (default: all cores)"
-    )
+    p.add_argument("--workers", type=int, default=None,
+                   help="DataLoader workers of both tools (default: CUDA min(16, cores) as "
+                   "torchdistill's configs, CPU min(2, cores))")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU: torch threads (default: all cores)")
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--check-batch", type=int, default=16, help="batch of the cross-check")
     p.add_argument("--no-check", action="store_true", help="skip the cross-check")
-    p.add_argument(
-        "--bound",
-        action="store_true",
-        help="add a supkd row over batches already transformed and held in memory (no data "
-        "loading: how much the DataLoader workers cost the step on this machine)",
-    )
+    p.add_argument("--bound", action="store_true",
+                   help="add a supkd row over batches already transformed and held in memory "
+                   "(no data loading: how much the DataLoader workers cost the step on this "
+                   "machine)")
     p.add_argument("--check-only", action="store_true", help="run the cross-check only")
     p.add_argument("--data", default=None, help="cifar10-jpeg folder (default: auto-detect)")
     p.add_argument("--synthetic", action="store_true", help="generated images, not the pack")
     p.add_argument("--quick", action="store_true", help="CPU smoke run: width 16, 6 timed steps")
     p.add_argument("--out", default=None, help="also write the Markdown report here")
     args = p.parse_args(argv)
-
-    try:
-        import torchdistill  # noqa: F401
-    except ImportError:
-        print(INSTALL_HINT, file=sys.stderr)
-        return 2
-
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
+    if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device visible")
-    cuda = device.type == "cuda"
+    if args.warmup is not None and args.warmup < 1:
+        p.error("--warmup must be >= 1 (the first batch starts the workers)")
     if args.quick:
         args.width = min(args.width, 16)
-    steps = args.steps or (6 if args.quick else 20 if cuda else 10)
-    warmup = args.warmup if args.warmup is not None else (2 if args.quick else 5 if cuda else 2)
-    if warmup < 1:
-        p.error("--warmup must be >= 1 (the first batch starts the workers)")
-    rounds = args.rounds or (3 if cuda else 5)
+    return args
+
+
+@dataclass
+class Plan:
+    """The timing's settings, resolved from the command line and the device's defaults."""
+
+    device: torch.device
+    recipe: Recipe
+    steps: int
+    warmup: int
+    rounds: int
+    bound: bool
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    @property
+    def n_batches(self) -> int:
+        return self.warmup + self.steps
+
+
+def resolve(args: argparse.Namespace) -> Plan:
+    """The plan; also sets the process's threads (CPU) or cuDNN/TF32 flags (CUDA)."""
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
     cpus = os.cpu_count() or 1
     workers = (
         args.workers if args.workers is not None else (min(16, cpus) if cuda else min(2, cpus))
@@ -848,11 +831,26 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    return Plan(
+        device=device,
+        recipe=Recipe(batch=args.batch, workers=workers, pin_memory=cuda, lr=args.lr),
+        steps=args.steps or (6 if args.quick else 20 if cuda else 10),
+        warmup=args.warmup if args.warmup is not None else (2 if args.quick else 5 if cuda else 2),
+        rounds=args.rounds or (3 if cuda else 5),
+        bound=args.bound,
+    )
 
-    recipe = Recipe(batch=args.batch, workers=workers, pin_memory=cuda, lr=args.lr)
-    n_batches = warmup + steps
-    n_images = n_batches * args.batch
-    images, labels, data_src = load_images(n_images, args.data, args.synthetic)
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        import torchdistill  # noqa: F401
+    except ImportError:
+        print(INSTALL_HINT, file=sys.stderr)
+        return 2
+    plan = resolve(args)
+    recipe = plan.recipe
+    images, labels, data_src = load_images(plan.n_batches * args.batch, args.data, args.synthetic)
     register_images(images, labels, args.check_batch)
 
     from supkd.models import create_model
@@ -864,31 +862,21 @@ def main(argv: list[str] | None = None) -> int:
     parts = [
         "## supkd vs torchdistill, same models, data and batch (benchmarks/peer_torchdistill.py)",
         "",
-        environment(device).replace("\n- date:", f", {_versions()}\n- date:", 1),
+        environment(plan.device).replace("\n- date:", f", {_versions()}\n- date:", 1),
         f"- data: {data_src}; ResNet-50 -> ResNet-18 (supkd create_model, CIFAR stem, width "
         f"{args.width}); both tools: torchvision RandomCrop(32, 4) + flip + ToTensor + "
-        f"Normalize in {workers} DataLoader workers, RandomSampler, batch {args.batch}, "
+        f"Normalize in {recipe.workers} DataLoader workers, RandomSampler, batch {args.batch}, "
         f"SGD lr {recipe.lr} momentum {recipe.momentum} wd {recipe.weight_decay} constant, "
         f"loss CE + T²·KL (T = {recipe.temperature:g})",
     ]
-
     check: CrossCheck | None = None
     if not args.no_check:
-        check_recipe = Recipe(
-            batch=min(args.check_batch, len(SOURCES["check"][1])),
-            workers=0,
-            pin_memory=False,
-            lr=recipe.lr,
-        )
+        check_recipe = Recipe(batch=min(args.check_batch, len(SOURCES["check"][1])), workers=0,
+                              pin_memory=False, lr=recipe.lr)
         variants = ("", "channels_last") if channels_last_safe(student0) else ("",)
         check = cross_check(teacher0, student0, check_recipe, variants)
         print(f"cross-check: {'passed' if check.ok else 'FAILED'}", flush=True)
-
-    table = ""
-    if not args.check_only:
-        table = timing(
-            args, device, recipe, teacher0, student0, n_batches, warmup, steps, rounds, parts
-        )
+    table = "" if args.check_only else timing(plan, teacher0, student0, parts)
     if check is not None:
         parts += [
             "",
@@ -907,65 +895,58 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if check is None or check.ok else 1
 
 
-def timing(args, device, recipe, teacher0, student0, n_batches, warmup, steps, rounds, parts):
-    """Interleaved rounds of both tools; -> the Markdown table (and notes in ``parts``)."""
-    cuda = device.type == "cuda"
-    td_config = torchdistill_config(recipe)
-    dataset = td_config["datasets"]["cifar10/train"]
-    loader = supkd_loader(dataset, recipe)
+# ---------------------------------------------------------------------------------------------
+# timing
+
+
+Run = tuple[Row, Callable[[], "tuple[float, float]"]]
+
+
+def _supkd_row(tool: str, how: str, teacher0, student0, loader, plan: Plan,
+               train_options: dict | None = None, *, copies: bool = True) -> Run:
+    """A supkd row training its own copies of the initial weights (``copies``; on the
+    device) over ``loader``."""
+    if copies:
+        teacher0 = copy.deepcopy(teacher0).to(plan.device)
+        student0 = copy.deepcopy(student0).to(plan.device)
+    return Row(tool, how), lambda: supkd_run(
+        teacher0, student0, loader, plan.recipe, plan.device, n_batches=plan.n_batches,
+        warmup=plan.warmup, train_options=train_options,
+    )
+
+
+def timing_runs(plan: Plan, teacher0, student0, parts: list[str]) -> list[Run]:
+    """The rows, each with the function that makes one timed run of it: torchdistill, supkd,
+    then supkd's variant for the device (and the ``--bound`` row)."""
+    device = plan.device
+    td_config = torchdistill_config(plan.recipe)
+    loader = supkd_loader(td_config["datasets"]["cifar10/train"], plan.recipe)
     # Each tool trains its own copy of the same initial weights (torchdistill's forward hooks
     # and frozen flags then never touch supkd's modules, and the reverse).
     td_teacher = copy.deepcopy(teacher0).to(device).eval()
     td_student = copy.deepcopy(student0).to(device)
-    sk_teacher = copy.deepcopy(teacher0).to(device)
-    sk_student = copy.deepcopy(student0).to(device)
-    mem = PeakMemory(device)
-    sk_mode = "bf16 autocast + channels_last (engine defaults on CUDA)" if cuda else "fp32"
+    sk_mode = "bf16 autocast + channels_last (engine defaults on CUDA)" if plan.cuda else "fp32"
     td_row = Row(
         "torchdistill",
         "DistillationBox from its YAML (get_distillation_box), WeightedSumLoss + KDLoss, the "
         "example's train_one_epoch loop (loss.item() per step), fp32",
     )
-    sk_row = Row("supkd", f"supkd.train.distill over the same DataLoader, {sk_mode}")
-    runs = [
-        (
-            td_row,
-            lambda: torchdistill_run(
-                td_teacher, td_student, td_config, device, n_batches=n_batches, warmup=warmup
-            )[0],
-        ),
-        (
-            sk_row,
-            lambda: supkd_run(
-                sk_teacher, sk_student, loader, recipe, device, n_batches=n_batches, warmup=warmup
-            ),
-        ),
+    sk_teacher = copy.deepcopy(teacher0).to(device)
+    sk_student = copy.deepcopy(student0).to(device)
+    sk = _supkd_row("supkd", f"supkd.train.distill over the same DataLoader, {sk_mode}",
+                    sk_teacher, sk_student, loader, plan, copies=False)
+    runs: list[Run] = [
+        (td_row, lambda: torchdistill_run(td_teacher, td_student, td_config, device,
+                                          n_batches=plan.n_batches, warmup=plan.warmup)[0]),
+        sk,
     ]
-    if cuda:
+    if plan.cuda:
         # The equal-precision comparison: supkd's engine without its CUDA defaults (bf16
         # autocast, channels_last), i.e. the fp32 contiguous step torchdistill runs.
-        fp_teacher = copy.deepcopy(teacher0).to(device)
-        fp_student = copy.deepcopy(student0).to(device)
-        fp_row = Row(
-            "supkd, fp32 contiguous",
-            "supkd.train.distill over the same DataLoader, "
-            "train_options={'amp': 'off', 'channels_last': 'off'}",
-        )
-        runs.append(
-            (
-                fp_row,
-                lambda: supkd_run(
-                    fp_teacher,
-                    fp_student,
-                    loader,
-                    recipe,
-                    device,
-                    n_batches=n_batches,
-                    warmup=warmup,
-                    train_options={"amp": "off", "channels_last": "off"},
-                ),
-            )
-        )
+        runs.append(_supkd_row(
+            "supkd, fp32 contiguous", "supkd.train.distill over the same DataLoader, "
+            "train_options={'amp': 'off', 'channels_last': 'off'}", teacher0, student0, loader,
+            plan, {"amp": "off", "channels_last": "off"}))
     elif not channels_last_safe(student0):
         parts.append(
             "- supkd channels_last row: not run (this width has a 1×1 stride-2 convolution "
@@ -975,57 +956,30 @@ def timing(args, device, recipe, teacher0, student0, n_batches, warmup, steps, r
         # The same step with channels_last tensors (train.channels_last=on; its "auto" turns
         # it on only on CUDA): oneDNN's NHWC convolutions. Own copies: supkd converts the
         # modules in place.
-        cl_teacher = copy.deepcopy(teacher0)
-        cl_student = copy.deepcopy(student0)
-        cl_row = Row(
-            "supkd, channels_last on",
-            "supkd.train.distill over the same DataLoader, fp32, "
-            "train_options={'channels_last': 'on'}",
-        )
-        runs.append(
-            (
-                cl_row,
-                lambda: supkd_run(
-                    cl_teacher,
-                    cl_student,
-                    loader,
-                    recipe,
-                    device,
-                    n_batches=n_batches,
-                    warmup=warmup,
-                    train_options={"channels_last": "on"},
-                ),
-            )
-        )
-    if args.bound:
+        runs.append(_supkd_row(
+            "supkd, channels_last on", "supkd.train.distill over the same DataLoader, fp32, "
+            "train_options={'channels_last': 'on'}", teacher0, student0, loader, plan,
+            {"channels_last": "on"}))
+    if plan.bound:
         # The same distill step with no data loading at all: what any data pipeline could
-        # give at most on this machine (a bound, not a pipeline a user would run).
+        # give at most on this machine (a bound, not a pipeline a user would run). It trains
+        # the supkd row's networks further.
         batches = []
         for b in loader:
             batches.append((b[0], b[1]))
-            if len(batches) == n_batches:
+            if len(batches) == plan.n_batches:
                 break
-        bound_row = Row(
-            "supkd, no data cost (bound)",
-            f"supkd.train.distill over {n_batches} batches already transformed and held in "
-            f"memory, {sk_mode}",
-        )
-        runs.append(
-            (
-                bound_row,
-                lambda: supkd_run(
-                    sk_teacher,
-                    sk_student,
-                    batches,
-                    recipe,
-                    device,
-                    n_batches=n_batches,
-                    warmup=warmup,
-                ),
-            )
-        )
+        runs.append(_supkd_row(
+            "supkd, no data cost (bound)", f"supkd.train.distill over {plan.n_batches} batches "
+            f"already transformed and held in memory, {sk_mode}", sk_teacher, sk_student,
+            batches, plan, copies=False))
+    return runs
 
-    for r in range(rounds):
+
+def run_rounds(runs: list[Run], plan: Plan, mem: PeakMemory) -> None:
+    """``plan.rounds`` interleaved rounds; each row's times, CPU times and peaks."""
+    images = plan.steps * plan.recipe.batch
+    for r in range(plan.rounds):
         # The order rotates every round, so that no tool always runs right after another.
         k = r % len(runs)
         for row, run in runs[k:] + runs[:k]:
@@ -1035,57 +989,52 @@ def timing(args, device, recipe, teacher0, student0, n_batches, warmup, steps, r
             row.times.append(elapsed)
             row.cpu.append(cpu_s)
             print(
-                f"  round {r + 1}/{rounds} {row.tool}: {fmt_rate(steps * recipe.batch / elapsed)}"
+                f"  round {r + 1}/{plan.rounds} {row.tool}: {fmt_rate(images / elapsed)}"
                 f" img/s, peak +{row.peaks[-1] / 2**20:,.0f} MiB",
                 flush=True,
             )
 
+
+def timing_table(runs: list[Run], plan: Plan) -> str:
+    steps, batch = plan.steps, plan.recipe.batch
+
     def rates(row: Row) -> tuple[float, float]:
-        per = [steps * recipe.batch / t for t in row.times]
+        per = [steps * batch / t for t in row.times]
         return max(per), statistics.median(per)
 
     def cpu_per_step(row: Row) -> float:
         return statistics.median(row.cpu) / steps
 
-    td_best, td_med = rates(td_row)
-    td_cpu = cpu_per_step(td_row)
-    headers = [
-        "tool",
-        "pipeline",
-        "batch",
-        "images/s best",
-        "images/s median",
-        "× torchdistill (best)",
-        "× torchdistill (median)",
-        "process CPU s/step (median)",
-        "× torchdistill (CPU time)",
-        "peak memory MiB (median round)",
-    ]
+    td_best, td_med = rates(runs[0][0])
+    td_cpu = cpu_per_step(runs[0][0])
+    headers = ["tool", "pipeline", "batch", "images/s best", "images/s median",
+               "× torchdistill (best)", "× torchdistill (median)", "process CPU s/step (median)",
+               "× torchdistill (CPU time)", "peak memory MiB (median round)"]
     body = []
     for row, _ in runs:
         best, med = rates(row)
         peak = statistics.median(row.peaks) / 2**20 if row.peaks else float("nan")
-        body.append(
-            [
-                row.tool,
-                row.how,
-                recipe.batch,
-                fmt_rate(best),
-                fmt_rate(med),
-                f"{best / td_best:.2f}",
-                f"{med / td_med:.2f}",
-                f"{cpu_per_step(row):.3f}",
-                f"{td_cpu / cpu_per_step(row):.2f}",
-                f"{peak:,.0f}" if peak == peak else "-",
-            ]
-        )
+        body.append([
+            row.tool, row.how, batch, fmt_rate(best), fmt_rate(med), f"{best / td_best:.2f}",
+            f"{med / td_med:.2f}", f"{cpu_per_step(row):.3f}",
+            f"{td_cpu / cpu_per_step(row):.2f}", f"{peak:,.0f}" if peak == peak else "-",
+        ])
+    return markdown_table(headers, body)
+
+
+def timing(plan: Plan, teacher0: nn.Module, student0: nn.Module, parts: list[str]) -> str:
+    """Interleaved rounds of both tools; -> the Markdown table (and notes in ``parts``)."""
+    mem = PeakMemory(plan.device)
+    runs = timing_runs(plan, teacher0, student0, parts)
+    run_rounds(runs, plan, mem)
+    steps, batch, warmup = plan.steps, plan.recipe.batch, plan.warmup
     parts.append(
-        f"- timing: {rounds} interleaved rounds (the order rotates each round), each a fresh run "
-        f"of each tool over {n_batches} batches; the first {warmup} excluded, {steps} timed; "
-        f"images/s = {steps}·{recipe.batch} / time of the timed steps; process CPU s/step = "
-        "CPU time of this process (all its threads, user + system; not the DataLoader "
-        "workers) in the timed steps / steps, which a shared machine's load changes far "
-        "less than the wall time"
+        f"- timing: {plan.rounds} interleaved rounds (the order rotates each round), each a "
+        f"fresh run of each tool over {plan.n_batches} batches; the first {warmup} excluded, "
+        f"{steps} timed; images/s = {steps}·{batch} / time of the timed steps; process CPU "
+        "s/step = CPU time of this process (all its threads, user + system; not the "
+        "DataLoader workers) in the timed steps / steps, which a shared machine's load "
+        "changes far less than the wall time"
     )
     parts.append(
         f"- peak memory: {mem.how}; the median round (the process's first round also holds "
@@ -1095,14 +1044,12 @@ def timing(args, device, recipe, teacher0, student0, n_batches, warmup, steps, r
         "- per round (img/s, peak MiB): "
         + "; ".join(
             f"{row.tool}: "
-            + ", ".join(
-                f"{steps * recipe.batch / t:.0f}/{m / 2**20:.0f}"
-                for t, m in zip(row.times, row.peaks)
-            )
+            + ", ".join(f"{steps * batch / t:.0f}/{m / 2**20:.0f}"
+                        for t, m in zip(row.times, row.peaks))
             for row, _ in runs
         )
     )
-    return markdown_table(headers, body)
+    return timing_table(runs, plan)
 
 
 if __name__ == "__main__":

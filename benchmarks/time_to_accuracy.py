@@ -279,38 +279,24 @@ def estimate_s(prev: Row | None, epochs: int) -> float | None:
     return per_epoch * epochs + rest
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[Plan]]:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument(
-        "--device",
-        choices=["cpu", "cuda"],
-        default="cuda" if torch.cuda.is_available() else "cpu",
-    )
+    p.add_argument("--device", choices=["cpu", "cuda"],
+                   default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--data", default=None, help="cifar10-jpeg folder (default: auto-detect)")
     p.add_argument("--config", default=None, help="single-run YAML instead of the recipe")
     p.add_argument("--set", action="append", default=[], help="key=value config override")
-    p.add_argument(
-        "--epochs", type=int, default=None, help="CE epochs of a variant without @EPOCHS "
-        "(default 40; --quick 1)"
-    )
+    p.add_argument("--epochs", type=int, default=None,
+                   help="CE epochs of a variant without @EPOCHS (default 40; --quick 1)")
     p.add_argument("--kd-epochs", type=int, default=None, help="KD epochs (default = --epochs)")
-    p.add_argument(
-        "--variant",
-        action="append",
-        default=[],
-        metavar="NAME[+NAME...][@EPOCHS]",
-        help=f"CE recipe variant, repeatable, run in order (default base); names: "
-        f"{', '.join(VARIANTS)}",
-    )
-    p.add_argument(
-        "--budget-s",
-        type=float,
-        default=None,
-        help="wall-clock budget of the whole script: runs that would not fit are skipped, "
-        "a run in progress stops when it is spent",
-    )
+    p.add_argument("--variant", action="append", default=[], metavar="NAME[+NAME...][@EPOCHS]",
+                   help=f"CE recipe variant, repeatable, run in order (default base); names: "
+                   f"{', '.join(VARIANTS)}")
+    p.add_argument("--budget-s", type=float, default=None,
+                   help="wall-clock budget of the whole script: runs that would not fit are "
+                   "skipped, a run in progress stops when it is spent")
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--lr", type=float, default=0.4, help="peak one-cycle lr for the batch")
     p.add_argument("--weight-decay", type=float, default=5e-4)
@@ -319,22 +305,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile", choices=["auto", "on", "off"], default=None)
     p.add_argument("--kd-loss", default="hinton_kl")
     p.add_argument("--kd-alpha", type=float, default=1.0)
-    p.add_argument(
-        "--kd-cache",
-        choices=["auto", "on", "off"],
-        default="off",
-        help="teacher cache for the KD run (its build time is reported in the run's wall "
-        "time, not in the epochs)",
-    )
+    p.add_argument("--kd-cache", choices=["auto", "on", "off"], default="off",
+                   help="teacher cache for the KD run (its build time is reported in the run's "
+                   "wall time, not in the epochs)")
     p.add_argument("--skip-kd", action="store_true")
     p.add_argument("--runs-dir", default=None, help="where the runs go (default: a temp dir)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="CPU smoke run on a tiny subset")
     p.add_argument("--out", default=None, help="also write the Markdown report here")
     args = p.parse_args(argv)
-
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
+    if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device visible")
     if args.quick:
         args.epochs = args.epochs or 1
@@ -346,39 +326,52 @@ def main(argv: list[str] | None = None) -> int:
     explicit_epochs = args.epochs
     args.epochs = args.epochs or 40
     args.kd_epochs = args.kd_epochs or args.epochs
-    args.compile = args.compile or ("on" if device.type == "cuda" else "off")
+    args.compile = args.compile or ("on" if args.device == "cuda" else "off")
     default_epochs = args.epochs if args.config is None else explicit_epochs
     try:
         plans = [parse_variant(v, default_epochs) for v in (args.variant or ["base"])]
     except ValueError as exc:
         p.error(str(exc))
-    _sigterm_as_interrupt()
-    budget = Budget(args.budget_s)
-    pack = find_cifar10_jpeg(args.data)
-    if pack is None:
-        print("no cifar10-jpeg pack found: using the embedded digits data", flush=True)
+    return args, plans
 
-    runs = Path(args.runs_dir) if args.runs_dir else Path(tempfile.mkdtemp(prefix="supkd_tta_"))
-    ce_cfg: dict[str, Any] | str = args.config or ce_recipe(args, pack)
-    rows: list[Row] = []
-    last_done: Row | None = None
-    teacher: tuple[Row, Path, Any] | None = None
-    interrupted = False
 
-    def run_row(row: Row, cfg_dict, overrides: list[str], run_dir: Path) -> Any:
+class Session:
+    """The script's runs in order: the CE rows, then the KD student of the first completed
+    one, within the wall-clock budget; every row is listed from the start, so an
+    interruption still shows what was not run."""
+
+    def __init__(self, args: argparse.Namespace, plans: list[Plan]) -> None:
+        self.args, self.plans = args, plans
+        self.device = torch.device(args.device)
+        self.budget = Budget(args.budget_s)
+        self.pack = find_cifar10_jpeg(args.data)
+        if self.pack is None:
+            print("no cifar10-jpeg pack found: using the embedded digits data", flush=True)
+        self.runs = (Path(args.runs_dir) if args.runs_dir
+                     else Path(tempfile.mkdtemp(prefix="supkd_tta_")))
+        self.ce_cfg: dict[str, Any] | str = args.config or ce_recipe(args, self.pack)
+        self.rows = [Row("CE ResNet-18", plan.label, plan.epochs) for plan in plans]
+        self.kd_row = Row(f"KD ResNet-18 <- CE ResNet-18 ({args.kd_loss})", "kd", args.kd_epochs)
+        if not args.skip_kd:
+            self.rows.append(self.kd_row)
+        self.last_done: Row | None = None
+        self.teacher: tuple[Row, Path, Any] | None = None
+        self.interrupted = False
+        self.cfg0: Any = None  # the first run's config, for the report
+
+    def run_row(self, row: Row, cfg_dict, overrides: list[str], run_dir: Path) -> Any:
         """Train one row; fills ``row``. Returns its config (None when it did not start)."""
-        nonlocal interrupted
         t0 = time.perf_counter()
         try:
             cfg, res, t, tta = train_one(
-                cfg_dict, overrides, run_dir, device, callbacks=[budget.callback]
+                cfg_dict, overrides, run_dir, self.device, callbacks=[self.budget.callback]
             )
         except KeyboardInterrupt:  # the budget callback, or SIGTERM/SIGINT
             row.timing = timing(run_dir) if (run_dir / "metrics.jsonl").is_file() else {}
             done = len(read_jsonl(run_dir / "metrics.jsonl")) if row.timing else 0
-            why = "budget spent" if budget.hit else "interrupted"
+            why = "budget spent" if self.budget.hit else "interrupted"
             row.status = f"stopped: {why} after {done}/{row.epochs} epochs"
-            interrupted = interrupted or not budget.hit
+            self.interrupted = self.interrupted or not self.budget.hit
             row.wall_s = time.perf_counter() - t0
             return None
         except UserError as exc:  # a variant this data or config cannot run
@@ -391,106 +384,97 @@ def main(argv: list[str] | None = None) -> int:
         row.wall_s = time.perf_counter() - t0
         return cfg
 
-    cfg0 = None
-    # Every row is listed from the start, so an interruption still shows what was not run.
-    rows.extend(Row("CE ResNet-18", plan.label, plan.epochs) for plan in plans)
-    kd_row = Row(f"KD ResNet-18 <- CE ResNet-18 ({args.kd_loss})", "kd", args.kd_epochs)
-    if not args.skip_kd:
-        rows.append(kd_row)
-    try:
-        for plan, row in zip(plans, rows):
-            if plan.skip:
-                row.status = plan.skip
-                continue
-            if interrupted:
-                row.status = "not run (interrupted)"
-                continue
-            need = estimate_s(last_done, plan.epochs or (last_done.epochs if last_done else 1))
-            left = budget.left()
-            if left <= 0 or (need is not None and need > left):
-                row.status = (
-                    f"skipped: budget (needs ~{need:.0f} s, {max(left, 0):.0f} s left)"
-                    if need is not None
-                    else "skipped: budget spent"
-                )
-                continue
-            safe = "".join(c if c.isalnum() else "_" for c in plan.label)
-            overrides = [*args.set, *plan.overrides]
-            if plan.epochs is not None:
-                # Only the final evaluation: no evaluation time inside the training time.
-                overrides += [f"train.epochs={plan.epochs}", f"train.eval_every={plan.epochs}"]
-            run_dir = _fresh_dir(runs / f"ce-{safe}")
-            cfg = run_row(row, ce_cfg, overrides, run_dir)
-            if cfg is not None:
-                cfg0 = cfg0 or cfg
-                if row.status == "completed":
-                    last_done = row
-                    teacher = teacher or (row, run_dir, cfg)
+    def run_ce(self, plan: Plan, row: Row) -> None:
+        if plan.skip:
+            row.status = plan.skip
+            return
+        if self.interrupted:
+            row.status = "not run (interrupted)"
+            return
+        last = self.last_done
+        need = estimate_s(last, plan.epochs or (last.epochs if last else 1))
+        left = self.budget.left()
+        if left <= 0 or (need is not None and need > left):
+            row.status = (
+                f"skipped: budget (needs ~{need:.0f} s, {max(left, 0):.0f} s left)"
+                if need is not None
+                else "skipped: budget spent"
+            )
+            return
+        safe = "".join(c if c.isalnum() else "_" for c in plan.label)
+        overrides = [*self.args.set, *plan.overrides]
+        if plan.epochs is not None:
+            # Only the final evaluation: no evaluation time inside the training time.
+            overrides += [f"train.epochs={plan.epochs}", f"train.eval_every={plan.epochs}"]
+        run_dir = _fresh_dir(self.runs / f"ce-{safe}")
+        cfg = self.run_row(row, self.ce_cfg, overrides, run_dir)
+        if cfg is not None:
+            self.cfg0 = self.cfg0 or cfg
+            if row.status == "completed":
+                self.last_done = row
+                self.teacher = self.teacher or (row, run_dir, cfg)
 
-        if not args.skip_kd:
-            need = estimate_s(last_done, args.kd_epochs)
-            left = budget.left()
-            if interrupted:
-                kd_row.status = "not run (interrupted)"
-            elif teacher is None:
-                kd_row.status = "not run (no completed CE run to distil from)"
-            elif left <= 0 or (need is not None and need * 1.5 > left):
-                # A live teacher forward makes a KD epoch slower than a CE epoch (H200,
-                # benchmarks/RESULTS.md: 1.31 vs 1.11 s); 1.5x leaves a margin.
-                kd_row.status = (
-                    f"skipped: budget (needs ~{1.5 * (need or 0):.0f} s, {max(left, 0):.0f} s left)"
-                )
-            else:
-                trow, tdir, tcfg = teacher
-                kd_row.name += f" [{trow.variant}]"
-                base = ce_recipe(args, pack) if args.config is None else tcfg.to_dict()
-                kd = kd_recipe(base, tdir, args)
-                run_row(kd_row, kd, args.set, _fresh_dir(runs / "kd"))
-    except KeyboardInterrupt:  # between runs: the rows so far are reported
-        interrupted = True
-        for r in rows:
-            r.status = r.status or "not run (interrupted)"
+    def run_kd(self) -> None:
+        args, kd_row = self.args, self.kd_row
+        need = estimate_s(self.last_done, args.kd_epochs)
+        left = self.budget.left()
+        if self.interrupted:
+            kd_row.status = "not run (interrupted)"
+        elif self.teacher is None:
+            kd_row.status = "not run (no completed CE run to distil from)"
+        elif left <= 0 or (need is not None and need * 1.5 > left):
+            # A live teacher forward makes a KD epoch slower than a CE epoch (H200,
+            # benchmarks/RESULTS.md: 1.31 vs 1.11 s); 1.5x leaves a margin.
+            kd_row.status = (
+                f"skipped: budget (needs ~{1.5 * (need or 0):.0f} s, {max(left, 0):.0f} s left)"
+            )
+        else:
+            trow, tdir, tcfg = self.teacher
+            kd_row.name += f" [{trow.variant}]"
+            base = ce_recipe(args, self.pack) if args.config is None else tcfg.to_dict()
+            kd = kd_recipe(base, tdir, args)
+            self.run_row(kd_row, kd, args.set, _fresh_dir(self.runs / "kd"))
 
-    def f(x: Any, spec: str = ".1f") -> str:
-        return "-" if x is None or x != x else format(x, spec)
+    def run(self) -> None:
+        try:
+            for plan, row in zip(self.plans, self.rows):
+                self.run_ce(plan, row)
+            if not self.args.skip_kd:
+                self.run_kd()
+        except KeyboardInterrupt:  # between runs: the rows so far are reported
+            self.interrupted = True
+            for r in self.rows:
+                r.status = r.status or "not run (interrupted)"
 
-    headers = [
-        "run",
-        "variant",
-        "epochs",
-        "batch",
-        "train s",
-        "compile s",
-        "wall s (run)",
-        "images/s",
-        "test acc %",
-        "test acc % (flip TTA)",
-        "status",
-    ]
+
+def _f(x: Any, spec: str = ".1f") -> str:
+    return "-" if x is None or x != x else format(x, spec)
+
+
+def report_table(rows: list[Row]) -> str:
+    headers = ["run", "variant", "epochs", "batch", "train s", "compile s", "wall s (run)",
+               "images/s", "test acc %", "test acc % (flip TTA)", "status"]
     table = []
     for r in rows:
         t = r.timing or {}
-        table.append(
-            [
-                r.name,
-                r.variant,
-                r.epochs if r.epochs is not None else "-",
-                r.batch if r.batch is not None else "-",
-                f(t.get("train_s")),
-                f(t.get("compile_s")),
-                f(r.result.get("wall_time_s")),
-                f(t.get("images_per_s"), ",.0f"),
-                f(r.result.get("test_acc"), ".2f"),
-                f(r.tta, ".2f"),
-                r.status,
-            ]
-        )
-    used = sorted({n for pl in plans for n in pl.names})
+        table.append([
+            r.name, r.variant,
+            r.epochs if r.epochs is not None else "-",
+            r.batch if r.batch is not None else "-",
+            _f(t.get("train_s")), _f(t.get("compile_s")), _f(r.result.get("wall_time_s")),
+            _f(t.get("images_per_s"), ",.0f"), _f(r.result.get("test_acc"), ".2f"),
+            _f(r.tta, ".2f"), r.status,
+        ])
+    return markdown_table(headers, table)
+
+
+def report(session: Session) -> str:
+    args, pack, c0 = session.args, session.pack, session.cfg0
+    used = sorted({n for pl in session.plans for n in pl.names})
     legend = "; ".join(
         f"{n} = {' '.join(VARIANTS[n][0]) or '-'} ({VARIANTS[n][1]})" for n in used
     )
-    if cfg0 is not None:
-        c0 = cfg0
+    if c0 is not None:
         recipe = (
             f"- data: {c0.data.name} {('(' + str(pack) + ')') if pack else ''}, subset "
             f"{c0.data.subset}; model resnet18 width {c0.model.width}; optim "
@@ -501,30 +485,35 @@ def main(argv: list[str] | None = None) -> int:
         )
     else:
         recipe = "- no run started"
-    used_s = time.perf_counter() - budget.t0
+    used_s = time.perf_counter() - session.budget.t0
     budget_line = (
         f"- budget: {args.budget_s:.0f} s wall for the script, {used_s:.0f} s used"
         if args.budget_s is not None
         else f"- wall: {used_s:.0f} s for the script (no budget)"
     )
-    text = "\n".join(
-        [
-            "## Time to accuracy (benchmarks/time_to_accuracy.py)",
-            "",
-            environment(device),
-            recipe,
-            f"- variants: {legend}",
-            "- train s: sum of the engine's epoch times (metrics.jsonl) minus the compile "
-            "overhead; compile s: first epoch minus the median epoch; test acc: last epoch",
-            budget_line,
-            f"- runs in {runs}",
-            "",
-            markdown_table(headers, table),
-        ]
-    )
-    write_output(text, args.out)
-    started = [r for r in rows if r.result]
-    ok = all(r.status == "completed" for r in started) and not interrupted
+    return "\n".join([
+        "## Time to accuracy (benchmarks/time_to_accuracy.py)",
+        "",
+        environment(session.device),
+        recipe,
+        f"- variants: {legend}",
+        "- train s: sum of the engine's epoch times (metrics.jsonl) minus the compile "
+        "overhead; compile s: first epoch minus the median epoch; test acc: last epoch",
+        budget_line,
+        f"- runs in {session.runs}",
+        "",
+        report_table(session.rows),
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, plans = parse_args(argv)
+    _sigterm_as_interrupt()
+    session = Session(args, plans)
+    session.run()
+    write_output(report(session), args.out)
+    started = [r for r in session.rows if r.result]
+    ok = all(r.status == "completed" for r in started) and not session.interrupted
     return 0 if ok else 1
 
 

@@ -1,4 +1,10 @@
-"""Shared test fixtures.
+"""Shared test fixtures, and the suite's two tiers.
+
+``pytest -m "not slow"`` is the inner loop (under 3 minutes on 2 cores); the full suite runs
+in CI. A test over ~5 s is ``slow``: by its own ``@pytest.mark.slow`` where a file holds a few
+of them, or here, centrally, for whole files and folders (:data:`SLOW_PATHS`) and for tests
+that need a spawned set of DDP ranks (:data:`SLOW_FIXTURES`). Shared pieces that are not
+fixtures (tiny configs, toy tasks, spawn, fake runs) are in ``tests/helpers``.
 
 The real CIFAR-10 pack lives beside the repository at ../shared/data/cifar10-jpeg (CI has
 it at the same relative path). A user's clone does not: tests that need it skip with a
@@ -23,6 +29,60 @@ CIFAR10_JPEG_DIR = Path(
 # 2 threads under load vs 0.8 s with 1), so every process of the test suite uses one thread.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
+
+
+TESTS_DIR = Path(__file__).resolve().parent
+
+#: Files and folders (relative to tests/) whose every test is slow: real clusters, torchrun,
+#: kills and resumes of real runs, grids whose workers are killed.
+SLOW_PATHS = (
+    "cluster",  # real Slurm and Ray
+    "train/test_distributed_cli.py",  # torchrun, two CPU processes per test
+    "train/test_distributed_cache.py",
+    "train/test_distributed_crd.py",
+    "train/test_resume.py",  # every case trains, is interrupted and resumes
+    "integration/test_kill_resume.py",
+    "integration/test_soak.py",
+    "integration/test_train_pipeline.py",
+    "experiments/test_grid_signals.py",
+    "experiments/test_grid_worker_signals.py",
+    "reliability/test_grid_worker_death.py",
+)
+#: Fixtures that make a test slow wherever it is: DDP ranks spawned for a module, the timm
+#: teachers trained for a module.
+SLOW_FIXTURES = frozenset({"ranks", "timm_runs"})
+#: Where the default timeout (pyproject's ``timeout``) is too short: folder -> seconds. The
+#: cluster tests' session fixtures start Ray and run the test grids once.
+TIMEOUTS = {"cluster": 1200}
+
+
+def _under(item: pytest.Item, rel: str) -> bool:
+    path = TESTS_DIR / rel
+    return item.path == path or path in item.path.parents
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    missing = [rel for rel in SLOW_PATHS if not (TESTS_DIR / rel).exists()]
+    if missing:  # a renamed file would silently join the fast tier
+        raise pytest.UsageError(f"tests/conftest.py SLOW_PATHS names missing paths: {missing}")
+    for item in items:
+        if any(_under(item, rel) for rel in SLOW_PATHS) or SLOW_FIXTURES & set(
+            getattr(item, "fixturenames", ())
+        ):
+            item.add_marker(pytest.mark.slow)
+        for rel, seconds in TIMEOUTS.items():
+            if _under(item, rel) and item.get_closest_marker("timeout") is None:
+                item.add_marker(pytest.mark.timeout(seconds))
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run the test inside its own tmp_path (the current directory), so that whatever a
+    command writes relative to it lands there. Use: ``pytestmark =
+    pytest.mark.usefixtures("in_tmp")``."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
 
 
 @pytest.fixture(scope="session")

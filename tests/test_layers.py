@@ -1,10 +1,16 @@
-"""The floor plan of src/supkd, read from the source with ``ast``: every import counts, also
-one inside a function (import-linter's ``layers`` contract would miss those).
+"""The floor plan of src/supkd and benchmarks/, read from the source with ``ast``: every
+import counts, also one inside a function (import-linter's ``layers`` contract would miss
+those).
 
 Layers, lowest first; a module may import its own layer and those below it:
 errors, utils, config, vocab -> losses, models, data, analysis -> importers, train -> experiments
 -> commands, cli, __main__. No import cycle between modules. supkd's own modules are
 imported lazily (inside a function) only at the CLI edge, for start-up time.
+
+benchmarks/ stands above the whole library: a benchmark may import any supkd module and
+``benchmarks/common.py`` (which imports no other benchmark), nothing in supkd imports a
+benchmark, and a benchmark takes supkd's constants from supkd instead of copying them. In both
+trees no function is longer than 100 lines (one screen for a newcomer).
 """
 
 from __future__ import annotations
@@ -21,6 +27,10 @@ import pytest
 import supkd
 
 ROOT = Path(supkd.__file__).resolve().parent
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+#: The one benchmark module the others import (shared pieces: data, timing, tables).
+BENCH_COMMON = "common"
+MAX_FUNCTION_LINES = 100
 LAYERS = [
     {"errors", "utils", "config", "vocab"},
     {"losses", "models", "data", "analysis"},
@@ -200,3 +210,139 @@ def test_the_cli_starts_without_importing_torch(argv):
                           timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT.parent)})
     assert proc.returncode == 0, proc.stderr
     assert "supkd" in proc.stdout
+
+
+# ------------------------------------------------------------------------- function length
+def _long_functions(path: Path, source: str | None = None) -> list[str]:
+    """``path:line name is N lines`` for every function (or method) over the limit; the
+    count runs from the ``def`` line to the last line of the body, as archscan counts."""
+    tree = ast.parse(path.read_text(encoding="utf-8") if source is None else source)
+    return [
+        f"{path}:{node.lineno} {node.name} is {node.end_lineno - node.lineno + 1} lines"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
+    ]
+
+
+@pytest.mark.parametrize("tree", ["src", "benchmarks"])
+def test_no_function_over_100_lines(tree):
+    root = ROOT if tree == "src" else BENCHMARKS
+    files = sorted(root.rglob("*.py"))
+    assert files, f"no Python files under {root}"
+    assert [line for path in files for line in _long_functions(path)] == []
+
+
+def test_the_length_check_counts_a_long_function(tmp_path):
+    def body(indent: str) -> str:
+        return "".join(f"{indent}x{i} = {i}\n" for i in range(MAX_FUNCTION_LINES - 1))
+
+    fits = f"def f():\n{body('    ')}"  # the def line + 99 body lines: exactly the limit
+    assert _long_functions(tmp_path / "a.py", fits) == []
+    over = f"class C:\n    def g(self):\n{body('        ')}        return 1\n"
+    assert _long_functions(tmp_path / "b.py", over) == [f"{tmp_path / 'b.py'}:2 g is 101 lines"]
+
+
+# ------------------------------------------------------------------------------ benchmarks
+def _bench_modules() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(BENCHMARKS.glob("*.py"))}
+
+
+BENCH_MODULES = _bench_modules()
+
+
+def _bench_imports(path: Path, source: str | None = None) -> Iterator[tuple[str, int]]:
+    """(imported module, line) for every import of a benchmark (``from M import x``: M)."""
+    tree = ast.parse(path.read_text(encoding="utf-8") if source is None else source)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names = [node.module or ""]
+        else:
+            continue
+        for name in names:
+            yield name, node.lineno
+
+
+def _bench_problems(name: str, path: Path, source: str | None = None) -> list[str]:
+    problems = []
+    for target, line in _bench_imports(path, source):
+        top = target.split(".")[0]
+        where = f"benchmarks/{path.name}:{line}"
+        if top in BENCH_MODULES and top != name and top != BENCH_COMMON:
+            problems.append(f"{where} imports the benchmark {top!r} (only {BENCH_COMMON!r})")
+        if name == BENCH_COMMON and top in BENCH_MODULES and top != name:
+            problems.append(f"{where}: {BENCH_COMMON} imports the benchmark {top!r}")
+        if top == "supkd" and target not in MODULES:
+            problems.append(f"{where} imports {target}, which supkd does not have")
+    return problems
+
+
+def test_benchmarks_import_supkd_and_common_only():
+    assert BENCH_COMMON in BENCH_MODULES and len(BENCH_MODULES) > 3
+    problems = [p for name, path in BENCH_MODULES.items() for p in _bench_problems(name, path)]
+    assert problems == []
+
+
+def test_nothing_in_supkd_imports_a_benchmark():
+    offenders = []
+    for name, path in MODULES.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            mods = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                    else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{name}:{node.lineno} imports {m}" for m in mods
+                          if m.split(".")[0] == "benchmarks"]
+    assert offenders == []
+
+
+def test_the_benchmark_checks_catch_what_they_are_for(tmp_path):
+    bad = "import kd_throughput\nfrom supkd.losses.no_such_loss import X\n"
+    found = _bench_problems("cka", tmp_path / "cka.py", bad)
+    assert found == [
+        "benchmarks/cka.py:1 imports the benchmark 'kd_throughput' (only 'common')",
+        "benchmarks/cka.py:2 imports supkd.losses.no_such_loss, which supkd does not have",
+    ]
+    assert _bench_problems("common", tmp_path / "common.py", "import cka\n") == [
+        "benchmarks/common.py:1 imports the benchmark 'cka' (only 'common')",
+        "benchmarks/common.py:1: common imports the benchmark 'cka'",
+    ]
+    good = "from common import sync\nfrom supkd.data import NORMALIZATION\nimport torch\n"
+    assert _bench_problems("cka", tmp_path / "cka.py", good) == []
+
+
+def _float_tuples(source: str) -> Iterator[tuple[tuple[float, ...], int]]:
+    """Every tuple or list literal of three or more float constants, with its line."""
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Tuple | ast.List) and len(node.elts) >= 3 and all(
+            isinstance(e, ast.Constant) and isinstance(e.value, float) for e in node.elts
+        ):
+            yield tuple(e.value for e in node.elts), node.lineno
+
+
+def _supkd_stats() -> dict[tuple[float, ...], str]:
+    """Every per-channel statistic supkd registers (data sets and importers' teachers)."""
+    from supkd.data import NORMALIZATION
+    from supkd.importers.input_norm import INPUT_NORMS
+
+    stats = {}
+    for table, where in ((NORMALIZATION, "supkd.data NORMALIZATION"),
+                         (INPUT_NORMS, "supkd.importers INPUT_NORMS")):
+        for key, (mean, std) in table.items():
+            stats[tuple(mean)] = stats[tuple(std)] = f"{where}[{key!r}]"
+    return stats
+
+
+def test_benchmarks_take_supkd_constants_from_supkd():
+    stats = _supkd_stats()
+    copies = [
+        f"benchmarks/{path.name}:{line} repeats {stats[values]} {values}"
+        for path in BENCH_MODULES.values()
+        for values, line in _float_tuples(path.read_text(encoding="utf-8"))
+        if values in stats
+    ]
+    assert copies == []
+    # the check sees a copy
+    planted = "MEAN = (0.4913, 0.4821, 0.4465)\n"
+    assert [v for v, _ in _float_tuples(planted) if v in stats] == [(0.4913, 0.4821, 0.4465)]

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from tests.helpers import TINY
 
 import supkd
 from supkd.cli import main
@@ -172,13 +173,9 @@ def test_entry_points_of_an_installed_package_are_loaded(plugin, tmp_path):
         load_plugins(environment=False)
 
 
-TINY = [
-    "data.name=digits", "data.image_size=8", "data.subset=96", "data.val_fraction=0.2",
-    "data.num_workers=0", "model.width=4", "train.batch_size=32", "train.eval_batch_size=256",
-    "train.epochs=1", "train.progress=false", "optim.lr=0.05",
-]
 
 
+@pytest.mark.slow
 def test_supkd_plugin_train_distills_with_the_users_loss(plugin, tmp_path):
     """`supkd --plugin MODULE train ... task.loss=my_loss` as a real process, end to end."""
     from supkd.train import load_run_config, run

@@ -39,6 +39,7 @@ COMMANDS: dict[str, str] = {
     "report": "report",
     "cka": "cka",
     "losses": "losses",
+    "models": "models",
     "import-teacher": "import_teacher",
 }
 

@@ -112,6 +112,7 @@ def test_script_runs_tiny(peer):
     assert "torchdistill 1." in out  # its version in the environment block
 
 
+@pytest.mark.slow
 def test_missing_torchdistill_says_how_to_install():
     proc = _run(["--check-only"], pre="import sys; sys.modules['torchdistill'] = None; ")
     assert proc.returncode == 2, proc.stdout + proc.stderr

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from tests.helpers import write_fake_result
 
 from supkd.utils.atomic import atomic_write_json, atomic_write_text
 
@@ -58,16 +59,14 @@ def fake_run(config: dict[str, Any], run_dir: Path, resume: bool) -> dict[str, A
     alpha = config.get("meta", {}).get("alpha")
     val = 90.0 - abs(math.log10(alpha)) if alpha else 85.0
     status = "diverged" if task.get("diverge") else "completed"
-    result = {
-        "status": status,
-        "test_acc": None if status == "diverged" else float(task.get("acc", 80)) + config["seed"],
-        "val_acc": None if status == "diverged" else val,
-        "diverged_step": 7 if status == "diverged" else None,
-        "error": None, "epochs": 1, "steps": 10, "wall_time_s": 0.01, "seed": config["seed"],
-        "versions": {"torch": "fake"}, "device": "cpu", "name": name, "meta": config["meta"],
-    }
-    atomic_write_json(run_dir / "result.json", result)
-    return result
+    return write_fake_result(
+        run_dir, status=status,
+        test_acc=None if status == "diverged" else float(task.get("acc", 80)) + config["seed"],
+        val_acc=None if status == "diverged" else val,
+        diverged_step=7 if status == "diverged" else None,
+        epochs=1, steps=10, wall_time_s=0.01, seed=config["seed"],
+        versions={"torch": "fake"}, device="cpu", name=name, meta=config["meta"],
+    )
 
 
 def fake_cka(config: dict[str, Any], out_dir: Path, resume: bool) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Write run directories in the engine's format (docs/architecture.md) for report tests."""
+"""Write run directories in the engine's format (docs/architecture.md) for report tests:
+the result through supkd's own ``RunResult``."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from tests.helpers import write_fake_result
+
+from supkd.train.run_dir import FINAL_STATUSES, RunResult
 
 
 def write_run(
@@ -30,11 +34,16 @@ def write_run(
            "task": {"name": "ce"}}
     cfg.update(config or {})
     (d / "config.yaml").write_text(yaml.safe_dump(cfg))
-    if status is not None:
-        result = {"status": status, "test_acc": test_acc, "val_acc": val_acc,
-                  "best_val_acc": val_acc, "diverged_step": diverged_step, "error": None,
-                  "epochs": 3, "steps": 30, "wall_time_s": wall_time_s, "seed": cfg["seed"],
-                  "versions": {"torch": "2.x", "supkd": "0.1"}, "device": "cpu",
-                  "name": name, "meta": meta}
-        (d / "result.json").write_text(json.dumps(result))
+    if status is None:
+        return d
+    fields = {"test_acc": test_acc, "val_acc": val_acc, "best_val_acc": val_acc,
+              "diverged_step": diverged_step, "epochs": 3, "steps": 30,
+              "wall_time_s": wall_time_s, "seed": cfg["seed"],
+              "versions": {"torch": "2.x", "supkd": "0.1"}, "device": "cpu", "name": name,
+              "meta": meta}
+    if status in FINAL_STATUSES:
+        write_fake_result(d, status=status, **fields)
+    else:  # a status no writer produces: the engine's schema, that value in it
+        record = {**RunResult(status="completed", **fields).to_dict(), "status": status}
+        (d / "result.json").write_text(json.dumps(record))
     return d

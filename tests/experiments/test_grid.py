@@ -197,6 +197,7 @@ def test_spec_hash_ignores_itself():
     assert spec_hash({"a": 2, "meta": {"x": 1}}) != h
 
 
+@pytest.mark.slow
 def test_parallel_jobs_run_every_run_once(tmp_path, log):
     spec = _spec(seeds=[0], cka=None)
     res = run_grid(spec, tmp_path / "runs", jobs=2, run_fn=fake_run, stream=None)
@@ -228,6 +229,7 @@ def _accepting_run(config, run_dir, resume):
     return fake_run(config, run_dir, resume)
 
 
+@pytest.mark.slow
 def test_dead_worker_fails_its_run_only_and_the_rest_is_requeued(tmp_path, log):
     spec = parse_grid({
         "grid": "w", "seeds": [0, 1, 2],

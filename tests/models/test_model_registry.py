@@ -19,6 +19,7 @@ from supkd.models import (
     save_model,
 )
 from supkd.models.resnet import ARCHS, SupKDResNet, build_resnet
+from supkd.models.zoo import zoo_names
 
 
 class TinyNet(nn.Module):
@@ -45,8 +46,9 @@ def throwaway():
 
 
 def test_the_resnets_are_registered_by_their_file():
-    assert list_models() == sorted(ARCHS) == ["resnet18", "resnet34", "resnet50"]
-    assert set(MODELS) == set(ARCHS)
+    assert sorted(ARCHS) == ["resnet18", "resnet34", "resnet50"]
+    assert list_models() == sorted([*ARCHS, *zoo_names()])  # and the KD zoo's, by theirs
+    assert set(MODELS) == set(ARCHS) | set(zoo_names())
     assert all(MODELS[name] is build_resnet for name in ARCHS)
     assert list_model_families() == [f"{p}/<name>" for p in sorted(MODEL_FAMILIES)]
     net = create_model("resnet34", stem="imagenet", num_classes=5, width=4)
@@ -56,13 +58,13 @@ def test_the_resnets_are_registered_by_their_file():
 
 @pytest.mark.parametrize(
     ("name", "close"),
-    [("resnet19", "resnet18"), ("ResNet50", "resnet50"), ("resnet", None), (None, None)],
+    [("resnet19", "resnet18"), ("Resnet34", "resnet34"), ("resnet", None), (None, None)],
 )
 def test_unknown_names_list_the_valid_ones_and_the_closest(name, close):
     with pytest.raises(ValueError) as err:
         create_model(name)
     text = str(err.value)
-    assert text.startswith(f"unknown model {name!r}; valid models: resnet18, resnet34, resnet50")
+    assert text.startswith(f"unknown model {name!r}; valid models: {', '.join(list_models())}")
     if close is not None:
         assert text.endswith(f"(did you mean '{close}'?)")
 
@@ -111,4 +113,4 @@ def test_bad_registrations_are_refused(bad):
         register_model(bad)(build_resnet)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         register_model_family(bad if bad != "timm/vit" else "a/b")(build_resnet)  # type: ignore[arg-type]
-    assert set(MODELS) == set(ARCHS) and "a/b" not in MODEL_FAMILIES
+    assert set(MODELS) == set(ARCHS) | set(zoo_names()) and "a/b" not in MODEL_FAMILIES

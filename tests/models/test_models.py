@@ -40,14 +40,14 @@ def test_imagenet_counts_match_torchvision() -> None:
     import torchvision
 
     with torch.device("meta"):
-        for name in list_models():
+        for name in ("resnet18", "resnet34", "resnet50"):  # the zoo's are counted in test_zoo
             tv = getattr(torchvision.models, name)()
             assert n_params(create_model(name, stem="imagenet", num_classes=1000)) == n_params(tv)
 
 
 def test_list_models_and_unknown_name() -> None:
-    assert list_models() == ["resnet18", "resnet34", "resnet50"]
-    with pytest.raises(ValueError, match="resnet18, resnet34, resnet50"):
+    assert {"resnet18", "resnet34", "resnet50"} <= set(list_models())
+    with pytest.raises(ValueError, match=r"valid models: .*resnet18, resnet20, .*resnet34, "):
         create_model("resnet101")
     with pytest.raises(ValueError, match="stem"):
         create_model("resnet18", stem="tiny")

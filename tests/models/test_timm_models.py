@@ -253,6 +253,7 @@ def test_a_gray_input_is_corrected_only_with_uniform_statistics(timm_tiny, tmp_p
                      pretrained=str(tmp_path / "r.safetensors"), data_norm=((0.3,), (0.4,)))
 
 
+@pytest.mark.slow
 def test_without_timm_supkd_works_and_a_timm_model_is_one_line_naming_the_extra():
     # One interpreter (torch takes seconds to import): importing supkd loads neither timm nor
     # wandb; then, as in an environment without timm, ResNets work and timm/ models say

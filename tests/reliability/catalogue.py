@@ -8,37 +8,18 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
-import yaml
+from tests.helpers import TINY_RUN, write_cfg  # noqa: F401 (write_cfg: for the catalogue tests)
 
 from supkd.cli import main
 
-# A tiny digits run: a width-4 ResNet-18 for one step (about a second end to end).
-TINY = {
-    "name": "tiny",
-    "device": "cpu",
-    "data": {"name": "digits", "subset": 64, "num_workers": 0},
-    "model": {"name": "resnet18", "width": 4},
-    "train": {"epochs": 1, "batch_size": 16, "eval_batch_size": 64, "steps_per_epoch": 1,
-              "progress": False},
-}
-
-
-def write_cfg(path: Path, **sections: object) -> Path:
-    """TINY with ``sections`` merged in (a dict updates its section, anything else replaces)."""
-    cfg = json.loads(json.dumps(TINY))
-    for key, value in sections.items():
-        if isinstance(value, dict):
-            cfg.setdefault(key, {}).update(value)
-        else:
-            cfg[key] = value
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+# A tiny digits run (a width-4 ResNet-18 for one step) and its YAML writer, shared with the
+# rest of the suite.
+TINY = TINY_RUN
 
 
 def snapshot(*roots: Path) -> dict[str, tuple[int, int, int]]:

@@ -1,7 +1,7 @@
 """Stand-in grid jobs for tests/reliability/test_grid_worker_death.py.
 
 Module-level (picklable by reference) so that ``run_grid(..., jobs=2)`` can send them to its
-spawned worker processes; no torch import, so workers start in a fraction of a second.
+spawned worker processes.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.helpers import write_fake_result
+
 
 def job(config: dict[str, Any], run_dir: Path, resume: bool) -> dict[str, Any]:
     """Write a completed result, except for runs named ``victim*``: those kill their own
@@ -22,12 +24,6 @@ def job(config: dict[str, Any], run_dir: Path, resume: bool) -> dict[str, Any]:
     if str(config["name"]).startswith("victim"):
         os.kill(os.getpid(), signal.SIGKILL)
     time.sleep(0.05)  # long enough for runs to overlap in the pool
-    res = {
-        "status": "completed",
-        "test_acc": 50.0,
-        "name": config["name"],
-        "meta": config.get("meta", {}),
-    }
     (run_dir / "config.yaml").write_text(json.dumps({"name": config["name"]}))
-    (run_dir / "result.json").write_text(json.dumps(res))
-    return res
+    return write_fake_result(run_dir, status="completed", test_acc=50.0, name=config["name"],
+                             meta=config.get("meta", {}))

@@ -548,6 +548,7 @@ def test_cli_import_teacher_wrong_arch(tmp_path, capsys):
     )
 
 
+@pytest.mark.slow
 def test_cli_subprocess_user_error_has_no_traceback(tmp_path):
     """The real entry point (a fresh interpreter): exit 2, one line, no traceback."""
     cfg = write_cfg(tmp_path / "c.yaml")

@@ -15,10 +15,7 @@ import torch
 import yaml
 from catalogue import TINY, refused, run_cli, warned, write_cfg
 
-
-@pytest.fixture(autouse=True)
-def _in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("in_tmp")
 
 
 def _train(tmp_path: Path, cfg: Path, *overrides: str) -> list[str]:

@@ -21,10 +21,7 @@ from catalogue import refused, run_cli, warned, write_cfg
 
 from supkd.data.images import decode_image_bytes
 
-
-@pytest.fixture(autouse=True)
-def _in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("in_tmp")
 
 
 def _pixels(seed: int, size: int = 8, channels: int = 3) -> np.ndarray:

@@ -16,10 +16,7 @@ import torch
 import yaml
 from catalogue import TINY, refused, run_cli, warned, write_cfg
 
-
-@pytest.fixture(autouse=True)
-def _in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("in_tmp")
 
 
 # ============================================================================= start-up

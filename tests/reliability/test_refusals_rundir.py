@@ -29,10 +29,7 @@ from catalogue import (
 
 from supkd.utils import atomic
 
-
-@pytest.fixture(autouse=True)
-def _in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("in_tmp")
 
 
 # ============================================================= a user's folder as --out

@@ -5,28 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from supkd.config import Config
-from supkd.train.checks import load_run_config
-
-TINY = [
-    "data.name=digits",
-    "data.image_size=8",
-    "data.subset=96",
-    "data.val_fraction=0.2",
-    "data.num_workers=0",
-    "model.width=4",
-    "train.batch_size=32",
-    "train.eval_batch_size=256",
-    "train.epochs=1",
-    "train.progress=false",
-    "optim.lr=0.05",
-]
-
-
-def tiny_config(*overrides: str) -> Config:
-    """A run config that trains in about a second on one CPU core."""
-    return load_run_config({"name": "tiny"}, [*TINY, *overrides])
+from tests.helpers import tiny_config
 
 
 @pytest.fixture(scope="session")

@@ -122,6 +122,7 @@ def inductor_cpu():
         torch._dynamo.reset()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["default", "max-autotune-no-cudagraphs"])
 def test_compiled_fit_on_cpu_matches_eager(inductor_cpu, mode):
     """Two steps and one evaluation with inductor kernels give eager's losses and weights

@@ -13,20 +13,18 @@ one-process gradient w.r.t. those rows; the loss value must equal the one-proces
 from __future__ import annotations
 
 import os
-import traceback
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from tests.helpers import spawn_ranks
 from torch import nn
 
 from supkd.errors import UserError
 from supkd.losses import SupConLoss, build_loss
 from supkd.train import distributed as D
-from supkd.utils.ports import free_port
 
 WORLD = 2
 B = 4  # per-rank batch
@@ -208,18 +206,8 @@ def _worker_body(rank: int, port: int, inputs: dict[str, torch.Tensor]) -> dict[
     return res
 
 
-def _worker(rank: int, port: int, in_path: str, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    inputs = torch.load(in_path)
-    try:
-        res = _worker_body(rank, port, inputs)
-    except BaseException:
-        # Saved, then re-raised: spawn() stops the other rank and the test shows this trace.
-        Path(out_dir, f"error{rank}.txt").write_text(traceback.format_exc())
-        raise
-    finally:
-        D.cleanup()
-    torch.save(res, Path(out_dir) / f"rank{rank}.pt")
+def _worker(rank: int, port: int, out_dir: str) -> dict[str, Any]:
+    return _worker_body(rank, port, torch.load(Path(out_dir) / "inputs.pt"))
 
 
 # --------------------------------------------------------------------------- parent side
@@ -230,24 +218,8 @@ def inputs() -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory, inputs) -> list[dict[str, Any]]:
-    # One retry, on a fresh port and folder, only when a worker died by a signal without
-    # raising (no error file): in one of four full-suite runs on the 2-core CI box (and in
-    # none of 24 runs of this file alone) both gloo workers aborted in C++ ("terminate
-    # called without an active exception") with no Python error. A worker that raised (a
-    # real failure) fails at once.
-    for attempt in range(2):
-        d = tmp_path_factory.mktemp("dist")
-        torch.save(inputs, d / "inputs.pt")
-        try:
-            mp.spawn(_worker, args=(free_port(), str(d / "inputs.pt"), str(d)), nprocs=WORLD)
-            break
-        except Exception as exc:
-            errors = "\n".join(p.read_text() for p in sorted(d.glob("error*.txt")))
-            died = isinstance(exc, mp.ProcessExitedException) and exc.signal_name is not None
-            if attempt == 0 and died and not errors:
-                continue
-            pytest.fail(f"distributed worker failed: {exc}\n{errors}")
-    return [torch.load(d / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    return spawn_ranks(_worker, WORLD, tmp_path_factory, name="dist",
+                       prepare=lambda d: torch.save(inputs, d / "inputs.pt"))
 
 
 def _reference(name: str, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,18 +10,15 @@ workers save their state and every comparison happens in this process.
 from __future__ import annotations
 
 import os
-import traceback
-from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
+from tests.helpers import spawn_ranks
 from torch import nn
 
 from supkd.data import Batch
 from supkd.train import distributed as D
 from supkd.train.tasks import distill_task_from_modules
-from supkd.utils.ports import free_port
 
 WORLD, B, STEPS, N = 2, 4, 4, 24  # per-rank batch, SGD steps, training samples
 
@@ -66,32 +63,19 @@ def _train(task, step_module, rows_of_step):
     }
 
 
-def _worker(rank: int, port: int, out_dir: str) -> None:
-    torch.set_num_threads(1)
+def _worker(rank: int, port: int, out_dir: str) -> dict:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD))
-    try:
-        info = D.init_distributed("cpu", timeout_s=60)
-        task = _task()
-        res = _train(task, D.wrap_ddp(task, info), lambda g: g[rank * B : (rank + 1) * B])
-        D.barrier()
-        torch.save(res, Path(out_dir, f"rank{rank}.pt"))
-    except BaseException:
-        Path(out_dir, f"error{rank}.txt").write_text(traceback.format_exc())
-        raise
-    finally:
-        D.cleanup()
+    info = D.init_distributed("cpu", timeout_s=60)
+    task = _task()
+    res = _train(task, D.wrap_ddp(task, info), lambda g: g[rank * B : (rank + 1) * B])
+    D.barrier()
+    return res
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
-    d = tmp_path_factory.mktemp("ddp_crd")
-    try:
-        mp.spawn(_worker, args=(free_port(), str(d)), nprocs=WORLD)
-    except Exception:
-        errors = [p.read_text() for p in sorted(d.glob("error*.txt"))]
-        pytest.fail("DDP worker failed:\n" + "\n".join(errors))
-    return [torch.load(d / f"rank{r}.pt") for r in range(WORLD)]
+    return spawn_ranks(_worker, WORLD, tmp_path_factory, name="ddp_crd")
 
 
 def test_crd_under_ddp_equals_one_process_on_the_global_batch(ranks):

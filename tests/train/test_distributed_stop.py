@@ -10,57 +10,32 @@ from __future__ import annotations
 
 import os
 import signal
-import traceback
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-import torch.multiprocessing as mp
-import torch.nn.functional as F
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from tests.helpers import ToyTask, spawn_ranks, toy_loader
+from torch.utils.data import DataLoader
 
 from supkd.config import TrainConfig
 from supkd.train import TrainingInterrupted, fit
 from supkd.train import distributed as D
 from supkd.train.signals import stop_check_due
-from supkd.train.tasks import Task
-from supkd.utils.ports import free_port
 
 WORLD = 2
 SIGNAL_STEP = 2  # rank 1 alone receives SIGTERM after this step
 CALLBACK_STEP = 3  # rank 0's callback alone asks to stop after this step
 
 
-class _Linear(Task):
-    name = "toy"
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.model = nn.Linear(4, 3)
-
-    def training_step(self, batch):
-        loss = F.cross_entropy(self.model(batch.x), batch.y)
-        return {"loss": loss}
-
-    @classmethod
-    def build(cls, cfg, bundle, device):
-        return cls()
-
-
 def _loader(rank: int) -> DataLoader:
-    g = torch.Generator().manual_seed(10 + rank)  # each rank its own shard
-    x = torch.randn(64, 4, generator=g)
-    y = torch.randint(0, 3, (64,), generator=g)
-    return DataLoader(TensorDataset(x, y), batch_size=8)  # 8 steps per epoch
+    return toy_loader(64, 8, seed=10 + rank)  # each rank its own shard; 8 steps per epoch
 
 
 def _fit_until_stopped(rank: int, run_dir: Path, callback) -> dict[str, Any]:
     try:
         fit(
-            _Linear(),
+            ToyTask(),
             _loader(rank),
             train=TrainConfig(epochs=2, progress=False, log_every=4),
             quiet=True,
@@ -72,46 +47,32 @@ def _fit_until_stopped(rank: int, run_dir: Path, callback) -> dict[str, Any]:
     return {"step": None}
 
 
-def _worker(rank: int, port: int, out_dir: str) -> None:
-    torch.set_num_threads(1)
+def _worker(rank: int, port: int, out_dir: str) -> dict[str, Any]:
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
         LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD),
     )  # fmt: skip
     out = Path(out_dir)
-    try:
-        # A short timeout: a rank left waiting fails the test instead of hanging it.
-        D.init_distributed("cpu", timeout_s=30)
+    # A short timeout: a rank left waiting fails the test instead of hanging it.
+    D.init_distributed("cpu", timeout_s=30)
 
-        def sigterm_on_rank_1(state):
-            if rank == 1 and state.step == SIGNAL_STEP:
-                os.kill(os.getpid(), signal.SIGTERM)
+    def sigterm_on_rank_1(state):
+        if rank == 1 and state.step == SIGNAL_STEP:
+            os.kill(os.getpid(), signal.SIGTERM)
 
-        def stop_on_rank_0(state):
-            if rank == 0 and state.step == CALLBACK_STEP:
-                state.stop = True
+    def stop_on_rank_0(state):
+        if rank == 0 and state.step == CALLBACK_STEP:
+            state.stop = True
 
-        res = {
-            "signal": _fit_until_stopped(rank, out / "signal", sigterm_on_rank_1),
-            "callback": _fit_until_stopped(rank, out / "callback", stop_on_rank_0),
-        }
-        torch.save(res, out / f"rank{rank}.pt")
-    except BaseException:
-        (out / f"error{rank}.txt").write_text(traceback.format_exc())
-        raise
-    finally:
-        D.cleanup()
+    return {
+        "signal": _fit_until_stopped(rank, out / "signal", sigterm_on_rank_1),
+        "callback": _fit_until_stopped(rank, out / "callback", stop_on_rank_0),
+    }
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict[str, Any]]:
-    d = tmp_path_factory.mktemp("dist_stop")
-    try:
-        mp.spawn(_worker, args=(free_port(), str(d)), nprocs=WORLD)
-    except Exception as exc:
-        errors = "\n".join(p.read_text() for p in sorted(d.glob("error*.txt")))
-        pytest.fail(f"distributed worker failed: {exc}\n{errors}")
-    return [torch.load(d / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    return spawn_ranks(_worker, WORLD, tmp_path_factory, name="dist_stop")
 
 
 def test_signal_on_one_rank_stops_every_rank_after_the_same_step(ranks):

@@ -8,46 +8,14 @@ import signal
 
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from tests.helpers import ToyTask, toy_loader
 
 from supkd.config import TrainConfig
 from supkd.errors import ConfigError, UserError
 from supkd.train import TrainingInterrupted, fit, run
 from supkd.train.signals import StopSignals
-from supkd.train.tasks import Task
 
-
-class ToyTask(Task):
-    """Linear classifier; the loss is multiplied by NaN at call ``nan_at`` (1-based)."""
-
-    name = "toy"
-
-    def __init__(self, nan_at: int | None = None) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.model = nn.Linear(4, 3)
-        self.nan_at = nan_at
-        self.calls = 0
-
-    def training_step(self, batch):
-        self.calls += 1
-        loss = F.cross_entropy(self.model(batch.x), batch.y)
-        if self.calls == self.nan_at:
-            loss = loss * float("nan")
-        return {"loss": loss, "ce": loss.detach()}
-
-    @classmethod
-    def build(cls, cfg, bundle, device):
-        return cls()
-
-
-def _loader(n: int = 32, batch: int = 8) -> DataLoader:
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(n, 4, generator=g)
-    y = torch.randint(0, 3, (n,), generator=g)
-    return DataLoader(TensorDataset(x, y), batch_size=batch)
+_loader = toy_loader
 
 
 
@@ -67,7 +35,16 @@ def test_divergence_stops_at_the_first_nonfinite_step_before_updating():
     assert torch.isfinite(task.model.weight).all()
 
 
-def test_interrupt_saves_checkpoint_and_resume_is_exact(tmp_path):
+@pytest.fixture
+def default_sigint():
+    """Python's own SIGINT handler for the test: a shell's background job starts with SIGINT
+    ignored, and the test is about what fit does with a real Ctrl-C, not about that shell."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_interrupt_saves_checkpoint_and_resume_is_exact(tmp_path, default_sigint):
     def sigint_at(step):
         def cb(state):
             if state.step == step:

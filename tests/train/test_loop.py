@@ -14,8 +14,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
+from tests.helpers import ToyTask, toy_data, toy_loader
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 import supkd
 from supkd.config import TASK_SECTIONS, OptimConfig, ScheduleConfig, TaskConfig, TrainConfig
@@ -25,38 +26,24 @@ from supkd.train.distributed import DistInfo
 from supkd.train.loop import TrainLoop
 from supkd.train.run_dir import RunDir
 from supkd.train.seeding import expand_seed
-from supkd.train.tasks import TASKS, CETask, Task, build_task, register_task
+from supkd.train.tasks import TASKS, CETask, build_task, register_task
 
 SGD = OptimConfig(lr=0.5, momentum=0.0, weight_decay=0.0)
 CONSTANT = ScheduleConfig(name="constant")
 
 
-class LinearTask(Task):
+class LinearTask(ToyTask):
     """CE of a linear model; ``name`` is not registered (tests build it directly)."""
 
     name = "test_linear"
 
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.model = nn.Linear(4, 3)
-
-    def training_step(self, batch):
-        loss = F.cross_entropy(self.model(batch.x), batch.y)
-        return {"loss": loss, "ce": loss.detach()}
-
-    @classmethod
-    def build(cls, cfg, bundle, device):
-        return cls()
-
 
 def _data(n: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(3)
-    return torch.randn(n, 4, generator=g), torch.randint(0, 3, (n,), generator=g)
+    return toy_data(n, seed=3)
 
 
 def _loader(n: int = 32, batch: int = 8) -> DataLoader:
-    return DataLoader(TensorDataset(*_data(n)), batch_size=batch)
+    return toy_loader(n, batch, seed=3)
 
 
 # --- the Task interface ------------------------------------------------------------------
@@ -150,6 +137,7 @@ def test_checkpoint_paths_come_from_the_run_directory(tmp_path: Path):
 # --- the task registry -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_builtin_tasks_are_registered_when_the_package_is_imported():
     src = str(Path(supkd.__file__).parents[1])
     code = (

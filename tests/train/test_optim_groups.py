@@ -142,6 +142,7 @@ def _stop_at(step: int):
     return cb
 
 
+@pytest.mark.slow
 def test_resume_with_two_groups_is_bit_identical(tmp_path, tiny):
     cfg = tiny("optim.decay_norm_and_bias=false", "optim.nesterov=true", "train.epochs=2",
                "deterministic=true")

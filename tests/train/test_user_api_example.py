@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 
+@pytest.mark.slow
 def test_readme_user_api_example(tmp_path):
     # --- README example (begin) ---------------------------------------------------------
     import torch

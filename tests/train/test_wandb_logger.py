@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests import helpers
 
 from supkd.config import WandbConfig
 from supkd.errors import ConfigError
@@ -20,9 +21,8 @@ from supkd.train.loggers import WANDB_ID_FILE, WandbLogger
 
 wandb = pytest.importorskip("wandb")
 
-TINY = ["data.name=digits", "data.image_size=8", "data.subset=48", "data.val_fraction=0.2",
-        "data.num_workers=0", "model.width=4", "train.batch_size=16", "train.epochs=2",
-        "train.progress=false", "train.wandb.project=supkd-test", "train.wandb.mode=offline"]
+TINY = [*helpers.TINY, "data.subset=48", "train.batch_size=16", "train.epochs=2",
+        "train.wandb.project=supkd-test", "train.wandb.mode=offline"]
 
 
 @pytest.fixture(autouse=True)
@@ -86,6 +86,7 @@ def _offline_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], l
     return config, rows, files
 
 
+@pytest.mark.slow
 def test_an_offline_run_holds_the_config_and_every_metrics_line(tmp_path):
     cfg = load_run_config({"name": "wb"}, TINY)
     out = tmp_path / "run"
@@ -103,6 +104,7 @@ def test_an_offline_run_holds_the_config_and_every_metrics_line(tmp_path):
                 assert row[key] == pytest.approx(value), key
 
 
+@pytest.mark.slow
 def test_a_resumed_run_continues_its_wandb_run(tmp_path):
     cfg = load_run_config({"name": "wb"}, TINY)
     out = tmp_path / "run"

@@ -7,6 +7,13 @@
         --num-classes 10 --out runs/own_teacher
     supkd import-teacher --timm convnext_atto --weights model.safetensors --data cifar10 \\
         --num-classes 10 --out runs/convnext_teacher
+    supkd import-teacher resnet32x4_vanilla/ckpt_epoch_240.pth --data cifar100 \\
+        --out runs/resnet32x4 --check
+
+A RepDistiller / mdistiller teacher (``--format repdistiller``, detected) becomes the KD
+zoo's model of the same name (``--arch``, default: the parent folder's name);
+``meta.imported`` keeps the file's own ``accuracy`` and ``epoch``, and ``--check`` measures
+the imported teacher on the ``--data`` test split and prints it beside that number.
 
 The run directory gets ``model.pt`` (the engine's format, what ``distill`` loads teachers
 from), ``config.yaml`` (the model section; ``meta.imported`` records the source files and the
@@ -38,7 +45,8 @@ from supkd.errors import CheckpointError, UserError
 if TYPE_CHECKING:
     import torch
 
-HELP = "import a teacher (SupContrast checkpoint, torchvision ResNet or timm weights, supkd run)"
+HELP = ("import a teacher (SupContrast or RepDistiller/mdistiller checkpoint, torchvision ResNet "
+        "or timm weights, supkd run)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,7 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--arch",
         default=None,
-        help="expected architecture (resnet18|resnet34|resnet50); checked against the weights",
+        help="expected architecture (resnet18|resnet34|resnet50; for a RepDistiller/mdistiller "
+        "file a KD zoo name, e.g. resnet32x4, default: its parent folder's name, "
+        "resnet32x4_vanilla); checked against the weights",
     )
     parser.add_argument(
         "--stem",
@@ -67,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format",
         dest="fmt",
-        choices=["auto", "supcontrast", "torchvision", "run"],
+        choices=["auto", "supcontrast", "torchvision", "run", "repdistiller"],
         default="auto",
         help="source format (default: detected from the keys)",
     )
@@ -99,6 +109,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Its normalization is converted into the teacher's",
     )
     parser.add_argument("--name", default=None, help="run name (default: the --out folder name)")
+    parser.add_argument(
+        "--check", nargs="?", const="", default=None, metavar="DATA",
+        help="measure the teacher's top-1 on the test split of DATA (default: --data) and "
+        "print it beside the accuracy the file records (kept in meta.imported.check)",
+    )
     parser.add_argument(
         "--force", action="store_true", help="replace the model of an existing run directory"
     )
@@ -176,6 +191,41 @@ def _import(args: argparse.Namespace) -> Any:
                        data=args.data)
 
 
+def _check(net: torch.nn.Module, imp: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """Top-1 (%) of ``net`` on the test split of ``--data``, printed beside the file's own."""
+    import torch
+
+    from supkd.config import DataConfig
+    from supkd.data import build_data, make_loader
+    from supkd.data.spec import DATASETS
+    from supkd.train.evaluation import evaluate
+    from supkd.utils.device import resolve_device
+
+    name = args.check or args.data or imp.data
+    if name is None:
+        raise UserError("--check: give the data set whose test split to measure "
+                        "(--check DATA or --data)")
+    if name not in DATASETS:
+        raise UserError(f"--check: unknown data set {name!r}; expected one of "
+                        f"{', '.join(DATASETS)}")
+    bundle = build_data(DataConfig(name=name, val_fraction=0.0), seed=0)
+    if int(bundle.in_channels) != int(net.spec.get("in_channels", 3)):
+        raise UserError(f"--check: --data {name} has {bundle.in_channels}-channel images, the "
+                        f"teacher takes {net.spec.get('in_channels', 3)}")
+    device = resolve_device("auto")
+    loader = make_loader(bundle, "test", 256, train=False, device=device, num_workers=0,
+                         gpu_resident="off")
+    model = net.to(device).eval()
+    with torch.no_grad():
+        acc = evaluate(lambda x: model(x).logits, loader, device)
+    net.to("cpu")
+    recorded = (imp.recorded or {}).get("accuracy")
+    shown = f"{recorded:.2f}%" if recorded is not None else "none"
+    print(f"check: test accuracy {acc:.2f}% on {name} ({len(bundle.test)} images); "
+          f"recorded in the file: {shown}")
+    return {"data": name, "split": "test", "test_acc": acc, "num_images": len(bundle.test)}
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -205,6 +255,10 @@ def run(args: argparse.Namespace) -> int:
         "data": imp.data,
         "input_affine": imp.input_affine,
     }
+    if imp.recorded is not None:
+        imported.update(imp.recorded)  # the file's own accuracy and epoch
+    if args.check is not None:
+        imported["check"] = _check(net, imp, args)
     cfg = load_config(
         {
             "name": name,

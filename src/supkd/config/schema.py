@@ -158,7 +158,7 @@ class ModelConfig(Section):
     SECTION: ClassVar[str] = "model"
 
     name: str = "resnet18"  # a name of supkd.models.list_models() (checked when built)
-    stem: Literal["cifar", "imagenet"] = "cifar"
+    stem: Literal["cifar", "imagenet"] = "cifar"  # ResNet stem: cifar 3x3 conv, imagenet 7x7 + pool
     width: int = bounded(64, gt=0)  # base channels of the first stage (64: the standard ResNet)
     projection_dim: int | None = bounded(None, gt=0)  # SupCon head output (128 in the paper)
     pretrained: bool | str = False  # timm/ models: false | true (the Hub) | a weights file
@@ -179,11 +179,11 @@ class OptimConfig(Section):
 
     SECTION: ClassVar[str] = "optim"
 
-    name: Literal["sgd", "adamw"] = "sgd"
-    lr: float = bounded(0.05, gt=0)
+    name: Literal["sgd", "adamw"] = "sgd"  # the optimizer
+    lr: float = bounded(0.05, gt=0)  # peak learning rate (for the global batch)
     momentum: float = bounded(0.9, ge=0, lt=1)  # SGD only
     nesterov: bool = False  # SGD only
-    weight_decay: float = bounded(5e-4, ge=0)
+    weight_decay: float = bounded(5e-4, ge=0)  # SGD: L2 in the gradient; AdamW: decoupled
     decay_norm_and_bias: bool = True  # False: no weight decay on 1-D params (norms, biases)
     betas: list[float] = bounded(factory=lambda: [0.9, 0.999], ge=0, lt=1, each=True)  # AdamW
     eps: float = bounded(1e-8, gt=0)  # AdamW only
@@ -214,14 +214,14 @@ class ScheduleConfig(Section):
 
     SECTION: ClassVar[str] = "schedule"
 
-    name: Literal["cosine", "step", "onecycle", "constant"] = "cosine"
-    warmup_epochs: float = bounded(0.0, ge=0)
-    min_lr_factor: float = bounded(0.0, ge=0, le=1)
-    milestones: list[float] = bounded(factory=list, gt=0, each=True)
-    gamma: float = bounded(0.1, gt=0)
-    pct_start: float = bounded(0.25, gt=0, lt=1)
-    div_factor: float = bounded(25.0, gt=0)
-    final_div_factor: float = bounded(1e4, gt=0)
+    name: Literal["cosine", "step", "onecycle", "constant"] = "cosine"  # the schedule's shape
+    warmup_epochs: float = bounded(0.0, ge=0)  # linear warm-up from 0 (not onecycle)
+    min_lr_factor: float = bounded(0.0, ge=0, le=1)  # cosine: final lr = lr * this
+    milestones: list[float] = bounded(factory=list, gt=0, each=True)  # step: epochs of decay
+    gamma: float = bounded(0.1, gt=0)  # step: lr factor at each milestone
+    pct_start: float = bounded(0.25, gt=0, lt=1)  # onecycle: fraction of training rising
+    div_factor: float = bounded(25.0, gt=0)  # onecycle: starting lr = lr / this
+    final_div_factor: float = bounded(1e4, gt=0)  # onecycle: final lr = start lr / this
 
     def check(self) -> None:
         if list(self.milestones) != sorted(self.milestones):
@@ -241,9 +241,9 @@ class WandbConfig(Section):
 
     SECTION: ClassVar[str] = "train.wandb"
 
-    project: str | None = None
-    entity: str | None = None
-    mode: Literal["online", "offline", "disabled"] | None = None
+    project: str | None = None  # W&B project (null: no W&B logging)
+    entity: str | None = None  # W&B user or team (null: wandb's default)
+    mode: Literal["online", "offline", "disabled"] | None = None  # null: WANDB_MODE, else online
 
 
 @dataclass
@@ -265,13 +265,14 @@ class TrainConfig(Section):
 
     SECTION: ClassVar[str] = "train"
 
-    epochs: int = bounded(10, gt=0)
+    epochs: int = bounded(10, gt=0)  # length of the run
     batch_size: int = bounded(128, gt=0)  # global batch (split over DDP ranks)
-    eval_batch_size: int = bounded(512, gt=0)
+    eval_batch_size: int = bounded(512, gt=0)  # batch of the evaluation passes
     steps_per_epoch: int | None = bounded(None, gt=0)  # cap on batches per epoch (quick runs)
-    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
-    channels_last: Literal["auto", "on", "off"] = "auto"
-    compile: Literal["auto", "on", "off"] = "auto"
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # autocast (auto: bf16 on CUDA)
+    channels_last: Literal["auto", "on", "off"] = "auto"  # NHWC memory (auto: on CUDA)
+    compile: Literal["auto", "on", "off"] = "auto"  # torch.compile (auto: long CUDA runs)
+    # The mode given to torch.compile when it compiles.
     compile_mode: Literal[
         "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"
     ] = "default"
@@ -283,7 +284,7 @@ class TrainConfig(Section):
     checkpoint_every_steps: int = bounded(0, ge=0)  # extra mid-epoch checkpoints (0: none)
     tensorboard: bool = False  # also log to run_dir/tensorboard when installed
     wandb: WandbConfig = field(default_factory=WandbConfig)  # opt-in W&B logging
-    progress: bool = True
+    progress: bool = True  # progress bar and epoch lines on the terminal
 
 
 #: Task name -> the ``Config`` class of that task (filled by ``supkd.train.tasks``).
@@ -297,7 +298,7 @@ class TaskConfig(Section):
 
     SECTION: ClassVar[str] = "task"
 
-    name: str = "ce"
+    name: str = "ce"  # the task: ce, supcon, linear, distill or a plugin's
 
     @classmethod
     def resolve_type(cls, raw: Mapping[str, Any]) -> type[TaskConfig]:
@@ -330,11 +331,11 @@ class Config(Section):
 
     SECTION: ClassVar[str] = ""
 
-    name: str = "run"
-    seed: int = bounded(0, ge=0)
-    deterministic: bool = False
+    name: str = "run"  # the run's name (its folder under runs/ when no --out is given)
+    seed: int = bounded(0, ge=0)  # seeds the model's init, data order and augmentation
+    deterministic: bool = False  # deterministic kernels (bit-identical resumes on CPU)
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    meta: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)  # free mapping kept verbatim (reports)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

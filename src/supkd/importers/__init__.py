@@ -1,6 +1,6 @@
 """Import teachers trained elsewhere into supkd models (the importers floor, beside train).
 
-Three sources are understood:
+These sources are understood:
 
 - ``supcontrast``: checkpoints of the public SupContrast code (Khosla et al., 2020,
   github.com/HobbitLong/SupContrast, ``networks/resnet_big.py``): ``{"model": state_dict,
@@ -14,6 +14,9 @@ Three sources are understood:
 - ``torchvision``: an ImageNet ResNet state dict (``conv1``, ``layerL.B.downsample.{0,1}``,
   ``fc``), as saved by ``torch.save(model.state_dict())`` or shipped by torchvision.
 - ``run``: a supkd run directory (or its ``model.pt``), loaded by the engine.
+- ``repdistiller``: a teacher of RepDistiller / mdistiller (``{"model", "epoch",
+  "accuracy", "optimizer"}``, ``<arch>_vanilla/ckpt_epoch_240.pth``) for a model of the KD
+  zoo (:mod:`supkd.models.zoo`; :mod:`supkd.importers.repdistiller`).
 - ``timm``: a timm model's weights file (``.safetensors`` / ``.pth``) for a named timm
   architecture (:func:`import_timm`; ``supkd import-teacher --timm NAME --weights FILE``),
   its normalization read from timm's pretrained config.
@@ -59,6 +62,11 @@ from supkd.importers.input_norm import (
     parse_input_norm,
     supcontrast_input_norm,
 )
+from supkd.importers.repdistiller import (
+    import_repdistiller,
+    looks_like_repdistiller,
+    repdistiller_input_norm,
+)
 from supkd.importers.run import import_run
 from supkd.importers.supcontrast import import_supcontrast, supcontrast_to_torchvision
 from supkd.importers.timm_weights import import_timm
@@ -71,6 +79,7 @@ __all__ = [
     "ImportedTeacher",
     "InputStats",
     "detect_format",
+    "import_repdistiller",
     "import_run",
     "import_supcontrast",
     "import_teacher",
@@ -84,7 +93,7 @@ __all__ = [
     "unwrap_state_dict",
 ]
 
-FORMATS = ("auto", "supcontrast", "torchvision", "run")
+FORMATS = ("auto", "supcontrast", "torchvision", "run", "repdistiller")
 
 
 def _detect(source: str | Path) -> tuple[str, dict[str, torch.Tensor] | None, Any]:
@@ -98,11 +107,13 @@ def _detect(source: str | Path) -> tuple[str, dict[str, torch.Tensor] | None, An
     state = unwrap_state_dict(obj, str(p))
     if any(k.startswith("encoder.") for k in state):
         return "supcontrast", state, obj
+    if looks_like_repdistiller(obj, state):
+        return "repdistiller", state, obj
     if "conv1.weight" in state:
         return "torchvision", state, obj
     raise CheckpointError(
         f"{p}: cannot tell the format (no 'encoder.*' or 'conv1.weight' keys); "
-        "give --format supcontrast|torchvision|run"
+        "give --format supcontrast|torchvision|run|repdistiller"
     )
 
 
@@ -158,6 +169,13 @@ def import_teacher(
             num_classes=num_classes,
             state=state,
         )
+    elif fmt == "repdistiller":
+        if stem is not None:
+            raise CheckpointError("--stem: not used with --format repdistiller (the zoo "
+                                  "architecture fixes it)")
+        imp = import_repdistiller(source, arch=arch, num_classes=num_classes, obj=obj)
+        if norm == "auto":
+            norm = repdistiller_input_norm()
     elif fmt == "torchvision":
         imp = import_torchvision(source, arch=arch, stem=stem, num_classes=num_classes, state=state)
     else:

@@ -51,6 +51,8 @@ class ImportedTeacher:
     input_affine: dict[str, list[float]] | None = None
     #: one line saying what correction was applied (printed by ``supkd import-teacher``)
     input_note: str = ""
+    #: what the file itself records (RepDistiller's ``accuracy`` and ``epoch``), or None
+    recorded: dict[str, Any] | None = None
 
 
 def read_checkpoint(path: str | Path) -> Any:

@@ -33,6 +33,7 @@ from supkd.models.registry import (
 from supkd.models.resnet import InputAffine, ResNetEncoder, SupKDResNet
 from supkd.models.timm_models import TimmModel  # registers the "timm" family (timm lazily)
 from supkd.models.weights import load_torchvision_state_dict, to_torchvision_state_dict
+from supkd.models.zoo import ZooModel  # registers the KD benchmark's zoo (resnet8x4, ...)
 
 
 def as_model_output(out: ModelOutput | torch.Tensor | tuple) -> ModelOutput:
@@ -68,6 +69,7 @@ __all__ = [
     "ResNetEncoder",
     "SupKDResNet",
     "TimmModel",
+    "ZooModel",
     "as_model_output",
     "create_model",
     "list_model_families",

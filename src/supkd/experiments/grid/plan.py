@@ -89,6 +89,30 @@ def _refs(obj: Any) -> set[str]:
     return set()
 
 
+def _teacher_refs(spec: GridSpec, cell: Cell, obj: Any) -> Any:
+    """``${teacher:NAME}`` -> ``spec.teachers[NAME]`` (a folder, or a ``${run:CELL}`` that
+    then counts as a dependency): one switch between teachers the grid trains and teachers
+    imported into folders (``supkd import-teacher``)."""
+    if isinstance(obj, Mapping):
+        return {k: _teacher_refs(spec, cell, v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_teacher_refs(spec, cell, v) for v in obj]
+    if not isinstance(obj, str):
+        return obj
+
+    def lookup(m: re.Match[str]) -> str:
+        key = m.group(1).strip()
+        if not key.startswith("teacher:"):
+            return m.group(0)
+        name = key[len("teacher:"):].strip()
+        if name not in spec.teachers:
+            raise ConfigError(f"grid entry '{cell.entry}': ${{{key}}} is not in the grid's "
+                              f"'teachers' (known: {', '.join(spec.teachers) or 'none'})")
+        return spec.teachers[name]
+
+    return _REF.sub(lookup, obj)
+
+
 def run_name(cell: str, seed: int, alpha: float | None = None, tune: bool = False) -> str:
     """``kd_gram-s0`` for a test-set run, ``kd_gram-tune-a0.5-s0`` for a tuning run.
 
@@ -144,6 +168,8 @@ def _expand(spec: GridSpec, runs_dir: Path, cell: Cell, seed: int, stage: Stage,
     tune = stage == Stage.TUNE
     name = run_name(cell.name, seed, alpha, tune)
     cfg = merge(merge(spec.base, cell.config), spec.tune_config if tune else spec.final_config)
+    if spec.teachers:
+        cfg = _teacher_refs(spec, cell, cfg)
     values: dict[str, Any] = {"seed": seed, **cell.vars}
     keep = set()
     if alpha is not None:

@@ -20,7 +20,7 @@ from supkd.experiments.grid.resources import parse_resources
 from supkd.utils.paths import check_path_name
 
 _GRID_KEYS = {"grid", "published", "seeds", "base", "final", "tune", "runs", "cka",
-              "description", "resources"}
+              "description", "resources", "teachers"}
 _ENTRY_KEYS = {"config", "meta", "matrix", "alphas", "alpha_from", "seeds", "resources"}
 _VALUE_KEYS = {"config", "meta", "alphas", "resources"}  # of one matrix value
 _CKA_KEYS = {"teacher", "students", "split", "batch_size", "max_batches", "pool", "stages"}
@@ -121,6 +121,17 @@ class GridSpec:
     cka: CkaSpec | None = None
     source: str = "<dict>"
     resources: dict[str, Any] = field(default_factory=dict)  # every run's default
+    #: ``${teacher:NAME}`` -> a teacher: a run folder (e.g. an imported one) or ``${run:CELL}``
+    teachers: dict[str, str] = field(default_factory=dict)
+
+
+def _teachers(value: Any) -> dict[str, str]:
+    teachers = _mapping(value, "teachers")
+    for name, where in teachers.items():
+        if not isinstance(where, str) or not where.strip():
+            raise ConfigError(f"grid field 'teachers.{name}': expected a run folder or "
+                              f"'${{run:NAME}}', got {where!r}")
+    return {str(k): v for k, v in teachers.items()}
 
 
 def _resource_layer(value: Any, where: str) -> dict[str, Any]:
@@ -256,6 +267,7 @@ def parse_grid(raw: Mapping[str, Any], source: str = "<dict>") -> GridSpec:
         tune_seeds=_seed_list(tune.get("seeds", seeds[:1]), "tune.seeds"),
         cells=cells, published=raw.get("published"), cka=cka, source=source,
         resources=_resource_layer(raw.get("resources"), "resources"),
+        teachers=_teachers(raw.get("teachers")),
     )
 
 

@@ -59,8 +59,8 @@ class DistillConfig(TaskConfig):
     # logits | embedding | projection, or a stage of the models' forward_intermediates
     # (stem, layer1 ... layer4 for supkd's ResNets), flattened per sample.
     representation: str = "logits"
-    label_smoothing: float = bounded(0.0, ge=0, lt=1)
-    teacher_cache: Literal["auto", "on", "off"] = "auto"
+    label_smoothing: float = bounded(0.0, ge=0, lt=1)  # of the CE targets (0: none)
+    teacher_cache: Literal["auto", "on", "off"] = "auto"  # stored teacher logits per view
 
     def check(self) -> None:
         prefix = self.SECTION

@@ -30,7 +30,7 @@ __all__ = ["LinearConfig", "LinearTask"]
 class LinearConfig(TaskConfig):
     name: str = "linear"
     encoder: str = ""  # run directory (or model.pt / last.pt) whose encoder is frozen
-    label_smoothing: float = bounded(0.0, ge=0, lt=1)
+    label_smoothing: float = bounded(0.0, ge=0, lt=1)  # of the CE targets (0: none)
 
     def check(self) -> None:
         if not self.encoder:

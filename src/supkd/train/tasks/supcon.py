@@ -22,8 +22,8 @@ __all__ = ["SupConConfig", "SupConTask"]
 @dataclass
 class SupConConfig(TaskConfig):
     name: str = "supcon"
-    temperature: float = bounded(0.1, gt=0)
-    base_temperature: float | None = bounded(None, gt=0)
+    temperature: float = bounded(0.1, gt=0)  # τ of the SupCon loss
+    base_temperature: float | None = bounded(None, gt=0)  # loss × τ/this (SupContrast: 0.07)
     projection_dim: int = bounded(128, gt=0)  # used when model.projection_dim is not set
 
 
