@@ -1,69 +1,23 @@
-"""protocols: table placement from meta, baselines, published numbers, the α rule."""
+"""protocols: the meta keys a grid writes and the α rule."""
 
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 
-from supkd.experiments.protocols import (
-    META_KEYS,
-    TABLES,
-    baseline_of,
-    cell_of,
-    choose_alpha,
-    load_published,
-    published_cell,
-    tables_of,
-)
+import supkd.experiments.protocols as protocols
+from supkd.experiments.protocols import META_KEYS, choose_alpha
 
 
-def test_the_published_numbers_file_keeps_its_nans():
-    # Table V's diverged runs are NaN in the paper, not missing.
-    t5 = load_published()["imagenet1k"]["table5"]
-    assert math.isnan(t5["none"]) and math.isnan(t5["teacher_only"]) and t5["both"] == 73.70
-
-
-def test_table_specs_answer_the_old_helpers():
-    # The protocols helpers are the specs' own rules (one copy of each).
-    for table in ("table1", "table2", "table3", "table4", "table5"):
-        spec = TABLES[table]
-        for row in spec.row_order():
-            for col in spec.cols:
-                assert baseline_of(table, row, col) == spec.baseline(row, col)
-                assert published_cell(table, row, col) == spec.published_cell(row, col)
-
-
-def test_published_cells():
-    assert published_cell("table1", "teacher", "supcon") == "94.02 ± 0.09"
-    assert published_cell("table2", "supcon_kd", "supcon") == "94.45 ± 0.09"
-    assert published_cell("table2", "gram", "ce") == "–"
-    assert published_cell("table4", "logit_mse", "supcon") == "73.70 ± 0.11"
-    assert published_cell("table5", "none", "acc") == "NaN"
-    assert published_cell("table5", "student_only", "acc") == "74.08"
-    assert published_cell("table2", "hinton_kl", "supcon") == "–"
-
-
-def test_placement_from_meta():
-    meta = {"table": ["table2", "table5"], "method": "supcon_kd", "teacher_kind": "supcon",
-            "placement": "student_only"}
-    assert tables_of(meta) == ["table2", "table5"]
-    assert cell_of(meta, "table2") == ("supcon_kd", "supcon")
-    assert cell_of(meta, "table5") == ("student_only", "acc")
-    assert cell_of({"role": "teacher"}, "table1") is None  # no column
-    assert tables_of({"table": "nonsense"}) == []
-    assert tables_of({}) == []
-    assert "teacher_kind" in META_KEYS
-
-
-def test_baselines():
-    assert baseline_of("table1", "student", "supcon") == ("table1", "student", "ce")
-    assert baseline_of("table1", "student", "ce") is None
-    assert baseline_of("table2", "gram", "supcon") == ("table2", "logit_mse", "supcon")
-    assert baseline_of("table2", "logit_mse", "ce") == ("table1", "student", "ce")
-    assert baseline_of("table4", "logit_mse", "ce") == ("table3", "student", "ce")
-    assert baseline_of("table5", "both", "acc") == ("table5", "student_only", "acc")
-    assert baseline_of("table5", "student_only", "acc") is None
+def test_every_meta_key_is_documented_once():
+    # The module's table of keys is the reference the docs point to: it names each key of
+    # META_KEYS, and no other.
+    documented = re.findall(r"^``(\w+)``\s", protocols.__doc__, flags=re.MULTILINE)
+    assert sorted(documented) == sorted(META_KEYS)
+    assert len(set(META_KEYS)) == len(META_KEYS)
+    assert {"teacher_kind", "variant", "table"} <= set(META_KEYS)
 
 
 def test_choose_alpha_rule():

@@ -1,6 +1,7 @@
 """Report tables as data: the registry the report iterates over, a table added as one entry,
-and the KD benchmark tables (last and best epoch, Welch p against KD, published numbers)
-from runs written through RunDir/RunResult."""
+the KD benchmark tables (last and best epoch, Welch p against KD, published numbers) from
+runs written through RunDir/RunResult, the catch-all table "KD baselines beyond the paper",
+and the paper's Tables I-V (placement, baselines, published numbers)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,16 @@ import pytest
 import yaml
 from scipy import stats as st
 
+from supkd.experiments.grid import load_grid, plan_grid
 from supkd.experiments.report import write_report
 from supkd.experiments.store import load_run
-from supkd.experiments.tables import TABLES, TableSpec, register_table
+from supkd.experiments.tables import TABLES, TableSpec, register_table, tables_of
 from supkd.experiments.tables.kd_benchmark import arch_key, method_columns, pair_row
+from supkd.experiments.tables.paper import PAPER_NUMBERS, PLACEMENT_FLAGS, PLACEMENTS
 from supkd.experiments.tables.spec import load_numbers
+from supkd.losses import build_loss
 from supkd.train.run_dir import RunDir, RunResult
+from supkd.vocab import RunKind
 
 REPO = Path(__file__).resolve().parents[2]
 NUMBERS = REPO / "src" / "supkd" / "experiments" / "published_kd_benchmark.yaml"
@@ -217,8 +222,8 @@ def test_the_registry_holds_every_table_once_in_report_order():
     from supkd.experiments.tables import report_order
 
     assert report_order() == ["table1", "table2", "table5", "table3", "table4", "cifar100_kd",
-                              "imagenet_kd"]
-    assert {"cifar100_kd", "imagenet_kd"} <= set(TABLES)
+                              "imagenet_kd", "beyond"]
+    assert {"cifar100_kd", "imagenet_kd", "beyond"} <= set(TABLES)
     with pytest.raises(ValueError, match="table1"):
         register_table(TABLES["table1"])
 
@@ -246,7 +251,9 @@ def test_a_new_table_is_one_registered_entry(tmp_path):
         p = _p(vals["other"], vals["digits"])
         assert f"| Other | {m:.2f} ± {s:.2f} (n=3, p={_p_text(p)}) |" in md
         assert md.startswith("### Table X") and "p: each data set vs digits" in md
-        assert (tmp_path / "out" / "by_data.csv").is_file()
+        with open(tmp_path / "out" / "by_data.csv", newline="") as fh:
+            other = {r["row"]: r for r in csv.DictReader(fh)}["other"]
+        assert other["baseline"] == "by_data/digits/acc" and other["paper"] == ""  # none
     finally:
         TABLES.remove("by_data")
     assert "by_data" not in write_report(root, tmp_path / "out2").tables
@@ -275,3 +282,162 @@ def test_the_report_names_no_table():
     literals = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)
                 and isinstance(n.value, str)}
     assert not literals & set(TABLES), literals & set(TABLES)
+
+
+# ------------------------------------------------- the table "KD baselines beyond the paper"
+def test_beyond_is_a_table_spec_declared_as_data():
+    # Its placement, columns, baseline rule and order are the spec's own, readable without
+    # the report: the report renders it like Table I.
+    spec = TABLES["beyond"]
+    assert isinstance(spec, TableSpec) and spec.catch_all and spec.title.startswith("KD base")
+    place = spec.place
+    assert place({"table": "table2", "method": "dkd", "teacher_kind": "supcon"}) == (
+        "dkd@table2", "supcon")
+    assert place({"table": "table4", "method": "hinton_kl", "variant": "logit standardization",
+                  "teacher_kind": "ce"}) == ("hinton_kl+logit standardization@table4", "ce")
+    # The first named table that has a Baseline row; none named: no table, column "acc".
+    assert place({"table": ["table5", "table1", "table4", "table2"], "method": "at",
+                  "teacher_kind": "ce"}) == ("at@table4", "ce")
+    assert place({"table": "table1", "method": "sp"}) == ("sp", "acc")
+    assert place({"method": "cosine", "seed": 0}) == ("cosine", "acc")
+    assert place({"table": "table2", "teacher_kind": "ce"}) is None  # no method: nowhere
+    assert place({"method": ""}) is None
+    # Baseline rule: the logit-MSE Baseline of the named table, same teacher column.
+    assert spec.baseline("dkd@table2", "supcon") == ("table2", "logit_mse", "supcon")
+    assert spec.baseline("hinton_kl+logit standardization@table4", "ce") == (
+        "table4", "logit_mse", "ce")
+    assert spec.baseline("dkd", "acc") is None
+    assert spec.baseline("dkd@nonsense", "ce") is None
+    # Rows in loss-registration order (then by name; an unknown loss last), columns: CE,
+    # SupCon, no teacher kind, then any other kind by name.
+    rows = ["zz_plugin@table2", "dkd@table4", "dkd", "hinton_kl+x@table2", "dkd@table2"]
+    assert spec.shown_rows(rows) == ["hinton_kl+x@table2", "dkd", "dkd@table2", "dkd@table4",
+                                     "zz_plugin@table2"]
+    assert spec.columns(["vit", "acc", "supcon", "ce", "b"]) == ["ce", "supcon", "acc", "b",
+                                                                 "vit"]
+    assert spec.row_label("dkd+beta 2@table2") == "DKD (Zhao et al. 2022), beta 2"
+    assert spec.row_label("zz_plugin") == "zz_plugin"
+    assert [spec.col_label(c) for c in ("ce", "supcon", "acc", "vit")] == [
+        "KD from CE teacher", "KD from SupCon teacher", "Top-1 accuracy", "KD from vit teacher"]
+    (head, text), = spec.label_columns
+    assert head == "p against the Baseline of"
+    assert (text("dkd@table4"), text("dkd")) == ("Table IV", "–")
+    assert spec.metrics == ("last",) and spec.published is None
+
+
+def _kd_meta(method, seed, **extra):
+    return {"method": method, "seed": seed, "student_arch": "resnet8", "stage": "final",
+            **extra}
+
+
+def test_the_catch_all_table_is_only_a_registry_entry(tmp_path):
+    # Runs no named table places: a baseline from Table II's grid, a run naming the
+    # catch-all table itself, and a run that names no table. The report shows them only
+    # because a catch-all spec is registered: a second one takes the same runs, and with
+    # none registered they are in no table.
+    root = tmp_path / "runs"
+    base = {"table": "table2", "teacher_kind": "supcon"}
+    for s, acc in enumerate((90.0, 91.0)):
+        write_run(root, f"mse-s{s}", _kd_meta("logit_mse", s, **base), acc, [acc])
+    for s, acc in enumerate((95.0, 95.5)):
+        write_run(root, f"dkd-s{s}", _kd_meta("dkd", s, **base), acc, [acc])
+    write_run(root, "pkt-s0", _kd_meta("pkt", 0, table="beyond"), 80.0, [80.0])
+    write_run(root, "crd-s0", _kd_meta("crd", 0), 70.0, [70.0])
+    spec = TABLES["beyond"]
+    rep = write_report(root, tmp_path / "out")
+    assert list(rep.tables) == ["table2", "beyond"]
+    m, s = _ms([95.0, 95.5])
+    p = _p([95.0, 95.5], [90.0, 91.0])
+    assert p < 0.05
+    assert (f"| DKD (Zhao et al. 2022) | Table II | {m:.2f} ± {s:.2f} (n=2, p={_p_text(p)}) "
+            "| – |") in rep.tables["beyond"]
+    assert "| PKT (Passalis & Tefas 2018) | – | – | 80.00 (n=1) |" in rep.tables["beyond"]
+    assert "| CRD (Tian et al. 2020) | – | – | 70.00 (n=1) |" in rep.tables["beyond"]
+    other = TableSpec("leftovers", "Leftovers", "method", (), str, None, ("acc",),
+                      {"acc": "Top-1"}, lambda r, c: None, "p: none", rows_from_runs=True,
+                      catch_all=True, row_rule=lambda meta: meta.get("method"))
+    register_table(other)
+    try:
+        rep = write_report(root, tmp_path / "out2")
+        assert list(rep.tables) == ["table2", "leftovers", "beyond"]
+        rows = [ln.split(" | ")[0] for ln in rep.tables["leftovers"].splitlines()[4:]
+                if ln.startswith("| ")]
+        assert rows == ["| crd", "| dkd", "| pkt"]
+        TABLES.remove("beyond")
+        rep = write_report(root, tmp_path / "out3")
+        assert list(rep.tables) == ["table2", "leftovers"]
+        TABLES.remove("leftovers")
+        rep = write_report(root, tmp_path / "out4")
+        assert list(rep.tables) == ["table2"] and "dkd" not in rep.tables["table2"]
+        assert not (tmp_path / "out4" / "beyond.csv").exists()
+    finally:
+        TABLES.remove("leftovers")
+        if "beyond" not in TABLES:
+            register_table(spec)
+    assert write_report(root, tmp_path / "out5").tables == write_report(
+        root, tmp_path / "out").tables
+
+
+# ------------------------------------------------------------------ the paper's Tables I-V
+def test_the_published_numbers_file_keeps_its_nans():
+    # Table V's diverged runs are NaN in the paper, not missing.
+    t5 = load_numbers(PAPER_NUMBERS)["imagenet1k"]["table5"]
+    assert math.isnan(t5["none"]) and math.isnan(t5["teacher_only"]) and t5["both"] == 73.70
+
+
+def test_paper_published_cells():
+    def cell(table, row, col):
+        return TABLES[table].published_cell(row, col)
+    assert cell("table1", "teacher", "supcon") == "94.02 ± 0.09"
+    assert cell("table2", "supcon_kd", "supcon") == "94.45 ± 0.09"
+    assert cell("table2", "gram", "ce") == "–"
+    assert cell("table4", "logit_mse", "supcon") == "73.70 ± 0.11"
+    assert cell("table5", "none", "acc") == "NaN"
+    assert cell("table5", "student_only", "acc") == "74.08"
+    assert cell("table2", "hinton_kl", "supcon") == "–"
+    # Table V is published for ImageNet only: a CIFAR-10 block falls back to it.
+    assert TABLES["table5"].published_cell("both", "acc", "cifar10") == "73.70"
+
+
+def test_paper_placement_from_meta():
+    meta = {"table": ["table2", "table5"], "method": "supcon_kd", "teacher_kind": "supcon",
+            "placement": "student_only"}
+    assert tables_of(meta) == ["table2", "table5"]
+    assert TABLES["table2"].place(meta) == ("supcon_kd", "supcon")
+    assert TABLES["table5"].place(meta) == ("student_only", "acc")
+    assert TABLES["table1"].place({"role": "teacher"}) is None  # no column
+    # A variant, or a loss without a KD-table row, is no row of Table II (strict rows).
+    assert TABLES["table2"].place({**meta, "variant": "instance positives"}) is None
+    assert TABLES["table2"].place({**meta, "method": "dkd"}) is None
+    assert tables_of({"table": "nonsense"}) == []
+    assert tables_of({}) == []
+
+
+def test_paper_baselines():
+    def base(table, row, col):
+        return TABLES[table].baseline(row, col)
+    assert base("table1", "student", "supcon") == ("table1", "student", "ce")
+    assert base("table1", "student", "ce") is None
+    assert base("table2", "gram", "supcon") == ("table2", "logit_mse", "supcon")
+    assert base("table2", "logit_mse", "ce") == ("table1", "student", "ce")
+    assert base("table4", "logit_mse", "ce") == ("table3", "student", "ce")
+    assert base("table5", "both", "acc") == ("table5", "student_only", "acc")
+    assert base("table5", "student_only", "acc") is None
+
+
+@pytest.mark.parametrize("grid", ["configs/demo.yaml", "configs/paper/cifar10.yaml",
+                                  "configs/paper/ablation.yaml", "configs/fast/cifar10.yaml"])
+def test_table5_grids_normalize_as_their_placement_says(grid, tmp_path):
+    # One rule (PLACEMENT_FLAGS, Table V's rows); the grids spell it out per entry.
+    plan = plan_grid(load_grid(REPO / grid), tmp_path)
+    seen = set()
+    for r in plan:
+        placement = r.config.get("meta", {}).get("placement")
+        if placement is None or r.kind == RunKind.CKA:
+            continue
+        task = r.config["task"]
+        loss = build_loss(task["loss"], **task.get("loss_args", {}))
+        assert (loss.normalize_student, loss.normalize_teacher) == PLACEMENT_FLAGS[placement], (
+            grid, r.name)
+        seen.add(placement)
+    assert seen == set(PLACEMENTS) == set(TABLES["table5"].row_order())

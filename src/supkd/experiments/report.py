@@ -12,13 +12,9 @@ on the full training split, scored on the test set) enter the tables; ``stage: t
 only show in the α section.
 
 Method labels come from each loss class's metadata (:func:`supkd.losses.loss_label`). A run
-whose method has no row in the paper's tables (a KD baseline the paper does not report, such
-as ``dkd`` or ``crd``, a loss registered by a plugin, a variant of a loss named by
-``meta.variant`` such as Hinton KD with logit standardization, a ``meta.table`` the method
-does not fit, or a distill run without ``meta.table``) is not dropped: it appears in the
-extra table "KD baselines beyond the paper" (``beyond.csv``) with the same statistics, each
-method tested against the Baseline row (``TableSpec.kd_baseline_row``) of the KD table its
-meta names.
+that no table its meta names has a cell for, but that has a KD method (:func:`method_of`),
+is not dropped: the ``catch_all`` tables take it (the table "KD baselines beyond the paper",
+``tables/beyond.py``).
 """
 
 from __future__ import annotations
@@ -46,7 +42,7 @@ from supkd.analysis.stats import (
     welch_test,
 )
 from supkd.errors import UserError
-from supkd.experiments.protocols import choose_alpha, method_order
+from supkd.experiments.protocols import choose_alpha
 from supkd.experiments.store import CORRUPT, UNFINISHED, RunRecord, scan_runs
 from supkd.experiments.tables import (
     BEST,
@@ -57,20 +53,11 @@ from supkd.experiments.tables import (
     report_order,
     tables_of,
 )
-from supkd.losses import LOSSES, loss_label
+from supkd.experiments.tables.paper import method_order
 from supkd.train.cka_record import CkaRecord
 from supkd.utils.atomic import atomic_write_text
 from supkd.utils.manifest import OutputFolder
 from supkd.vocab import RunStatus, Stage
-
-#: Id of the extra table of runs whose method has no row in a paper table. Its rows are
-#: ``method``, ``method+variant`` (``meta.variant``), each optionally ``@table`` (the KD
-#: table its meta named); its columns are teacher kinds.
-BEYOND = "beyond"
-BEYOND_TITLE = "KD baselines beyond the paper"
-ANY_TEACHER = "acc"  # column of a run whose meta names no teacher kind
-_TEACHER_COLUMNS = {"ce": "KD from CE teacher", "supcon": "KD from SupCon teacher",
-                    ANY_TEACHER: "Top-1 accuracy"}
 
 
 @dataclass
@@ -109,7 +96,7 @@ class Collected:
                    ) -> tuple[CellKey | None, Comparison | None]:
         """The cell ``key`` is tested against (the table spec's baseline rule) and Welch's
         test of the two on ``metric``."""
-        base = _beyond_baseline(key) if key[0] == BEYOND else TABLES[key[0]].baseline(*key[1:])
+        base = TABLES[key[0]].baseline(*key[1:])
         if base is None or base not in self.cells:
             return base, None
         return base, welch_test(self.summary(key, metric), self.summary(base, metric))
@@ -123,7 +110,7 @@ def collect(records: Sequence[RunRecord]) -> Collected:
             continue
         for key in places(rec):
             cells[key].runs.append(rec)
-    order = [*report_order(), BEYOND]
+    order = report_order()
     present = sorted({k[0] for k in cells}, key=order.index)
     return Collected(list(records), dict(cells), present, _alpha_rows(records))
 
@@ -138,39 +125,19 @@ def method_of(rec: RunRecord) -> str | None:
 
 
 def places(rec: RunRecord) -> list[CellKey]:
-    """The cells a final run feeds. A run with a method but no cell of a paper table (the
-    method is no row of the KD table its meta names, or it names none) feeds the
-    :data:`BEYOND` table instead of being dropped."""
-    keys: list[CellKey] = []
-    named = tables_of(rec.meta)
-    # A variant of a loss (meta.variant: another option than the paper's) is never the
-    # loss's own row of a KD table (TableSpec.strict_rows).
-    variant = rec.meta.get("variant")
-    for table in named:
-        rc = TABLES[table].place(rec.meta)
-        if rc is not None:
-            keys.append((table, *rc))
-    method = method_of(rec)
-    if keys or method is None:
+    """The cells a final run feeds: those of the tables its ``meta.table`` names; a run
+    that none of them places goes to the ``catch_all`` tables instead of being dropped,
+    with its method as :func:`method_of` reads it."""
+    named = [t for t in tables_of(rec.meta) if not TABLES[t].catch_all]
+    keys = _cells(named, rec.meta)
+    if keys:
         return keys
-    source = next((t for t in named if TABLES[t].kd_baseline_row), None)
-    row = f"{method}+{variant}" if variant else method
-    row = f"{row}@{source}" if source else row
-    return [(BEYOND, row, str(rec.meta.get("teacher_kind") or ANY_TEACHER))]
+    catch_all = [t for t in report_order() if TABLES[t].catch_all]
+    return _cells(catch_all, {**rec.meta, "method": method_of(rec)})
 
 
-def _beyond_baseline(key: CellKey) -> CellKey | None:
-    """A beyond-the-tables method is tested against the Baseline (logit MSE) of the KD
-    table its meta named, same teacher column; with no table named, against nothing."""
-    source = key[1].partition("@")[2]
-    row = TABLES[source].kd_baseline_row if source in TABLES else None
-    return (source, row, key[2]) if row else None
-
-
-def _beyond_order(row: str) -> tuple[int, str]:
-    method = row.partition("@")[0].partition("+")[0]
-    names = list(LOSSES)
-    return (names.index(method) if method in names else len(names), row)
+def _cells(tables: Sequence[str], meta: dict[str, Any]) -> list[CellKey]:
+    return [(t, *rc) for t in tables if (rc := TABLES[t].place(meta)) is not None]
 
 
 def _alpha_rows(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
@@ -265,14 +232,10 @@ def _published_block(col: Collected, table: str) -> str | None:
     return TABLES[table].published_block({str(b) for b in blocks})
 
 
-def _metrics(table: str) -> tuple[str, ...]:
-    return (LAST,) if table == BEYOND else TABLES[table].metrics
-
-
 def _cell_text(col: Collected, key: CellKey) -> str:
     """Each of the table's metrics as ``mean ± std (n, p)``, labelled when there are
     several (``last: ...; best: ...``), then the unfinished runs."""
-    metrics = _metrics(key[0])
+    metrics = TABLES[key[0]].metrics
     parts = []
     for m in metrics:
         text = format_cell(col.summary(key, m), col.comparison(key, m)[1])
@@ -282,15 +245,6 @@ def _cell_text(col: Collected, key: CellKey) -> str:
     if unfinished:
         text += f"; {unfinished} unfinished"
     return text
-
-
-def shown_rows(spec: TableSpec, present: set[str]) -> list[str]:
-    """A table's rows in display order: the declared ones; for a table whose rows come from
-    its runs, those with runs (declared first, then the others by name)."""
-    declared = list(spec.row_order())
-    if not spec.rows_from_runs:
-        return declared
-    return [r for r in declared if r in present] + sorted(present - set(declared))
 
 
 def _arrange(spec: TableSpec, ours: list[str], paper: list[str]) -> list[str]:
@@ -303,7 +257,7 @@ def _header(spec: TableSpec, cols: Sequence[str]) -> list[str]:
     ours = [f"{spec.col_label(c)} (ours)" for c in cols]
     paper = ([f"{spec.col_label(c)} ({spec.published_header})" for c in cols]
              if spec.published is not None else [])
-    return [spec.header(), *_arrange(spec, ours, paper)]
+    return [spec.header(), *(h for h, _ in spec.label_columns), *_arrange(spec, ours, paper)]
 
 
 def _reference_rows(col: Collected, spec: TableSpec, cols: Sequence[str],
@@ -315,20 +269,18 @@ def _reference_rows(col: Collected, spec: TableSpec, cols: Sequence[str],
         ours = [format_cell(col.summary(ref.cell)) if c == ref.col else "" for c in cols]
         paper = [TABLES[ref.cell[0]].published_cell(ref.cell[1], ref.cell[2], block)
                  if c == ref.col else "" for c in cols]
-        rows.append([ref.label, *_arrange(spec, ours, paper)])
+        rows.append([ref.label, *("" for _ in spec.label_columns), *_arrange(spec, ours, paper)])
     return rows
 
 
 def table_rows(col: Collected, table: str) -> tuple[list[str], list[list[str]]]:
     """Header and rows of one table as Markdown cell text (ours, and the published)."""
-    if table == BEYOND:
-        return beyond_rows(col)
     spec = TABLES[table]
     block = _published_block(col, table)
     present = [k for k in col.cells if k[0] == table]
     cols = spec.columns(k[2] for k in present)
     rows = _reference_rows(col, spec, cols, block)
-    for r in shown_rows(spec, {k[1] for k in present}):
+    for r in spec.shown_rows(k[1] for k in present):
         keys = [(table, r, c) for c in cols]
         paper = ([spec.published_cell(r, c, block) for c in cols]
                  if spec.published is not None else [])
@@ -336,43 +288,13 @@ def table_rows(col: Collected, table: str) -> tuple[list[str], list[list[str]]]:
         if not any(k in col.cells for k in keys) and all(p == "–" for p in paper):
             continue
         ours = [_cell_text(col, k) if k in col.cells else "–" for k in keys]
-        rows.append([spec.row_label(r), *_arrange(spec, ours, paper)])
+        labels = [text(r) for _, text in spec.label_columns]
+        rows.append([spec.row_label(r), *labels, *_arrange(spec, ours, paper)])
     return _header(spec, cols), rows
-
-
-def _beyond_columns(col: Collected) -> list[str]:
-    cols = {k[2] for k in col.cells if k[0] == BEYOND}
-    return sorted(cols, key=lambda c: (_index(list(_TEACHER_COLUMNS), c), c))
-
-
-def beyond_rows(col: Collected) -> tuple[list[str], list[list[str]]]:
-    """The :data:`BEYOND` table: one row per method (and KD table its meta named), one
-    column per teacher kind, with the cells of the paper tables' statistics."""
-    cols = _beyond_columns(col)
-    header = ["Method", "p against the Baseline of",
-              *(f"{_TEACHER_COLUMNS.get(c, f'KD from {c} teacher')} (ours)" for c in cols)]
-    rows = []
-    for row in sorted({k[1] for k in col.cells if k[0] == BEYOND}, key=_beyond_order):
-        head, _, source = row.partition("@")
-        method, _, variant = head.partition("+")
-        where = TABLES[source].title.split(":")[0] if source else "–"
-        ours = [_cell_text(col, (BEYOND, row, c)) if (BEYOND, row, c) in col.cells else "–"
-                for c in cols]
-        label = f"{loss_label(method)}, {variant}" if variant else loss_label(method)
-        rows.append([label, where, *ours])
-    return header, rows
 
 
 def table_markdown(col: Collected, table: str) -> str:
     header, rows = table_rows(col, table)
-    if table == BEYOND:
-        return (f"### {BEYOND_TITLE}\n\n" + _md_table(header, rows)
-                + "\n\nTop-1 test accuracy (%), mean ± sample std over seeds (n), of the runs "
-                "no paper table has a cell for: KD baselines and loss variants the paper does "
-                "not report (α tuned on the validation split like the paper's rows; see the "
-                "α section), other methods, and runs whose meta names no table. p: each "
-                "method vs the Baseline (logit MSE) row of the KD table its meta names, same "
-                "column (none when it names none); ns = not significant at 0.05.\n")
     spec = TABLES[table]
     return (f"### {spec.title}\n\n" + _md_table(header, rows) + "\n\n"
             + spec.note_text(_published_block(col, table)))
@@ -382,16 +304,12 @@ def table_csv(col: Collected, table: str) -> str:
     """One line per cell (per cell and metric, with a ``metric`` column, for a table that
     shows several): the numbers behind the Markdown table."""
     keys = [k for k in col.cells if k[0] == table]
-    spec = None if table == BEYOND else TABLES[table]
-    if spec is None:
-        cols = _beyond_columns(col)
-        keys.sort(key=lambda k: (_beyond_order(k[1]), _index(cols, k[2])))
-    else:
-        rows = shown_rows(spec, {k[1] for k in keys})
-        cols = spec.columns(k[2] for k in keys)
-        keys.sort(key=lambda k: (_index(rows, k[1]), _index(cols, k[2])))
-    block = None if spec is None else _published_block(col, table)
-    metrics = _metrics(table)
+    spec = TABLES[table]
+    rows = spec.shown_rows(k[1] for k in keys)
+    cols = spec.columns(k[2] for k in keys)
+    keys.sort(key=lambda k: (_index(rows, k[1]), _index(cols, k[2])))
+    block = _published_block(col, table)
+    metrics = spec.metrics
     labelled = len(metrics) > 1
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -409,7 +327,7 @@ def table_csv(col: Collected, table: str) -> str:
                 col.cells[key].unfinished, "/".join(base) if base else "",
                 _num(comp.p) if comp else "",
                 (comp.significant() if comp and comp.tested else ""),
-                "" if spec is None else spec.published_cell(key[1], key[2], block),
+                "" if spec.published is None else spec.published_cell(key[1], key[2], block),
             ])
     return buf.getvalue()
 
@@ -508,7 +426,7 @@ def setup_markdown(col: Collected) -> str:
     lines.append(f"- Report written on {platform.node() or 'unknown host'} "
                  f"({platform.system()} {platform.machine()}, Python {platform.python_version()})")
     lines.append("- Accuracy: top-1 on the test split at the last epoch (not the best epoch).")
-    best = [TABLES[t].title.split(":")[0] for t in col.tables if BEST in _metrics(t)]
+    best = [TABLES[t].title.split(":")[0] for t in col.tables if BEST in TABLES[t].metrics]
     if best:
         lines[-1] = lines[-1][:-1] + (f"; {', '.join(best)} also show the best epoch (the "
                                       "highest per-epoch test accuracy in metrics.jsonl).")

@@ -23,11 +23,19 @@ def method_order() -> tuple[str, ...]:
     one (``kd_table_row``), in registration order: the paper's Table II order, then the
     classic Hinton KD that the paper does not report. Read from the registry at call time,
     so a plugin's loss that asks for a row gets one; every other method's runs go to the
-    report's table of methods beyond the paper's tables."""
+    table ``beyond`` (``beyond.py``)."""
     return tuple(name for name, cls in LOSSES.items() if cls.kd_table_row)
 
 
-PLACEMENTS = ("none", "teacher_only", "student_only", "both")
+#: Table V's rows: ``supcon_kd``'s (``normalize_student``, ``normalize_teacher``) flags for
+#: each placement of the L2 normalization (the grids' ``task.loss_args`` follow it).
+PLACEMENT_FLAGS = {
+    "none": (False, False),
+    "teacher_only": (False, True),
+    "student_only": (True, False),
+    "both": (True, True),
+}
+PLACEMENTS = tuple(PLACEMENT_FLAGS)
 PLACEMENT_LABELS = {
     "none": "Without normalization",
     "teacher_only": "Normalized teacher feature",
@@ -43,12 +51,19 @@ def _own_baseline(table: str) -> Callable[[str, str], CellKey | None]:
     return rule
 
 
+#: The KD tables' Baseline row (logit MSE, Eq. 1): what every other KD row is tested
+#: against, here and in the table ``beyond`` (``TableSpec.kd_baseline_row``).
+KD_BASELINE = "logit_mse"
+#: The columns of the KD tables (and the teacher kinds of the table ``beyond``).
+TEACHER_KIND_LABELS = {"ce": "KD from CE teacher", "supcon": "KD from SupCon teacher"}
+
+
 def _kd_baseline(table: str, own: str) -> Callable[[str, str], CellKey | None]:
     """Tables II/IV: every loss vs the logit-MSE Baseline of the same column; the Baseline
     itself vs the CE student without KD of ``own`` (the paper's "KD baseline outperforms the
     baseline student")."""
     def rule(row: str, col: str) -> CellKey | None:
-        return (own, "student", "ce") if row == "logit_mse" else (table, "logit_mse", col)
+        return (own, "student", "ce") if row == KD_BASELINE else (table, KD_BASELINE, col)
     return rule
 
 
@@ -68,13 +83,12 @@ def _own_table(id: str, title: str, block: str, position: float) -> TableSpec:
 def _kd_table(id: str, title: str, block: str, own: str, position: float) -> TableSpec:
     return TableSpec(
         id, title, "method", method_order, loss_label,
-        "teacher_kind", ("ce", "supcon"),
-        {"ce": "KD from CE teacher", "supcon": "KD from SupCon teacher"},
+        "teacher_kind", tuple(TEACHER_KIND_LABELS), TEACHER_KIND_LABELS,
         _kd_baseline(id, own),
         "p: each loss vs the Baseline (logit MSE) row in the same column; "
         "the Baseline row vs the CE student trained without KD (Table I)",
         Keyed(PAPER_NUMBERS, block, (id, "{row}", "{col}_teacher"), PAPER_TITLES),
-        strict_rows=True, kd_baseline_row="logit_mse", position=position,
+        strict_rows=True, kd_baseline_row=KD_BASELINE, position=position,
         reference_rows=(ReferenceRow("Student without KD (CE, Table I)",
                                      (own, "student", "ce"), "ce"),))
 

@@ -115,10 +115,14 @@ class TableSpec:
     ``cols`` give the display order (a callable is read at report time, e.g. the losses that
     ask for a KD-table row); ``cols=None`` shows the columns present, in ``col_order``.
     ``strict_rows``: a run whose row is not among ``rows``, or that names a ``meta.variant``,
-    gets no cell here (the report's table of methods beyond the paper takes it, tested
-    against ``(this table, kd_baseline_row, col)``). ``baseline(row, col)`` is the cell that
-    a cell is tested against (Welch's t-test), or None. ``metrics``: the accuracies each
-    cell shows (:data:`LAST`, :data:`BEST`), labelled when there are several.
+    gets no cell here (a ``catch_all`` table takes it: ``beyond.py``, tested against
+    ``(this table, kd_baseline_row, col)``). ``catch_all``: the table takes the runs that
+    no table their ``meta.table`` names has a cell for (never from ``meta.table`` itself);
+    its rules see the meta with ``method`` as the report reads it (``meta.method``, else a
+    distill run's ``task.loss``). ``baseline(row, col)`` is the cell that a cell is tested
+    against (Welch's t-test), or None. ``metrics``: the accuracies each cell shows
+    (:data:`LAST`, :data:`BEST`), labelled when there are several. ``label_columns``:
+    (header, text of a row) of columns shown between the row label and the numbers.
     """
 
     id: str
@@ -138,8 +142,11 @@ class TableSpec:
     published_header: str = "paper"
     interleave_published: bool = False  # published column beside each of ours, not after
     rows_from_runs: bool = False  # rows shown: those with runs (declared ones first)
+    run_row_order: Callable[[Iterable[str]], list[str]] | None = None  # undeclared rows (name)
     strict_rows: bool = False
     kd_baseline_row: str | None = None
+    catch_all: bool = False
+    label_columns: tuple[tuple[str, Callable[[str], str]], ...] = ()
     reference_rows: tuple[ReferenceRow, ...] = ()
     metrics: tuple[str, ...] = (LAST,)
     row_rule: Callable[[Mapping[str, Any]], str | None] | None = None
@@ -155,6 +162,16 @@ class TableSpec:
 
     def col_label(self, col: str) -> str:
         return _label(self.col_labels, col)
+
+    def shown_rows(self, present: Iterable[str]) -> list[str]:
+        """The rows shown: the declared ones; for a table whose rows come from its runs,
+        those with runs (declared first, then the others in ``run_row_order``)."""
+        declared = list(self.row_order())
+        if not self.rows_from_runs:
+            return declared
+        have = set(present)
+        rest = have - set(declared)
+        return [r for r in declared if r in have] + (self.run_row_order or sorted)(rest)
 
     def columns(self, present: Iterable[str]) -> list[str]:
         """The columns shown: the declared ones, or those present in ``col_order``."""
