@@ -100,7 +100,7 @@ def test_demo_covers_the_protocol(tmp_path):
     assert sum(r.kind == RunKind.CKA for r in plan) == 10
     assert sum(r.stage == "tune" for r in plan) == 10
     by_cell = {r.cell: r.config for r in plan if r.stage == "final" and r.seed == 0}
-    # DESIGN.md §5's SupCon : CE epoch ratio (1000 : 500) for teachers and students.
+    # docs/design.md §5's SupCon : CE epoch ratio (1000 : 500) for teachers and students.
     for kind in ("teacher", "student"):
         assert (by_cell[f"supcon_{kind}"]["train"]["epochs"]
                 == 2 * by_cell[f"ce_{kind}"]["train"]["epochs"])

@@ -1,4 +1,4 @@
-"""Nothing is lost when a training process dies (DESIGN.md §8, issue 8 items 3-4).
+"""Nothing is lost when a training process dies (docs/design.md §8, issue 8 items 3-4).
 
 A real ``python -m supkd train`` process on tiny digits runs is
 - SIGKILLed at seeded random moments, some of them while a checkpoint is being written

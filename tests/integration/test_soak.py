@@ -1,4 +1,4 @@
-"""Soak: a grid of 22 tiny CPU runs with injected faults (DESIGN.md §8, issue 8 item 5).
+"""Soak: a grid of 22 tiny CPU runs with injected faults (docs/design.md §8, issue 8 item 5).
 
 Faults:
 - ``diverge``: a CE student with lr 1e6 (the loss turns non-finite within a few steps);

@@ -2,7 +2,7 @@
 
 Plain Python floats (double precision) and the ``math`` module only: no torch op is shared
 with the code under test, no max-shift, no vectorization. Inputs are nested lists
-(rows = samples). Equations: the paper's Eq. 1-5 as read in DESIGN.md §4, Hinton et al.
+(rows = samples). Equations: the paper's Eq. 1-5 as read in docs/design.md §4, Hinton et al.
 (2015) for KD, Khosla et al. (2020) Eq. 2 for SupCon, and the KD baselines as issue 14 defines
 them: DKD (Zhao et al. 2022), DIST (Huang et al. 2022), SP (Tung & Mori 2019), RKD (Park et
 al. 2019), CRD (Tian et al. 2020), logit standardization (Sun et al. 2024).

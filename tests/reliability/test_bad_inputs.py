@@ -1,4 +1,4 @@
-"""The bad-input catalogue (DESIGN.md §8, issue 8): every user error gets a clear answer.
+"""The bad-input catalogue (docs/design.md §8, issue 8): every user error gets a clear answer.
 
 Each case feeds one broken input to the public API or the CLI and checks
 - the API raises the documented type (ConfigError / DataError / CheckpointError for

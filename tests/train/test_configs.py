@@ -1,6 +1,6 @@
 """The presets' recipes, read where they are stated once: the grids' resolved run configs
 (what ``supkd grid`` and ``supkd train GRID.yaml --run NAME`` train) validate, and the paper
-preset carries DESIGN.md §5's budgets. Every YAML in configs/ validates."""
+preset carries docs/design.md §5's budgets. Every YAML in configs/ validates."""
 
 from __future__ import annotations
 

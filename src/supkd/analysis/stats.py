@@ -1,8 +1,8 @@
 """Statistics for tables over seeds: mean ± sample std with n, Welch's t-test, cell text.
 
-DESIGN.md §5: tables show mean ± sample standard deviation (ddof = 1) with the number of
+docs/design.md §5: tables show mean ± sample standard deviation (ddof = 1) with the number of
 seeds n, and Welch's unequal-variance t-test against the row the table names as its baseline;
-a difference that is not significant at 0.05 is marked. Diverged runs (DESIGN.md §8) are shown
+a difference that is not significant at 0.05 is marked. Diverged runs (docs/design.md §8) are shown
 as the paper's Table V shows them: ``NaN (diverged at step k)``.
 """
 

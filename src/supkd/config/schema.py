@@ -3,7 +3,7 @@
 A run is described by one :class:`Config`. :func:`load_config` reads a YAML file (or a
 dict), applies dotted ``key=value`` overrides such as ``optim.lr=0.05`` or
 ``task.loss=cosine``, and checks every key, type and range, so that a typo fails before any
-training starts with one line that names the field and the closest valid key (DESIGN.md §8,
+training starts with one line that names the field and the closest valid key (docs/design.md §8,
 §9: "typed dataclass configs, YAML as defaults, key=value overrides, the resolved config
 saved in the run directory").
 
@@ -108,7 +108,7 @@ class DataConfig(Section):
       ``task.teacher_cache: auto`` runs the teacher live and ``on`` is a ConfigError, and
       ``Batch.aug`` is None (the crop + flip is no longer the only augmentation).
 
-    The defaults reproduce the CIFAR recipes of DESIGN.md §5 draw for draw: every view
+    The defaults reproduce the CIFAR recipes of docs/design.md §5 draw for draw: every view
     consumes the same random numbers whatever these options say, so turning one off changes
     only what it controls.
     """

@@ -335,7 +335,7 @@ def supcon_views(
 ) -> torch.Tensor:
     """SupCon augmentation of a uint8 batch (B, C, H, W) -> float (B, V, C, S, S) in [0, 1]:
     per view and image RandomResizedCrop(scale 0.2-1) + flip, ColorJitter(0.4, 0.4, 0.4,
-    0.1) with p 0.8, grayscale with p 0.2 (DESIGN.md §5; ``recipe`` changes these). All
+    0.1) with p 0.8, grayscale with p 0.2 (docs/design.md §5; ``recipe`` changes these). All
     V*B views in one batch."""
     B, _, H, W = images.shape
     params, order = sample_supcon(B * views, H, W, generator, recipe)

@@ -5,7 +5,7 @@ crop/flip table, then per-sample seeds, then, only with cutout, the cutout centr
 generator seeded by ``(seed, epoch)``, or,
 given an ``aug_seed``, the permutation from ``(seed, epoch)`` and the rest from its own
 generator seeded by ``(aug_seed, epoch)`` (data order and augmentation as independent
-streams, the airbench convention of DESIGN.md §9). So a resumed run replays the same batches
+streams, the airbench convention of docs/design.md §9). So a resumed run replays the same batches
 and views, every DDP rank computes the same permutation and takes its own shard of it, and
 the DataLoader and GPU-resident paths see the same plan (identical batches for pad-crop +
 flip, with or without cutout). The cutout centres come last and only when asked for, so

@@ -15,7 +15,7 @@ more than the transforms themselves.
   (:func:`cutout_mask`) and the batch is erased after normalization (:func:`erase`);
 - ``supcon``: two (or V) views of RandomResizedCrop(scale 0.2-1) + flip +
   ColorJitter(0.4, 0.4, 0.4, 0.1) with p 0.8 + grayscale with p 0.2 (Khosla et al., 2020,
-  public code; DESIGN.md §5), softened per data set by :class:`SupconRecipe` (``data:``
+  public code; docs/design.md §5), softened per data set by :class:`SupconRecipe` (``data:``
   options ``supcon_scale``, ``supcon_flip``, ``supcon_jitter``, ``supcon_grayscale``);
 - ``none`` / evaluation: nothing for small images; resize to size/0.875 + center crop for
   ImageNet-style trees (the 256 -> 224 protocol).
@@ -34,7 +34,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from supkd.config import DataConfig
 
-# SupCon augmentation constants (DESIGN.md §5).
+# SupCon augmentation constants (docs/design.md §5).
 SUPCON_SCALE = (0.2, 1.0)
 SUPCON_RATIO = (3 / 4, 4 / 3)
 SUPCON_JITTER = (0.4, 0.4, 0.4, 0.1)  # brightness, contrast, saturation, hue
@@ -161,7 +161,7 @@ class SupconAugment(RandomResizedCropFlip):
     """One SupCon view, uint8 (C, H, W) -> uint8 (C, size, size), randomness from
     ``generator`` only: RandomResizedCrop(scale 0.2-1) + flip, ColorJitter(0.4, 0.4, 0.4,
     0.1) in a random order with p 0.8, grayscale with p 0.2 (Khosla et al., 2020, public
-    code; DESIGN.md §5; ``recipe`` changes these), drawn as torchvision.transforms.v2 draws
+    code; docs/design.md §5; ``recipe`` changes these), drawn as torchvision.transforms.v2 draws
     them and applied with its functional ops. On one channel only brightness and contrast
     apply (saturation, hue and grayscale need color). Draws exactly :data:`SUPCON_DRAWS`
     uniforms per view, whatever is applied, so the stream of later views does not depend on

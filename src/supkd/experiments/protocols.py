@@ -42,7 +42,7 @@ key                meaning
 =================  =====================================================================
 
 A SupCon model's accuracy is that of its linear stage (a classifier trained on the frozen
-encoder, DESIGN.md §5), so the linear run, not the encoder run, carries ``table: table1``.
+encoder, docs/design.md §5), so the linear run, not the encoder run, carries ``table: table1``.
 """
 
 from __future__ import annotations

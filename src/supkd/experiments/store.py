@@ -1,4 +1,4 @@
-"""Read run directories, and nothing else (DESIGN.md §1: a report can be rebuilt from run
+"""Read run directories, and nothing else (docs/design.md §1: a report can be rebuilt from run
 directories alone).
 
 A run directory (docs/architecture.md) holds ``config.yaml`` (the resolved config, with the

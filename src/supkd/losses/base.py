@@ -71,7 +71,7 @@ from supkd.losses.common import check_index, check_labels, full_precision, upcas
 
 __all__ = ["PAPER", "KDLoss", "StageArg", "StageKDLoss", "StageSelector", "stage_error"]
 
-#: The paper whose Eq. 1-5 the built-in losses implement (DESIGN.md §4 reads its ambiguities).
+#: The paper whose Eq. 1-5 the built-in losses implement (docs/design.md §4 reads its ambiguities).
 PAPER = (
     "Lee, Hyeon & Jeon, \"Designing Distillation Losses for Effective Knowledge Transfer "
     "from SupCon Representations\""

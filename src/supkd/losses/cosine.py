@@ -14,7 +14,7 @@ class CosineLoss(KDLoss):
     r"""Eq. 3 as a loss: ``mean_i 1 − cos(z_t,i, z_s,i)``.
 
     The paper minimises the negative cosine; the constant 1 keeps the value in [0, 2]
-    without changing the gradient (DESIGN.md §4). Cosine is computed on eps-safe
+    without changing the gradient (docs/design.md §4). Cosine is computed on eps-safe
     normalized vectors, so a zero vector has cosine 0.
     """
 

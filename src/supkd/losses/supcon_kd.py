@@ -24,7 +24,7 @@ class SupConKDLoss(KDLoss):
         L = mean_t  −1/|P(t)| Σ_{p∈P(t)} log( exp(z_t·z_p/τ) / Σ_{s∈S} exp(z_t·z_s/τ) )
 
     The paper sums over anchors; the mean keeps the scale independent of B (α absorbs
-    the constant, DESIGN.md §4). Defaults follow the paper's best row of Table V:
+    the constant, docs/design.md §4). Defaults follow the paper's best row of Table V:
     normalize the student only. The log-softmax is max-shifted (``torch.log_softmax``)
     and computed in float32, so un-normalized logits of magnitude 1e4 stay finite.
 

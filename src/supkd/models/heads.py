@@ -1,7 +1,7 @@
 """Heads on top of the ResNet encoder: the SupCon projection head and the linear classifier.
 
 Projection head as in Khosla et al. (2020), "Supervised Contrastive Learning", Sec. 3 and
-DESIGN.md §5: Linear(d, d) -> ReLU -> Linear(d, projection_dim), output L2-normalized (the
+docs/design.md §5: Linear(d, d) -> ReLU -> Linear(d, projection_dim), output L2-normalized (the
 SupCon loss is defined on the unit hypersphere). The paper's code also offers a single
 Linear(d, projection_dim) head (``SupConResNet(head='linear')``); ``kind="linear"`` builds
 that one, so that such checkpoints can be imported as they are.

@@ -7,7 +7,7 @@ reads them and joins the process group (NCCL on CUDA, gloo on CPU). Without them
 and every helper here degrades to the single-process identity, so the engine and the tasks
 call them unconditionally.
 
-Why a gather of our own (DESIGN.md §8 and §10)
+Why a gather of our own (docs/design.md §8 and §10)
 -----------------------------------------------
 SupCon (Khosla et al. 2020, Eq. 2), ``supcon_kd`` (paper Eq. 5) and the sample-mode ``gram``
 loss (paper Eq. 4) compare every sample of the batch with every other one, so under DDP they

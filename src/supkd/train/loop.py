@@ -39,7 +39,7 @@ parameters, buffers or eager tensors, never a previous iteration's graph outputs
 modes only change inductor's kernel choice (no CUDA graphs). Under DDP the CUDA-graph modes
 are untested.
 
-Divergence guard (DESIGN.md §8): on CPU the loss is checked with ``torch.isfinite`` before
+Divergence guard (docs/design.md §8): on CPU the loss is checked with ``torch.isfinite`` before
 every backward (a host read costs nothing there), so a run stops at the first non-finite
 loss, before it touches the weights. On CUDA a per-step check would stall the GPU pipeline
 on every step, so the step records the first non-finite step in a device-side counter

@@ -1,6 +1,6 @@
 """The run directory: the one module that knows its paths and writes its files.
 
-A run directory is the only record of a run (DESIGN.md §1): a report is rebuilt from run
+A run directory is the only record of a run (docs/design.md §1): a report is rebuilt from run
 directories alone, a run resumes from its directory alone, and on a cluster it is the only
 state shared between the driver and the workers. Layout::
 

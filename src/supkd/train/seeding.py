@@ -1,7 +1,7 @@
 """Seeds and random-number-generator state.
 
 One user seed expands into independent seeds for weight initialization, data order and
-augmentation (the airbench convention, DESIGN.md §9), so that e.g. changing the data order
+augmentation (the airbench convention, docs/design.md §9), so that e.g. changing the data order
 leaves the initial weights unchanged. The expansion uses NumPy's ``SeedSequence``, whose
 spawned children are statistically independent streams (NumPy docs, "Parallel random
 number generation").

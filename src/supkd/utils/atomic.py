@@ -9,7 +9,7 @@ File modes: ``tempfile.mkstemp`` creates its file with mode 0600 (private on pur
 the rename keeps that mode, so every file written here would be unreadable to the user's
 group (teammates on shared storage could not load a teacher or read a report). The
 temporary file is therefore given the mode a plain ``open(path, "w")`` would give,
-``0o666 & ~umask``, before it is renamed into place (DESIGN.md §8: files get the user's
+``0o666 & ~umask``, before it is renamed into place (docs/design.md §8: files get the user's
 umask).
 """
 

@@ -4,7 +4,7 @@ Several values a user writes end up as a folder name: a run config's ``name`` (`
 train`` writes to ``runs/<name>`` without ``--out``), a grid's ``grid:`` name (its default
 runs folder), the grid's cell and run names (``RUNS/<run>``). :func:`check_path_name` is the
 one check all of them go through, so that no such value can point outside the folder the
-user named (DESIGN.md §8: nothing is written outside it).
+user named (docs/design.md §8: nothing is written outside it).
 
 :func:`prepare_output_dir` is the one check of a folder a command writes into (``supkd cka
 --out``, ``supkd report --out``, the teacher cache): it exists or can be created, it is a

@@ -5,11 +5,11 @@ the step needs (a frozen teacher, a KD adapter, a loss). ``task(batch)`` runs
 :meth:`Task.training_step` and returns ``{"loss": scalar, part: detached scalar, ...}``.
 Adding a method means adding one file here with a ``Task`` subclass decorated with
 :func:`register_task` (and its test); the engine and the config loader know no task, loss or
-method names (DESIGN.md §9, after timm's tasks and mdistiller's distillers). The interface
+method names (docs/design.md §9, after timm's tasks and mdistiller's distillers). The interface
 is in :mod:`.base`; each built-in task is its own module, registered when this package is
 imported.
 
-Tasks (paper §III, DESIGN.md §5):
+Tasks (paper §III, docs/design.md §5):
 
 - ``ce`` (:mod:`.ce`): cross-entropy training of a teacher or a student baseline.
 - ``supcon`` (:mod:`.supcon`): SupCon pre-training (Khosla et al. 2020, Eq. 2,
@@ -20,7 +20,7 @@ Tasks (paper §III, DESIGN.md §5):
   with logits.
 - ``distill`` (:mod:`.distill`): student trained with ``L = ce_weight·CE + α·L_KD`` (paper
   Eq. 6) from a frozen teacher, for any loss in :data:`supkd.losses.LOSSES` and any
-  representation (``logits | embedding | projection``, DESIGN.md §4, or a stage of
+  representation (``logits | embedding | projection``, docs/design.md §4, or a stage of
   ``forward_intermediates`` such as ``layer4``), with an optional linear warm-up of α
   (``alpha_warmup_epochs``, told the epoch position through :meth:`Task.set_progress`).
 """

@@ -301,7 +301,7 @@ class DistillTask(Task):
     statistics, no dropout), whatever mode the task is put in. ``z`` is the chosen
     representation; when student and teacher widths differ and the loss compares features
     element-wise (``loss.same_width``), a learned ``nn.Linear(D_s, D_t)`` adapter maps the
-    student's representation (DESIGN.md §4). The adapter belongs to the task: it is saved in
+    student's representation (docs/design.md §4). The adapter belongs to the task: it is saved in
     :meth:`extra_state`, never in the student's weights.
 
     With a teacher cache (``supkd.train.teacher_cache``) and a batch that carries ``index`` and
@@ -461,7 +461,7 @@ class DistillTask(Task):
             z_s = self.adapter(z_s)
         labels, extra = y, self._index_of(batch)
         if getattr(self.criterion, "compares_samples", False) and dist_utils.world_size() > 1:
-            # Losses that compare samples must see the global batch (DESIGN.md §8).
+            # Losses that compare samples must see the global batch (docs/design.md §8).
             z_s = dist_utils.gather_with_grad(z_s)
             z_t = dist_utils.gather_with_grad(z_t)
             labels = dist_utils.gather_with_grad(y)
