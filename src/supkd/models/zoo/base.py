@@ -18,6 +18,7 @@ the global mean at that size. The zoo pools with ``AdaptiveAvgPool2d(1)``: ident
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -48,7 +49,7 @@ def batch_norm_like(bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
                         training=False, eps=bn.eps)
 
 
-class ZooEncoder(nn.Module):
+class ZooEncoder(nn.Module, ABC):
     """Image (B, C_in, H, W) -> embedding (B, ``out_dim``).
 
     A subclass sets ``out_dim``, ``stage_names`` and implements :meth:`walk` (the conv
@@ -74,14 +75,17 @@ class ZooEncoder(nn.Module):
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         return self.input_affine(x) if self.input_affine is not None else x
 
+    @abstractmethod
     def walk(self, x: torch.Tensor, preact: bool) -> Iterator[StageItem]:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def embed(self, last: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def stage_bns(self) -> dict[str, nn.BatchNorm2d]:
-        raise NotImplementedError
+        ...
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         *_, (_, last, _) = self.walk(self.prepare(x), False)
