@@ -152,7 +152,7 @@ def kd_transform():
 
 
 def supcon_transform():
-    """SupContrast's CIFAR pre-training augmentation (DESIGN §5)."""
+    """SupContrast's CIFAR pre-training augmentation (docs/design.md §5)."""
     import torchvision.transforms as T
 
     return T.Compose(

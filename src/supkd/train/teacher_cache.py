@@ -4,7 +4,7 @@ With the standard CIFAR augmentation (zero-pad by ``pad`` pixels, crop back to H
 ``(dy, dx)``, then an optional horizontal flip) an image has only ``(2·pad + 1)² · 2`` possible
 training views: 9 · 9 · 2 = 162 for ``pad = 4``. A frozen teacher in eval mode maps each view to
 fixed logits, so they can be computed once and looked up during distillation; the KD step then
-costs only the student's step (issue #7; DESIGN §7). Stored in bfloat16 the table is
+costs only the student's step (issue #7; docs/design.md §7). Stored in bfloat16 the table is
 ``N × 162 × C × 2`` bytes: 162 MB for CIFAR-10's 50,000 training images.
 
 The view an entry stands for is fixed by :func:`render_views`, which must produce exactly the
