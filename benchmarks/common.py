@@ -25,12 +25,11 @@ CIFAR_MEAN, CIFAR_STD = NORMALIZATION["cifar10-jpeg"]
 
 
 def find_cifar10_jpeg(explicit: str | None = None) -> Path | None:
-    """The cifar10-jpeg pack: --data, $SUPKD_CIFAR10_JPEG, ./.data/cifar10-jpeg or ../shared/."""
+    """The cifar10-jpeg pack: --data, $SUPKD_CIFAR10_JPEG or ./.data/cifar10-jpeg."""
     candidates = [
         explicit,
         os.environ.get("SUPKD_CIFAR10_JPEG"),
         REPO_ROOT / ".data" / "cifar10-jpeg",
-        REPO_ROOT.parent / "shared" / "data" / "cifar10-jpeg",
     ]
     for c in candidates:
         if c and (Path(c) / "train.npz").is_file():

@@ -1,7 +1,8 @@
 """supkd: knowledge distillation from supervised-contrastive (SupCon) teachers.
 
 Method: Lee, Hyeon & Jeon, "Designing Distillation Losses for Effective Knowledge Transfer
-from SupCon Representations" (see DESIGN.md and the README).
+from SupCon Representations". Documentation: the site built from docs/ (the design in
+docs/design.md, the modules' contracts in docs/architecture.md).
 """
 
 __version__ = "0.1.0"

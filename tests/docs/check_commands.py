@@ -58,7 +58,8 @@ def check(argv: list[str], repo: Path, out: Path) -> str | None:
         return f"the CLI refuses it: {err.getvalue().strip().splitlines()[-1]}"
     if args.command not in COMMANDS:
         return "no supkd command in it"
-    bad = [a for a in extra if "=" not in a or a.startswith("-")]
+    # the CLI's own rule (supkd.cli.main): KEY=VALUE and ~KEY leftovers are overrides
+    bad = [a for a in extra if not (("=" in a and not a.startswith("-")) or a.startswith("~"))]
     if bad:
         return f"unknown arguments {bad}"
     overrides = list(getattr(args, "overrides", None) or []) + extra

@@ -244,7 +244,7 @@ def test_data_corrupt_image_named_when_read(tmp_path, kind):
 
 
 def _pack(folder: Path, *, drop: str | None = None, labels=None, n: int = 6, corrupt=None) -> Path:
-    """A cifar10-jpeg style pack (format: ../shared/data/cifar10-jpeg/README.md)."""
+    """A cifar10-jpeg style pack (format: docs/design.md §6)."""
     folder.mkdir(parents=True, exist_ok=True)
     blobs = [_jpeg_bytes(i) for i in range(n)]
     if corrupt is not None:

@@ -1,5 +1,5 @@
 """``cifar10-jpeg``: the CIFAR-10 images as one ``.npz`` of JPEGs per split, for work with no
-network (format: ../shared/data/cifar10-jpeg/README.md)."""
+network (format: docs/design.md §6)."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def _read_pack(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
 
 
 def load_jpeg_pack(path: Path, image_size: int | None = None) -> Source:
-    """Read one split of the npz JPEG pack (format: ../shared/data/cifar10-jpeg/README.md).
+    """Read one split of the npz JPEG pack (format: docs/design.md §6).
 
     Validates the arrays (all four present, offsets monotone and ending at len(jpeg), labels
     in 0..len(classes)-1) and decodes only the images a split keeps, all at once with
@@ -106,7 +106,7 @@ def load_jpeg_pack(path: Path, image_size: int | None = None) -> Source:
     return Source(torch.from_numpy(labels.astype(np.int64)), take, class_names)
 
 
-# Statistics measured on the decoded JPEG training split (../shared/data/cifar10-jpeg/README.md).
+# Statistics measured on the decoded JPEG training split (docs/design.md §6).
 @register_dataset("cifar10-jpeg", native_size=NATIVE_SIZE, channels=3,
                   normalization=((0.4913, 0.4821, 0.4465), (0.2452, 0.2428, 0.2606)))
 def load_cifar10_jpeg(cfg: DataConfig) -> LoadedSplits:
