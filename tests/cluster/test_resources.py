@@ -34,10 +34,11 @@ def test_layers_merge_key_by_key_and_stay_out_of_the_spec_hash(tmp_path):
     t = by["teacher-s0"].resources
     assert (t.cpus, t.gpus, t.mem_gb, t.time_min, t.ranks, t.ranks_per_node) == (
         2, 8.0, 4.0, 600, 8, 8)
-    assert t.slurm == {"partition": "gpu", "qos": "high", "sbatch": {"exclusive": True}}
+    assert t.section("slurm") == {"partition": "gpu", "qos": "high",
+                                  "sbatch": {"exclusive": True}}
     assert by["kd_a-s0"].resources.gpus == 0.25 and by["kd_a-s0"].resources.ranks == 1
-    assert by["kd_b-s0"].resources == Resources(cpus=2, mem_gb=4.0, slurm={
-        "partition": "gpu", "sbatch": {"exclusive": True}})
+    assert by["kd_b-s0"].resources == Resources(cpus=2, mem_gb=4.0, sections={"slurm": {
+        "partition": "gpu", "sbatch": {"exclusive": True}}})
     # How a run is placed does not change what it computes: same config without them.
     bare = {r.name: r for r in plan_grid(parse_grid({**_raw(), "resources": None}), tmp_path)}
     assert bare["teacher-s0"].config == by["teacher-s0"].config
