@@ -333,8 +333,13 @@ class SlurmExecutor:
                   "saved a checkpoint: the same `supkd grid` command resumes them")
 
     def shutdown(self) -> None:
-        # The jobs are Slurm's, their records in the run directories; idle packed workers
-        # may exit now (nothing more will be handed out by this driver).
+        # The jobs are Slurm's, their records in the run directories. Runs left in the pack
+        # (--detach, or Ctrl-C with --on-interrupt leave) get their workers now; idle
+        # workers may exit once the queue is empty (this driver hands out nothing more).
+        if self._pack.pending():
+            states = job_states(self._pack.job_ids())
+            if states is not None:
+                self._pack.poll(states)
         self._pack.close(cancel_queued=False)
 
     @staticmethod

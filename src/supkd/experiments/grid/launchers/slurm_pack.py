@@ -189,6 +189,10 @@ class PackDriver:
                 for j in self._submit_workers(wparams, shape, pack, concurrent, need):
                     self.workers[j] = shape
 
+    def pending(self) -> bool:
+        """Whether runs wait in the queue of a shape this driver knows."""
+        return any(any(self.dirs.queue(shape).glob("*.pkl")) for shape in self.shapes)
+
     def job_ids(self) -> list[str]:
         return sorted(self.workers)
 

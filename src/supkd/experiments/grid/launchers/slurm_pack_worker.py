@@ -151,7 +151,8 @@ class PackWorker(Checkpointable):
         threads = job.resources.threads(1)
         resume = resume_here(job)
         rec = {**launcher_info("slurm", threads), **self.base, "task": task,
-               "neighbours": len(self.running), "resumed": resume}
+               "neighbours": len(self.running), "resumed": resume,
+               "started_at": round(time.time(), 3)}
         self.running[job.name] = task
         job = dataclasses.replace(job, resume=resume, launcher=rec)
         # Pool processes start with the preemption signal ignored (we pass it on as
