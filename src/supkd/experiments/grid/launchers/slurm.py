@@ -196,7 +196,8 @@ class SlurmExecutor:
             try:
                 sjob = ex.submit(SlurmRun(), job, job.resources.threads(1), str(self.folder))
             except self._submitit.core.utils.FailedJobError as exc:
-                raise refusal(exc, job.name, self._cli) from None
+                raise refusal(exc, job.name, self._cli,
+                              job.resources.section("slurm").get("sbatch")) from None
             job_id = str(sjob.job_id)
             # A job id can come back after a cluster is rebuilt: not this job's outcome.
             outcome_path(self.folder, job_id).unlink(missing_ok=True)
@@ -232,8 +233,8 @@ class SlurmExecutor:
                 else:
                     sjobs = [ex.submit(PackWorker(), *args) for _ in range(count)]
             except self._submitit.core.utils.FailedJobError as exc:
-                raise refusal(exc, f"{self._current} (its packed worker)",
-                              self._cli) from None
+                raise refusal(exc, f"{self._current} (its packed worker)", self._cli,
+                              params.get("slurm_additional_parameters")) from None
             ids = [str(j.job_id) for j in sjobs]
             for j in ids:
                 atomic_write_json(PackDirs.of(self.folder).worker(j),

@@ -56,11 +56,21 @@ def sbatch_reason(text: str) -> str:
     return lines[0] if lines else "no reason given"
 
 
-def refusal(exc: BaseException, run: str, cli: Mapping[str, Any]) -> UserError:
-    """The one-line error for a submission of ``run`` that sbatch refused."""
+def refusal(exc: BaseException, run: str, cli: Mapping[str, Any],
+            spec_flags: Mapping[str, Any] | None = None) -> UserError:
+    """The one-line error for a submission of ``run`` that sbatch refused (``spec_flags``:
+    the run's ``resources.slurm.sbatch``)."""
     reason = sbatch_reason(str(exc))[:300]
-    key = next((k for pat, k in _REASONS if pat.search(reason)), None)
-    where = _field(key, cli) if key else "resources.slurm or --sbatch"
+    low = reason.lower()
+    flag = next((f for f in cli.get("sbatch", {}) if f.lower() in low), None)
+    spec_flag = next((f for f in spec_flags or {} if f.lower() in low), None)
+    if flag is not None:
+        where = f"--sbatch {flag}"
+    elif spec_flag is not None:
+        where = f"resources.slurm.sbatch.{spec_flag}"
+    else:
+        key = next((k for pat, k in _REASONS if pat.search(reason)), None)
+        where = _field(key, cli) if key else "resources.slurm or --sbatch"
     return UserError(f"launcher slurm: sbatch refused run {run} ({where}): {reason}; "
                      "nothing more was submitted")
 
