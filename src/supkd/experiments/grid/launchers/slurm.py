@@ -43,7 +43,11 @@ from supkd.experiments.grid.launchers.registry import (
     register_launcher,
     resource_error,
 )
-from supkd.experiments.grid.launchers.slurm_checks import check_feasible, refusal
+from supkd.experiments.grid.launchers.slurm_checks import (
+    check_feasible,
+    refusal,
+    sbatch_stderr,
+)
 from supkd.experiments.grid.launchers.slurm_job import SlurmRun, outcome_path
 from supkd.experiments.grid.launchers.slurm_pack import PackDriver
 from supkd.experiments.grid.launchers.slurm_pack_files import PackDirs
@@ -194,7 +198,9 @@ class SlurmExecutor:
         # knows of (and would submit again): the interrupt waits until both are done.
         with _interrupts_deferred():
             try:
-                sjob = ex.submit(SlurmRun(), job, job.resources.threads(1), str(self.folder))
+                with sbatch_stderr():
+                    sjob = ex.submit(SlurmRun(), job, job.resources.threads(1),
+                                     str(self.folder))
             except self._submitit.core.utils.FailedJobError as exc:
                 raise refusal(exc, job.name, self._cli,
                               job.resources.section("slurm").get("sbatch")) from None
@@ -227,11 +233,12 @@ class SlurmExecutor:
         args = (str(self.folder), shape, pack, concurrent)
         with _interrupts_deferred():
             try:
-                if count > 1 and "slurm_array_parallelism" in params:
-                    with ex.batch():
+                with sbatch_stderr():
+                    if count > 1 and "slurm_array_parallelism" in params:
+                        with ex.batch():
+                            sjobs = [ex.submit(PackWorker(), *args) for _ in range(count)]
+                    else:
                         sjobs = [ex.submit(PackWorker(), *args) for _ in range(count)]
-                else:
-                    sjobs = [ex.submit(PackWorker(), *args) for _ in range(count)]
             except self._submitit.core.utils.FailedJobError as exc:
                 raise refusal(exc, f"{self._current} (its packed worker)", self._cli,
                               params.get("slurm_additional_parameters")) from None

@@ -11,9 +11,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import re
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from supkd.errors import UserError
@@ -45,6 +48,18 @@ def _field(key: str, cli: Mapping[str, Any]) -> str:
     if key in ("partition", "account", "qos", "constraint"):
         return f"resources.slurm.{key}"
     return f"resources.{key}"
+
+
+@contextlib.contextmanager
+def sbatch_stderr() -> Iterator[None]:
+    """What submitit prints of sbatch's stderr (on a refusal it prints it, then raises)
+    held back for the block: a refusal becomes our one line, which quotes it; what sbatch
+    says on a submission that worked (a warning) is passed on afterwards."""
+    held = io.StringIO()
+    with contextlib.redirect_stderr(held):
+        yield
+    if held.getvalue():
+        sys.stderr.write(held.getvalue())
 
 
 def sbatch_reason(text: str) -> str:
