@@ -28,8 +28,9 @@ def test_override_after_options_reaches_the_config(
     tmp_path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # The unknown key can only be reported if the override placed after --out was passed on.
-    cfg = REPO / "configs" / "fast" / "cifar10_ce_teacher.yaml"
-    code = main(["train", str(cfg), "--out", str(tmp_path / "r"), "optim.bogus_key=1"])
+    cfg = REPO / "configs" / "fast" / "cifar10.yaml"
+    code = main(["train", str(cfg), "--run", "ce_teacher-s0", "--out", str(tmp_path / "r"),
+                 "optim.bogus_key=1"])
     err = capsys.readouterr().err
     assert code == 2
     assert "optim.bogus_key" in err

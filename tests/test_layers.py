@@ -2,7 +2,7 @@
 one inside a function (import-linter's ``layers`` contract would miss those).
 
 Layers, lowest first; a module may import its own layer and those below it:
-errors, utils, config -> losses, models, data, analysis -> importers, train -> experiments
+errors, utils, config, vocab -> losses, models, data, analysis -> importers, train -> experiments
 -> commands, cli, __main__. No import cycle between modules. supkd's own modules are
 imported lazily (inside a function) only at the CLI edge, for start-up time.
 """
@@ -22,7 +22,7 @@ import supkd
 
 ROOT = Path(supkd.__file__).resolve().parent
 LAYERS = [
-    {"errors", "utils", "config"},
+    {"errors", "utils", "config", "vocab"},
     {"losses", "models", "data", "analysis"},
     {"importers", "train"},
     {"experiments"},

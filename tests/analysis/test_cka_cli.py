@@ -173,3 +173,36 @@ def test_wrong_channel_count_exits_2(runs: dict[str, Path], tmp_path: Path, cifa
                "--out", str(tmp_path)])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "1-channel" in err and "\n" not in err
+
+
+def test_grid_job_and_cli_write_the_one_cka_record(runs: dict[str, Path], tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """`supkd cka` and the grid's CKA job write one schema (supkd.train.cka_record), both
+    through RunDir.write_cka, and the report's reader takes either."""
+    from supkd.experiments.grid.jobs import cka_job
+    from supkd.train.cka_record import CkaRecord
+
+    out = tmp_path / "cli"
+    assert main(["cka", "--teacher", str(runs["teacher"]), "--student", str(runs["a0"]),
+                 "--out", str(out), "--batch-size", "16"]) == 0
+    capsys.readouterr()
+    grid_dir = tmp_path / "grid"
+    res = cka_job({"student": str(runs["a0"]), "teacher": str(runs["teacher"]),
+                   "batch_size": 16}, grid_dir, False)
+    assert res["status"] == "completed"
+    cli = json.loads((out / "cka.json").read_text())
+    grid = json.loads((grid_dir / "cka.json").read_text())
+    assert set(cli) == set(grid)
+    assert set(cli["data"]) == set(grid["data"])
+    assert set(cli["students"][0]) == set(grid["students"][0])
+    assert cli["teacher_stages"] == grid["teacher_stages"] == STAGES
+    assert grid["teacher"]["path"] == str(runs["teacher"])
+    assert grid["students"][0]["path"] == str(runs["a0"])
+    assert grid["students"][0]["method"] == cli["students"][0]["method"] == "alpha"
+    assert grid["students"][0]["heatmap"] is None
+    assert cli["students"][0]["heatmap"] == f"heatmap_{cli['students'][0]['key']}.png"
+    assert grid["meta"] == {"method": "alpha"} and cli["meta"] == {}
+    for doc in (cli, grid):
+        rec = CkaRecord.from_dict(doc)
+        assert set(rec.diagonal()) == set(STAGES)  # JSON keys are sorted on disk
+        assert all(abs(v - 1.0) < 1e-6 for v in rec.sanity.values())

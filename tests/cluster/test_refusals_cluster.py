@@ -144,5 +144,5 @@ def test_ray_requests_no_node_can_satisfy_are_refused(capsys, tmp_path, ray_addr
     out = tmp_path / "o"
     _refused(capsys, ["grid", _grid(tmp_path, resources), "--out", str(out), "--launcher",
                       "ray", "--ray-address", ray_address], *needles,
-             f"the Ray cluster at ")
+             "the Ray cluster at ")
     _nothing_written(out)

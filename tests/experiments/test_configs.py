@@ -6,17 +6,20 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from supkd.experiments.demo import demo_spec
-from supkd.experiments.grid import load_grid, plan_grid
+from supkd.experiments.grid import load_grid, plan_grid, read_grid_yaml
 from supkd.train.checks import load_run_config
+from supkd.vocab import RunKind
 
 REPO = Path(__file__).resolve().parents[2]
 GRIDS = ["configs/demo.yaml", "configs/paper/cifar10.yaml", "configs/paper/imagenet.yaml",
          "configs/paper/ablation.yaml", "configs/fast/cifar10.yaml",
-         "configs/fast/cifar10_baselines.yaml", "configs/paper/imagenet_baselines.yaml"]
-BASELINE_GRIDS = ["configs/fast/cifar10_baselines.yaml", "configs/paper/imagenet_baselines.yaml",
-                  "configs/demo_baselines.yaml"]
+         "configs/paper/cifar10_baselines.yaml", "configs/fast/cifar10_baselines.yaml",
+         "configs/paper/imagenet_baselines.yaml"]
+BASELINE_GRIDS = ["configs/paper/cifar10_baselines.yaml", "configs/fast/cifar10_baselines.yaml",
+                  "configs/paper/imagenet_baselines.yaml", "configs/demo_baselines.yaml"]
 # (method, variant) of every KD baseline of issue 14.
 BASELINES = {("dkd", None), ("dist", None), ("sp", None), ("rkd", None), ("crd", None),
              ("hinton_kl", "logit standardization"), ("supcon_kd", "instance positives")}
@@ -25,7 +28,7 @@ BASELINES = {("dkd", None), ("dist", None), ("sp", None), ("rkd", None), ("crd",
 def _validate_all(spec, tmp_path):
     plan = plan_grid(spec, tmp_path)
     for r in plan:
-        if r.stage == "cka":
+        if r.kind == RunKind.CKA:
             continue
         cfg = json.loads(json.dumps(r.config).replace('"${alpha}"', "1.0"))
         if cfg["data"].get("name") == "imagefolder":
@@ -50,8 +53,37 @@ def test_grid_specs_expand_to_valid_run_configs(path, tmp_path):
 
 
 def test_demo_yaml_in_configs_is_the_packaged_one():
-    packaged = REPO / "src" / "supkd" / "configs" / "demo.yaml"
-    assert (REPO / "configs" / "demo.yaml").read_text() == packaged.read_text()
+    # One copy of the demo spec: the packaged file (what `supkd demo` runs); configs/demo.yaml
+    # is a plain file that extends it and adds nothing, so both plan the same runs.
+    path = REPO / "configs" / "demo.yaml"
+    assert not path.is_symlink()
+    raw = yaml.safe_load(path.read_text())
+    assert raw == {"extends": "../src/supkd/configs/demo.yaml"}
+    from_configs = plan_grid(load_grid(path), "/runs")
+    packaged = plan_grid(demo_spec(seeds=2), "/runs")
+    assert [(r.name, r.config, r.deps, r.soft_deps) for r in from_configs] == [
+        (r.name, r.config, r.deps, r.soft_deps) for r in packaged]
+
+
+@pytest.mark.parametrize("preset", ["paper", "fast"])
+def test_each_recipe_is_stated_once_in_a_grid(preset):
+    # No per-run copies of a grid's runs: `supkd train GRID.yaml --run NAME` trains one run
+    # with the config the grid resolves for it (tests/experiments/test_grid_run.py).
+    for path in sorted((REPO / "configs" / preset).glob("*.yaml")):
+        assert "runs" in read_grid_yaml(path), f"{path.name} is not a grid spec"
+
+
+def test_the_paper_and_fast_baselines_grids_differ_only_in_schedules(tmp_path):
+    paper = {r.name: r.config for r in plan_grid(
+        load_grid(REPO / "configs/paper/cifar10_baselines.yaml"), tmp_path)}
+    fast = {r.name: r.config for r in plan_grid(
+        load_grid(REPO / "configs/fast/cifar10_baselines.yaml"), tmp_path)}
+    assert paper.keys() == fast.keys()
+    p, f = paper["base_dkd_from_supcon-s0"], fast["base_dkd_from_supcon-s0"]
+    assert p["task"]["alpha_warmup_epochs"] == 20 and f["task"]["alpha_warmup_epochs"] == 5
+    assert p["train"]["epochs"] == 240 and f["train"]["epochs"] == 60
+    assert {k: v for k, v in p["task"].items() if k != "alpha_warmup_epochs"} == {
+        k: v for k, v in f["task"].items() if k != "alpha_warmup_epochs"}
 
 
 def test_demo_covers_the_protocol(tmp_path):
@@ -65,7 +97,7 @@ def test_demo_covers_the_protocol(tmp_path):
         "none", "teacher_only", "student_only", "both"}
     assert any(m.get("teacher_kind") == "ce" for m in metas)
     assert {m["seed"] for m in metas} == {0, 1}
-    assert sum(r.stage == "cka" for r in plan) == 10
+    assert sum(r.kind == RunKind.CKA for r in plan) == 10
     assert sum(r.stage == "tune" for r in plan) == 10
     by_cell = {r.cell: r.config for r in plan if r.stage == "final" and r.seed == 0}
     # DESIGN.md §5's SupCon : CE epoch ratio (1000 : 500) for teachers and students.

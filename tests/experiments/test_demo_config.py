@@ -8,10 +8,11 @@ from supkd.data import DataConfig
 from supkd.data.transforms import SupconRecipe
 from supkd.experiments.demo import demo_spec
 from supkd.experiments.grid import plan_grid
+from supkd.vocab import RunKind
 
 
 def test_every_demo_run_trains_without_flips_and_with_mild_supcon_views(tmp_path) -> None:
-    runs = [r for r in plan_grid(demo_spec(seeds=2), tmp_path) if r.stage != "cka"]
+    runs = [r for r in plan_grid(demo_spec(seeds=2), tmp_path) if r.kind != RunKind.CKA]
     assert {r.seed for r in runs} == {0, 1}
     assert {r.stage for r in runs} == {"final", "tune"}
     cells = {r.cell for r in runs}

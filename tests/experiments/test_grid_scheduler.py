@@ -9,7 +9,9 @@ import io
 import json
 
 import pytest
+import torch
 
+from supkd.analysis.layerwise import LayerwiseCKA
 from supkd.experiments.grid import (
     GridScheduler,
     InProcessExecutor,
@@ -22,6 +24,7 @@ from supkd.experiments.grid import (
 from supkd.experiments.grid.jobs import _call
 from supkd.experiments.grid.progress import Progress
 from supkd.experiments.grid.records import cka_state
+from supkd.train.cka_record import CkaRecord, CkaSide
 from supkd.train.run_dir import RunDir
 
 from .fakeengine import fake_cka, fake_run
@@ -164,7 +167,19 @@ def test_cka_state_reads_cka_json_through_the_run_dir(tmp_path):
     assert rd.read_cka()[0] is None and "unreadable" in rd.read_cka()[1]
     rd.cka_path.write_text("[1, 2]")  # valid JSON, not an object
     assert cka_state(rd, "/t") == "retry"
-    rd.cka_path.write_text(json.dumps({"teacher_dir": "/other"}))
+    rd.cka_path.write_text(json.dumps({"teacher_dir": "/t"}))  # an object, not a record
     assert cka_state(rd, "/t") == "retry"
-    rd.cka_path.write_text(json.dumps({"teacher_dir": "/t"}))
+    # The flat layout grids wrote before the one record still reads (and is not redone).
+    flat = {"teacher_dir": "/t", "stages_a": ["layer1"], "diagonal": {"layer1": 0.5}}
+    rd.cka_path.write_text(json.dumps(flat))
     assert cka_state(rd, "/t") == "done"
+    rd.cka_path.write_text(json.dumps({**flat, "teacher_dir": "/other"}))
+    assert cka_state(rd, "/t") == "retry"
+    # The record both `supkd cka` and the grid write (supkd.train.cka_record).
+    res = LayerwiseCKA(["layer1"], ["layer1"], torch.tensor([[0.25]]), torch.tensor([[1.0]]),
+                       {"layer1": 0.25}, num_samples=8, num_batches=2)
+    for teacher, want in (("/t", "done"), ("/other", "retry")):
+        rd.write_cka(CkaRecord.build(CkaSide("t", teacher), {"s": (CkaSide("kd-s0", "/s"), res)},
+                                     {"name": "digits", "split": "test"}))
+        assert cka_state(rd, "/t") == want
+    assert rd.read_cka_record()[0].diagonal() == {"layer1": 0.25}

@@ -88,9 +88,9 @@ def test_one_step_is_one_plain_sgd_update_and_sums_the_parts():
     torch.testing.assert_close(loss.detach(), ref_loss.detach())
     torch.testing.assert_close(task.model.weight.detach(), w0 - 0.5 * w.grad)
     torch.testing.assert_close(task.model.bias.detach(), b0 - 0.5 * b.grad)
-    assert set(loop.epoch_sums) == {"loss", "ce"}
-    assert loop.epoch_sums["ce"].item() == pytest.approx(ref_loss.item())
-    assert loop.epoch_images == 8
+    assert set(loop.meters.sums) == {"loss", "ce"}
+    assert loop.meters.sums["ce"].item() == pytest.approx(ref_loss.item())
+    assert loop.meters.images == 8
     loop.after_step(loss, bar=None)
     assert (loop.state.step, loop.state.batch_in_epoch, int(loop.step_counter)) == (1, 1, 1)
 
@@ -124,7 +124,7 @@ def test_resume_restores_position_weights_and_drops_later_metric_lines(tmp_path:
     loop.setup()
     loop.resume()
     assert (loop.state.epoch, loop.state.step, loop.state.batch_in_epoch) == (1, 4, 0)
-    assert torch.equal(loop.model.weight, first.model.weight)
+    assert torch.equal(loop.trained.model.weight, first.model.weight)
     assert [r["epoch"] for r in loop.state.history] == [1]
     assert [r["epoch"] for r in rd.read_metrics()] == [1]
 

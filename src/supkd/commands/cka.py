@@ -22,7 +22,6 @@ pairs are in ``cka.json`` under ``matched``).
 from __future__ import annotations
 
 import argparse
-import math
 import re
 import sys
 from dataclasses import dataclass
@@ -157,17 +156,6 @@ def _safe_name(name: str, taken: set[str]) -> str:
     return out
 
 
-def _finite_or_null(obj: Any) -> Any:
-    """NaN/Inf -> None, so that cka.json is strict JSON (a std over one run is undefined)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite_or_null(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite_or_null(v) for v in obj]
-    return obj
-
-
 def _check_arguments(args: argparse.Namespace) -> list[str] | None:
     """The --batch-size / --batches checks; the --stages list (None: every stage)."""
     from supkd.errors import ConfigError
@@ -256,54 +244,44 @@ def _warn_other_data(teacher: _Run, runs: list[_Run]) -> None:
                           "never saw", SupkdWarning, stacklevel=2)
 
 
-def _student_entries(teacher: _Run, students: dict[str, _Run], results: dict[str, Any],
-                     out: Path) -> list[dict[str, Any]]:
-    """One cka.json entry per student, each with its heatmap written to ``out``."""
+def _heatmaps(teacher: _Run, students: dict[str, _Run], results: dict[str, Any],
+              out: Path) -> dict[str, str]:
+    """One heatmap per student written to ``out``: key -> its file name."""
     from supkd.analysis.plots import plot_cka_heatmap
 
-    entries = []
+    pngs = {}
     for key, s in students.items():
         res = results[key]
-        png = f"heatmap_{key}.png"
-        plot_cka_heatmap(res.matrix.tolist(), res.stages_a, res.stages_b, out / png,
+        pngs[key] = f"heatmap_{key}.png"
+        plot_cka_heatmap(res.matrix.tolist(), res.stages_a, res.stages_b, out / pngs[key],
                          label_a=f"teacher ({teacher.name})", label_b=f"student ({s.name})",
                          title=f"Layer-wise CKA: {teacher.name} vs {s.name}")
-        entries.append({
-            "key": key, "name": s.name, "path": str(s.path), "method": s.method or key,
-            "seed": s.seed, "stages": res.stages_b,
-            "matrix": [[float(v) for v in row] for row in res.matrix.tolist()],
-            "diagonal": res.diagonal, "matched": res.matched, "heatmap": png,
-        })
-    return entries
+    return pngs
 
 
-def _summary(args: argparse.Namespace, teacher: _Run, bundle: Any, first: Any,
-             entries: list[dict[str, Any]], per_stage: dict[str, Any]) -> dict[str, Any]:
-    """The cka.json document (schema in docs/architecture.md)."""
-    figures = {f"heatmap:{e['key']}": e["heatmap"] for e in entries}
+def _record(args: argparse.Namespace, teacher: _Run, students: dict[str, _Run],
+            results: dict[str, Any], bundle: Any, pngs: dict[str, str]) -> Any:
+    """The cka.json record (:class:`supkd.train.cka_record.CkaRecord`, the grid's too)."""
+    from supkd.train.cka_record import CkaRecord, CkaSide
+
+    def side(r: _Run) -> CkaSide:
+        return CkaSide(r.name, str(r.path), r.method, r.seed)
+
+    figures = {f"heatmap:{k}": png for k, png in pngs.items()}
     figures["per_stage"] = "cka_per_stage.png"
-    return {
-        "teacher": {"name": teacher.name, "path": str(teacher.path), "method": teacher.method},
-        "data": {"name": bundle.name, "split": args.split, "batch_size": args.batch_size,
-                 "num_samples": first.num_samples, "num_batches": first.num_batches,
-                 "skipped_samples": first.skipped_samples, "seed": args.seed},
-        "pool": args.pool,
-        "kernel": args.kernel,
-        "estimator": first.estimator,
-        "teacher_stages": first.stages_a,
-        "sanity": first.sanity,
-        "teacher_self_matrix": [[float(v) for v in row] for row in first.self_matrix.tolist()],
-        "students": entries,
-        "per_stage": per_stage,
-        "figures": figures,
-    }
+    return CkaRecord.build(
+        CkaSide(teacher.name, str(teacher.path), teacher.method),
+        {k: (side(s), results[k]) for k, s in students.items()},
+        {"name": bundle.name, "split": args.split, "batch_size": args.batch_size,
+         "seed": args.seed},
+        heatmaps=pngs, figures=figures,
+    )
 
 
-def _print_table(args: argparse.Namespace, teacher: _Run, summary: dict[str, Any],
-                 out: Path) -> None:
+def _print_table(args: argparse.Namespace, teacher: _Run, record: Any, out: Path) -> None:
     """A short table on stdout: matched stages per student."""
-    entries, stages = summary["students"], summary["per_stage"]["stages"]
-    data = summary["data"]
+    entries, stages = record.students, record.per_stage["stages"]
+    data = record.data
     width = max(len(e["name"]) for e in entries)
     print(f"CKA teacher {teacher.name} vs students on {data['num_samples']} {data['name']} "
           f"{args.split} images ({'pooled' if args.pool else 'flattened'} stages, "
@@ -311,14 +289,14 @@ def _print_table(args: argparse.Namespace, teacher: _Run, summary: dict[str, Any
     print(" " * (width + 2) + "".join(f"{s:>10}" for s in stages))
     for e in entries:
         print(f"{e['name']:<{width}}  " + "".join(f"{e['diagonal'][s]:>10.3f}" for s in stages))
-    print(f"sanity (teacher vs itself): min {min(summary['sanity'].values()):.6f}")
+    print(f"sanity (teacher vs itself): min {min(record.sanity.values()):.6f}")
     print(f"wrote {out / 'cka.json'}")
 
 
 def run(args: argparse.Namespace) -> int:
-    from supkd.analysis.layerwise import per_stage_summary, stage_labels
+    from supkd.analysis.layerwise import stage_labels
     from supkd.analysis.plots import plot_cka_per_stage
-    from supkd.utils.atomic import atomic_write_json
+    from supkd.train.run_dir import RunDir
 
     stages = _check_arguments(args)
     device = _device(args.device)
@@ -331,9 +309,9 @@ def run(args: argparse.Namespace) -> int:
     students = {_safe_name(r.name, taken): r for r in runs}
     bundle, loader = _images(args, [teacher, *runs], device)
     results = _compare(args, teacher, students, loader, stages, device)
-    entries = _student_entries(teacher, students, results, out)
-    fig_stages, series = per_stage_summary(
-        [(s.method or key, results[key]) for key, s in students.items()])
+    record = _record(args, teacher, students, results, bundle,
+                     _heatmaps(teacher, students, results, out))
+    fig_stages, series = record.per_stage["stages"], record.per_stage["methods"]
     labels = stage_labels(fig_stages, list(results.values()))
     by_depth = labels != fig_stages
     plot_cka_per_stage(
@@ -342,8 +320,6 @@ def run(args: argparse.Namespace) -> int:
         + (", global average pooled" if args.pool else ""),
         xlabel="teacher stage ~ student stage (same relative depth)" if by_depth else "stage",
     )
-    summary = _summary(args, teacher, bundle, next(iter(results.values())), entries,
-                       {"stages": fig_stages, "methods": series})
-    atomic_write_json(out / "cka.json", _finite_or_null(summary))
-    _print_table(args, teacher, summary, out)
+    RunDir(out).write_cka(record)
+    _print_table(args, teacher, record, out)
     return 0

@@ -14,6 +14,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from supkd.vocab import RunKind
+
 #: Top-level keys of a run config that a grid spec never has (a spec puts them in ``base``).
 _RUN_CONFIG_KEYS = ("data", "model", "optim", "schedule", "train", "task")
 
@@ -125,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         for r in plan_grid(spec, out):
             deps = ", ".join(r.deps + r.soft_deps)
-            print(f"{r.name:<40} {r.stage:<5}" + (f"  after {deps}" if deps else ""))
+            print(f"{r.name:<40} {r.label:<5}" + (f"  after {deps}" if deps else ""))
             _check_planned(r)
         return 0
     if args.status:
@@ -153,7 +155,7 @@ def _check_planned(run: Any) -> None:
     from supkd.experiments.grid.plan import _refs, _substitute
     from supkd.train import load_run_config
 
-    if run.stage == "cka":
+    if run.kind == RunKind.CKA:
         return
     cfg = copy.deepcopy(run.config)
     if "alpha" in _refs(cfg):

@@ -182,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
     from supkd.models.files import load_model, save_model
     from supkd.train import load_run_config as load_config
     from supkd.train.run_dir import RunDir, RunResult
+    from supkd.vocab import RunStatus
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -237,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
             (scratch / "model.pt").replace(rd.model_path)
             rd.write_result(
                 RunResult(
-                    status="imported",
+                    status=RunStatus.IMPORTED,
                     name=name,
                     task="import",
                     epochs=0,

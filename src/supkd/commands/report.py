@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-HELP = "write report.md + CSV tables (paper Tables I-V, Fig. 2) from a folder of runs"
+HELP = ("write report.md + CSV tables (paper Tables I-V, Fig. 2, the CIFAR-100/ImageNet KD "
+        "benchmark) from a folder of runs")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

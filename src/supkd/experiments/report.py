@@ -1,12 +1,15 @@
-"""``supkd report RUNS_DIR``: the paper's tables from run directories alone.
+"""``supkd report RUNS_DIR``: the report tables from run directories alone.
 
 Writes ``report.md`` and one CSV per table (plus ``alpha.csv`` and ``runs.csv``) into the
-output folder. Each cell is mean ± sample std over seeds with n and the Welch p-value
-against the cell the table names as its baseline (:func:`supkd.experiments.protocols.
-baseline_of`), ``ns`` where that difference is not significant at 0.05, and
-``NaN (diverged at step k)`` for diverged runs; the paper's published number sits in a
-column beside ours. Only ``stage: final`` runs (trained on the full training split, scored
-on the test set) enter the tables; ``stage: tune`` runs only show in the α section.
+output folder. The tables are data (:mod:`supkd.experiments.tables`): this module renders
+every registered :class:`~supkd.experiments.tables.TableSpec` the same way, in the specs'
+order, and knows none by name. Each cell is mean ± sample std over seeds with n and the
+Welch p-value against the cell its spec's baseline rule names, ``ns`` where that difference
+is not significant at 0.05, and ``NaN (diverged at step k)`` for diverged runs; the published
+number sits beside ours. A spec may show several accuracies per cell (the KD benchmark
+tables: the last epoch and the best epoch, labelled). Only ``stage: final`` runs (trained
+on the full training split, scored on the test set) enter the tables; ``stage: tune`` runs
+only show in the α section.
 
 Method labels come from each loss class's metadata (:func:`supkd.losses.loss_label`). A run
 whose method has no row in the paper's tables (a KD baseline the paper does not report, such
@@ -14,7 +17,8 @@ as ``dkd`` or ``crd``, a loss registered by a plugin, a variant of a loss named 
 ``meta.variant`` such as Hinton KD with logit standardization, a ``meta.table`` the method
 does not fit, or a distill run without ``meta.table``) is not dropped: it appears in the
 extra table "KD baselines beyond the paper" (``beyond.csv``) with the same statistics, each
-method tested against the logit-MSE Baseline of the KD table its meta names.
+method tested against the Baseline row (``TableSpec.kd_baseline_row``) of the KD table its
+meta names.
 """
 
 from __future__ import annotations
@@ -42,25 +46,22 @@ from supkd.analysis.stats import (
     welch_test,
 )
 from supkd.errors import UserError
-from supkd.experiments.protocols import (
-    METHOD_TABLES,
-    PUBLISHED_BLOCK,
+from supkd.experiments.protocols import choose_alpha, method_order
+from supkd.experiments.store import CORRUPT, UNFINISHED, RunRecord, scan_runs
+from supkd.experiments.tables import (
+    BEST,
+    LAST,
     TABLES,
-    baseline_of,
-    cell_of,
-    choose_alpha,
-    method_order,
-    published_cell,
-    row_label,
-    rows_of,
+    CellKey,
+    TableSpec,
+    report_order,
     tables_of,
 )
-from supkd.experiments.store import CORRUPT, UNFINISHED, RunRecord, scan_runs
 from supkd.losses import LOSSES, loss_label
+from supkd.train.cka_record import CkaRecord
 from supkd.utils.atomic import atomic_write_text
 from supkd.utils.paths import prepare_output_dir
-
-CellKey = tuple[str, str, str]  # (table, row, col)
+from supkd.vocab import RunStatus, Stage
 
 #: Id of the extra table of runs whose method has no row in a paper table. Its rows are
 #: ``method``, ``method+variant`` (``meta.variant``), each optionally ``@table`` (the KD
@@ -71,11 +72,6 @@ ANY_TEACHER = "acc"  # column of a run whose meta names no teacher kind
 _TEACHER_COLUMNS = {"ce": "KD from CE teacher", "supcon": "KD from SupCon teacher",
                     ANY_TEACHER: "Top-1 accuracy"}
 
-PUBLISHED_TITLES = {
-    "cifar10": "CIFAR-10, ResNet-50 → ResNet-18, mean ± std over 5 seeds",
-    "imagenet1k": "ImageNet-1k, ResNet-50 → ResNet-34, mean ± std over 3 seeds",
-}
-
 
 @dataclass
 class Cell:
@@ -83,10 +79,12 @@ class Cell:
 
     runs: list[RunRecord] = field(default_factory=list)
 
-    def summary(self) -> Summary:
-        done = [r.test_acc for r in self.runs if r.status == "completed" and r.test_acc is not None]
-        div = [r.diverged_step for r in self.runs if r.status == "diverged"]
-        failed = sum(r.status in ("failed", CORRUPT) for r in self.runs)
+    def summary(self, metric: str = LAST) -> Summary:
+        """The cell's accuracies: each run's last epoch (``last``) or best epoch (``best``)."""
+        done = [a for r in self.runs if r.status == RunStatus.COMPLETED
+                and (a := r.test_acc if metric == LAST else r.best_test_acc) is not None]
+        div = [r.diverged_step for r in self.runs if r.status == RunStatus.DIVERGED]
+        failed = sum(r.status in (RunStatus.FAILED, CORRUPT) for r in self.runs)
         return summarize(done, div, failed)
 
     @property
@@ -103,28 +101,30 @@ class Collected:
     tables: list[str]
     alpha_rows: list[dict[str, Any]]
 
-    def summary(self, key: CellKey) -> Summary:
+    def summary(self, key: CellKey, metric: str = LAST) -> Summary:
         cell = self.cells.get(key)
-        return cell.summary() if cell else summarize([])
+        return cell.summary(metric) if cell else summarize([])
 
-    def comparison(self, key: CellKey) -> tuple[CellKey | None, Comparison | None]:
-        base = _beyond_baseline(key) if key[0] == BEYOND else baseline_of(*key)
+    def comparison(self, key: CellKey, metric: str = LAST
+                   ) -> tuple[CellKey | None, Comparison | None]:
+        """The cell ``key`` is tested against (the table spec's baseline rule) and Welch's
+        test of the two on ``metric``."""
+        base = _beyond_baseline(key) if key[0] == BEYOND else TABLES[key[0]].baseline(*key[1:])
         if base is None or base not in self.cells:
             return base, None
-        return base, welch_test(self.summary(key), self.summary(base))
+        return base, welch_test(self.summary(key, metric), self.summary(base, metric))
 
 
 def collect(records: Sequence[RunRecord]) -> Collected:
     """Group runs into table cells (from ``meta`` only) and gather the α tuning."""
     cells: dict[CellKey, Cell] = defaultdict(Cell)
     for rec in records:
-        if rec.meta.get("stage", "final") != "final":
+        if rec.meta.get("stage", Stage.FINAL) != Stage.FINAL:
             continue
         for key in places(rec):
             cells[key].runs.append(rec)
-    order = [*TABLES, BEYOND]
+    order = [*report_order(), BEYOND]
     present = sorted({k[0] for k in cells}, key=order.index)
-    # Table II's Baseline row is tested against the CE student of Table I.
     return Collected(list(records), dict(cells), present, _alpha_rows(records))
 
 
@@ -144,17 +144,16 @@ def places(rec: RunRecord) -> list[CellKey]:
     keys: list[CellKey] = []
     named = tables_of(rec.meta)
     # A variant of a loss (meta.variant: another option than the paper's) is never the
-    # loss's own row of a KD table.
+    # loss's own row of a KD table (TableSpec.strict_rows).
     variant = rec.meta.get("variant")
     for table in named:
-        rc = cell_of(rec.meta, table)
-        in_kd_row = rc is not None and rc[0] in rows_of(table) and not variant
-        if rc is not None and (table not in METHOD_TABLES or in_kd_row):
+        rc = TABLES[table].place(rec.meta)
+        if rc is not None:
             keys.append((table, *rc))
     method = method_of(rec)
     if keys or method is None:
         return keys
-    source = next((t for t in named if t in METHOD_TABLES), None)
+    source = next((t for t in named if TABLES[t].kd_baseline_row), None)
     row = f"{method}+{variant}" if variant else method
     row = f"{row}@{source}" if source else row
     return [(BEYOND, row, str(rec.meta.get("teacher_kind") or ANY_TEACHER))]
@@ -164,7 +163,8 @@ def _beyond_baseline(key: CellKey) -> CellKey | None:
     """A beyond-the-tables method is tested against the Baseline (logit MSE) of the KD
     table its meta named, same teacher column; with no table named, against nothing."""
     source = key[1].partition("@")[2]
-    return (source, "logit_mse", key[2]) if source else None
+    row = TABLES[source].kd_baseline_row if source in TABLES else None
+    return (source, row, key[2]) if row else None
 
 
 def _beyond_order(row: str) -> tuple[int, str]:
@@ -186,14 +186,14 @@ def _alpha_rows(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
         if cell is None or rec.meta.get("alpha") is None:
             continue
         alpha = float(rec.meta["alpha"])
-        if rec.meta.get("stage") == "tune":
-            val = rec.val_acc if rec.status == "completed" else None
+        if rec.meta.get("stage") == Stage.TUNE:
+            val = rec.val_acc if rec.status == RunStatus.COMPLETED else None
             if rec.status != UNFINISHED:
                 tune[cell].setdefault(alpha, []).append(val)
             label.setdefault(cell, _cell_label(rec.meta))
         elif rec.meta.get("alpha_from"):
             borrowed.setdefault(cell, (str(rec.meta["alpha_from"]), set()))[1].add(alpha)
-        elif rec.meta.get("stage", "final") == "final":
+        elif rec.meta.get("stage", Stage.FINAL) == Stage.FINAL:
             used[cell].add(alpha)
             if rec.meta.get("alpha_candidates"):
                 order[cell] = [float(a) for a in rec.meta["alpha_candidates"]]
@@ -258,51 +258,86 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def _published_block(col: Collected, table: str) -> str:
+def _published_block(col: Collected, table: str) -> str | None:
     blocks = {r.meta.get("published") for k, c in col.cells.items() if k[0] == table
               for r in c.runs}
     blocks.discard(None)
-    if table == "table5" or len(blocks) != 1:
-        return PUBLISHED_BLOCK[table]
-    return str(next(iter(blocks)))
+    return TABLES[table].published_block({str(b) for b in blocks})
+
+
+def _metrics(table: str) -> tuple[str, ...]:
+    return (LAST,) if table == BEYOND else TABLES[table].metrics
 
 
 def _cell_text(col: Collected, key: CellKey) -> str:
-    s = col.summary(key)
-    _, comp = col.comparison(key)
-    text = format_cell(s, comp)
+    """Each of the table's metrics as ``mean ± std (n, p)``, labelled when there are
+    several (``last: ...; best: ...``), then the unfinished runs."""
+    metrics = _metrics(key[0])
+    parts = []
+    for m in metrics:
+        text = format_cell(col.summary(key, m), col.comparison(key, m)[1])
+        parts.append(f"{m}: {text}" if len(metrics) > 1 else text)
+    text = "; ".join(parts)
     unfinished = col.cells[key].unfinished if key in col.cells else 0
     if unfinished:
         text += f"; {unfinished} unfinished"
     return text
 
 
+def shown_rows(spec: TableSpec, present: set[str]) -> list[str]:
+    """A table's rows in display order: the declared ones; for a table whose rows come from
+    its runs, those with runs (declared first, then the others by name)."""
+    declared = list(spec.row_order())
+    if not spec.rows_from_runs:
+        return declared
+    return [r for r in declared if r in present] + sorted(present - set(declared))
+
+
+def _arrange(spec: TableSpec, ours: list[str], paper: list[str]) -> list[str]:
+    if not spec.interleave_published or not paper:
+        return [*ours, *paper]
+    return [x for pair in zip(ours, paper, strict=True) for x in pair]
+
+
+def _header(spec: TableSpec, cols: Sequence[str]) -> list[str]:
+    ours = [f"{spec.col_label(c)} (ours)" for c in cols]
+    paper = ([f"{spec.col_label(c)} ({spec.published_header})" for c in cols]
+             if spec.published is not None else [])
+    return [spec.header(), *_arrange(spec, ours, paper)]
+
+
+def _reference_rows(col: Collected, spec: TableSpec, cols: Sequence[str],
+                    block: str | None) -> list[list[str]]:
+    rows = []
+    for ref in spec.reference_rows:
+        if ref.cell not in col.cells:
+            continue
+        ours = [format_cell(col.summary(ref.cell)) if c == ref.col else "" for c in cols]
+        paper = [TABLES[ref.cell[0]].published_cell(ref.cell[1], ref.cell[2], block)
+                 if c == ref.col else "" for c in cols]
+        rows.append([ref.label, *_arrange(spec, ours, paper)])
+    return rows
+
+
 def table_rows(col: Collected, table: str) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of one table as Markdown cell text (ours, then the paper's)."""
+    """Header and rows of one table as Markdown cell text (ours, and the published)."""
     if table == BEYOND:
         return beyond_rows(col)
     spec = TABLES[table]
     block = _published_block(col, table)
-    header = [spec.row_key.replace("_", " ").capitalize() if spec.col_key else "Configuration"]
-    header += [f"{spec.col_labels[c]} (ours)" for c in spec.cols]
-    header += [f"{spec.col_labels[c]} (paper)" for c in spec.cols]
-    rows: list[list[str]] = []
-    if table in METHOD_TABLES:
-        ref = ("table1" if table == "table2" else "table3", "student", "ce")
-        if ref in col.cells:
-            ours = [format_cell(col.summary(ref)) if c == "ce" else "" for c in spec.cols]
-            paper = [published_cell(ref[0], "student", "ce", block) if c == "ce" else ""
-                     for c in spec.cols]
-            rows.append(["Student without KD (CE, Table I)", *ours, *paper])
-    for r in rows_of(table):
-        ours_keys = [(table, r, c) for c in spec.cols]
-        paper = [published_cell(table, r, c, block) for c in spec.cols]
+    present = [k for k in col.cells if k[0] == table]
+    cols = spec.columns(k[2] for k in present)
+    rows = _reference_rows(col, spec, cols, block)
+    for r in shown_rows(spec, {k[1] for k in present}):
+        keys = [(table, r, c) for c in cols]
+        paper = ([spec.published_cell(r, c, block) for c in cols]
+                 if spec.published is not None else [])
         # A row with neither our runs nor a published number says nothing.
-        if not any(k in col.cells for k in ours_keys) and all(p == "–" for p in paper):
+        if not any(k in col.cells for k in keys) and all(p == "–" for p in paper):
             continue
-        ours = [_cell_text(col, k) if k in col.cells else "–" for k in ours_keys]
-        rows.append([row_label(table, r), *ours, *paper])
-    return header, rows
+        ours = [_cell_text(col, k) if k in col.cells else "–" for k in keys]
+        rows.append([spec.row_label(r), *_arrange(spec, ours, paper)])
+    return _header(spec, cols), rows
 
 
 def _beyond_columns(col: Collected) -> list[str]:
@@ -339,38 +374,43 @@ def table_markdown(col: Collected, table: str) -> str:
                 "method vs the Baseline (logit MSE) row of the KD table its meta names, same "
                 "column (none when it names none); ns = not significant at 0.05.\n")
     spec = TABLES[table]
-    block = _published_block(col, table)
-    paper = ("ImageNet-1k, ResNet-50 → ResNet-34, single runs (NaN: the paper's run diverged)"
-             if table == "table5" else PUBLISHED_TITLES.get(block, block))
-    return (f"### {spec.title}\n\n" + _md_table(header, rows)
-            + "\n\nTop-1 test accuracy (%), mean ± sample std over seeds (n). "
-            f"{spec.baseline_note}; ns = not significant at 0.05. Paper: {paper}.\n")
+    return (f"### {spec.title}\n\n" + _md_table(header, rows) + "\n\n"
+            + spec.note_text(_published_block(col, table)))
 
 
 def table_csv(col: Collected, table: str) -> str:
+    """One line per cell (per cell and metric, with a ``metric`` column, for a table that
+    shows several): the numbers behind the Markdown table."""
     keys = [k for k in col.cells if k[0] == table]
-    if table == BEYOND:
+    spec = None if table == BEYOND else TABLES[table]
+    if spec is None:
         cols = _beyond_columns(col)
         keys.sort(key=lambda k: (_beyond_order(k[1]), _index(cols, k[2])))
     else:
-        rows, cols = rows_of(table), TABLES[table].cols
+        rows = shown_rows(spec, {k[1] for k in keys})
+        cols = spec.columns(k[2] for k in keys)
         keys.sort(key=lambda k: (_index(rows, k[1]), _index(cols, k[2])))
-    block = None if table == BEYOND else _published_block(col, table)
+    block = None if spec is None else _published_block(col, table)
+    metrics = _metrics(table)
+    labelled = len(metrics) > 1
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["table", "row", "col", "n", "mean", "std", "values", "diverged", "diverged_steps",
-                "failed", "unfinished", "baseline", "p_welch", "significant_0.05", "paper"])
+    w.writerow(["table", "row", "col", *(["metric"] if labelled else []), "n", "mean", "std",
+                "values", "diverged", "diverged_steps", "failed", "unfinished", "baseline",
+                "p_welch", "significant_0.05", "paper"])
     for key in keys:
-        s = col.summary(key)
-        base, comp = col.comparison(key)
-        w.writerow([
-            table, key[1], key[2], s.n, _num(s.mean), _num(s.std),
-            " ".join(f"{v:.4f}" for v in s.values), len(s.diverged_steps),
-            " ".join(str(k) for k in s.diverged_steps if k is not None), s.failed,
-            col.cells[key].unfinished, "/".join(base) if base else "",
-            _num(comp.p) if comp else "", (comp.significant() if comp and comp.tested else ""),
-            "" if block is None else published_cell(table, key[1], key[2], block),
-        ])
+        for m in metrics:
+            s = col.summary(key, m)
+            base, comp = col.comparison(key, m)
+            w.writerow([
+                table, key[1], key[2], *([m] if labelled else []), s.n, _num(s.mean),
+                _num(s.std), " ".join(f"{v:.4f}" for v in s.values), len(s.diverged_steps),
+                " ".join(str(k) for k in s.diverged_steps if k is not None), s.failed,
+                col.cells[key].unfinished, "/".join(base) if base else "",
+                _num(comp.p) if comp else "",
+                (comp.significant() if comp and comp.tested else ""),
+                "" if spec is None else spec.published_cell(key[1], key[2], block),
+            ])
     return buf.getvalue()
 
 
@@ -468,6 +508,10 @@ def setup_markdown(col: Collected) -> str:
     lines.append(f"- Report written on {platform.node() or 'unknown host'} "
                  f"({platform.system()} {platform.machine()}, Python {platform.python_version()})")
     lines.append("- Accuracy: top-1 on the test split at the last epoch (not the best epoch).")
+    best = [TABLES[t].title.split(":")[0] for t in col.tables if BEST in _metrics(t)]
+    if best:
+        lines[-1] = lines[-1][:-1] + (f"; {', '.join(best)} also show the best epoch (the "
+                                      "highest per-epoch test accuracy in metrics.jsonl).")
     # Budgets per grid entry: what each kind of run trained for.
     per_entry: dict[str, list[RunRecord]] = defaultdict(list)
     for r in recs:
@@ -475,8 +519,8 @@ def setup_markdown(col: Collected) -> str:
     rows = []
     for entry, rs in per_entry.items():
         c = rs[0].config
-        finals = [r for r in rs if r.meta.get("stage", "final") == "final"]
-        tunes = [r for r in rs if r.meta.get("stage") == "tune"]
+        finals = [r for r in rs if r.meta.get("stage", Stage.FINAL) == Stage.FINAL]
+        tunes = [r for r in rs if r.meta.get("stage") == Stage.TUNE]
         wall_e = [float(r.result["wall_time_s"]) for r in rs if r.result.get("wall_time_s")]
         rows.append([
             entry, str(_get(c, "task.name") or "?"),
@@ -505,13 +549,14 @@ def setup_markdown(col: Collected) -> str:
 
 
 def problems_markdown(col: Collected) -> str:
-    bad = [r for r in col.records if r.status in ("failed", CORRUPT, UNFINISHED, "diverged")]
+    bad = [r for r in col.records
+           if r.status in (RunStatus.FAILED, CORRUPT, UNFINISHED, RunStatus.DIVERGED)]
     if not bad:
         return ""
     rows = []
     for r in bad:
         why = r.problem or r.result.get("error") or ""
-        if r.status == "diverged":
+        if r.status == RunStatus.DIVERGED:
             step = r.diverged_step
             why = f"diverged at step {step}" if step is not None else "diverged"
         if r.status == UNFINISHED:
@@ -521,7 +566,7 @@ def problems_markdown(col: Collected) -> str:
 
 
 def _short_method(meta: dict[str, Any]) -> str:
-    if meta.get("method") and set(tables_of(meta)) & set(METHOD_TABLES):
+    if meta.get("method") and any(TABLES[t].kd_baseline_row for t in tables_of(meta)):
         return str(meta["method"])
     return str(meta.get("cell") or meta.get("method") or "?")
 
@@ -535,15 +580,15 @@ def cka_figure(col: Collected, out: Path) -> tuple[Path | None, str, str]:
     sanity: list[float] = []
     for rec in col.records:
         path = rec.path / "cka.json"
-        if rec.meta.get("stage", "final") != "final" or not path.is_file():
+        if rec.meta.get("stage", Stage.FINAL) != Stage.FINAL or not path.is_file():
             continue
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            diag = {str(k): float(v) for k, v in data["diagonal"].items()}
-            order = [s for s in data.get("stages_a", diag) if s in diag]
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            data = CkaRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
+            diag = data.diagonal()
+            order = [s for s in data.teacher_stages or diag if s in diag]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
             continue  # a partial or foreign file: leave it out of the figure
-        sanity += [float(v) for v in (data.get("sanity") or {}).values()]
+        sanity += [float(v) for v in (data.sanity or {}).values()]
         stages += [s for s in order if s not in stages]
         per[_short_method(rec.meta)].append(diag)
     if not per:

@@ -11,6 +11,7 @@ are not runs are ignored.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Iterator
@@ -41,6 +42,19 @@ class RunRecord:
     @property
     def test_acc(self) -> float | None:
         return _finite(self.result.get("test_acc"))
+
+    @functools.cached_property
+    def best_test_acc(self) -> float | None:
+        """The best epoch's test accuracy: the highest per-epoch ``test_acc`` the engine
+        wrote to ``metrics.jsonl`` (epochs it did not evaluate have none), else None. What
+        mdistiller reports; :attr:`test_acc` (the last epoch) is what RepDistiller does."""
+        try:
+            records = self.run_dir.read_metrics()
+        except (OSError, ValueError):  # unreadable: the run's other numbers still count
+            return None
+        accs = [a for rec in records if isinstance(rec, dict)
+                and (a := _finite(rec.get("test_acc"))) is not None]
+        return max(accs) if accs else None
 
     @property
     def val_acc(self) -> float | None:

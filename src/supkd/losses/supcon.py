@@ -35,12 +35,10 @@ class SupConLoss(nn.Module):
     L^sup_out of Eq. 2 (at τ = 0.07 the factor is 1). supkd's default (None: τ_base = τ) does
     not scale, so a recipe taken from that code trains with 0.7× of that code's gradient
     unless ``base_temperature=0.07`` is given. The "paper" preset does so, to keep the lr 0.5
-    of that code's recipe at the gradient scale it was tuned for:
-    ``configs/paper/cifar10_supcon_teacher.yaml``, ``configs/paper/imagenet_supcon_teacher.yaml``
-    (and the SupCon students that extend them) and the ``supcon_teacher`` / ``supcon_student``
-    runs of ``configs/paper/cifar10.yaml`` and ``configs/paper/imagenet.yaml`` (so also
-    ``ablation.yaml``). The fast preset and the demo keep no factor (their learning rates were
-    chosen without it).
+    of that code's recipe at the gradient scale it was tuned for: the ``supcon_teacher`` /
+    ``supcon_student`` runs of ``configs/paper/cifar10.yaml`` and
+    ``configs/paper/imagenet.yaml`` (so also ``ablation.yaml``). The fast preset and the
+    demo keep no factor (their learning rates were chosen without it).
 
     Args:
         temperature: τ > 0 (Khosla et al. use 0.1 on CIFAR).

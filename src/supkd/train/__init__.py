@@ -2,7 +2,7 @@
 checkpoints, the run directory, distributed helpers.
 
 >>> from supkd.train import run, fit, load_model, distill
->>> result = run(load_config("configs/fast/cifar10_ce_teacher.yaml"), "runs/ce_teacher")
+>>> result = run(load_config("my_run.yaml"), "runs/my_run")
 
 Names are imported lazily so that ``import supkd.train.distributed`` (or ``.seeding``)
 does not import the whole engine.
@@ -20,6 +20,8 @@ _EXPORTS = {
     "TrainState": "supkd.train.engine",
     "TrainingInterrupted": "supkd.train.engine",
     "TrainLoop": "supkd.train.loop",
+    "FitOptions": "supkd.train.options",
+    "RunResult": "supkd.train.run_dir",
     "Task": "supkd.train.tasks",
     "register_task": "supkd.train.tasks",
     "load_model": "supkd.models.files",

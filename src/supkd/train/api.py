@@ -17,6 +17,7 @@ no other output to read); ``projection`` needs a model that returns a ``ModelOut
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,41 +28,67 @@ from supkd.config import Config, load_config
 from supkd.data import Batch
 from supkd.losses import build_loss
 from supkd.train.engine import fit
+from supkd.train.options import FitOptions
+from supkd.train.run_dir import RunResult
 from supkd.train.tasks import CETask, DistillTask
 from supkd.utils.device import resolve_device
 
 __all__ = ["distill", "train_classifier"]
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
-    return resolve_device(device, field="device")
+@dataclass
+class Recipe:
+    """The training recipe and run options both API functions take (their keywords of the
+    same names; defaults as there)."""
+
+    test_loader: Iterable[Any] | None = None
+    val_loader: Iterable[Any] | None = None
+    epochs: int = 10
+    lr: float = 0.05
+    optimizer: str = "sgd"
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    device: str | torch.device = "auto"
+    out: str | Path | None = None
+    resume: bool = False
+    quiet: bool = False
+    train_options: dict[str, Any] | None = None
+
+    def fit_options(self) -> FitOptions:
+        """The engine's options. The sections go through the config validation, so that a
+        bad value gets the same one-line ConfigError as in a YAML file."""
+        cfg: Config = load_config(
+            {
+                "optim": {
+                    "name": self.optimizer,
+                    "lr": self.lr,
+                    "weight_decay": self.weight_decay,
+                    "momentum": self.momentum,
+                },
+                "schedule": {"name": self.schedule, "warmup_epochs": self.warmup_epochs},
+                "train": {"epochs": self.epochs, "progress": not self.quiet,
+                          **(self.train_options or {})},
+            }
+        )
+        return FitOptions(
+            train=cfg.train, optim=cfg.optim, schedule=cfg.schedule,
+            device=resolve_device(self.device, field="device"),
+            test_loader=self.test_loader, val_loader=self.val_loader, run_dir=self.out,
+            resume=self.resume, quiet=self.quiet,
+        )
 
 
-def _sections(
-    epochs: int,
-    lr: float,
-    optimizer: str,
-    weight_decay: float,
-    momentum: float,
-    schedule: str,
-    warmup_epochs: float,
-    quiet: bool,
-    train_options: dict[str, Any] | None,
-) -> Config:
-    # Goes through the config validation so that a bad value gets the same one-line
-    # ConfigError as in a YAML file.
-    return load_config(
-        {
-            "optim": {
-                "name": optimizer,
-                "lr": lr,
-                "weight_decay": weight_decay,
-                "momentum": momentum,
-            },
-            "schedule": {"name": schedule, "warmup_epochs": warmup_epochs},
-            "train": {"epochs": epochs, "progress": not quiet, **(train_options or {})},
-        }
-    )
+#: What ``fit``'s result holds for a run on the user's loaders (the run-record fields of a
+#: ``supkd train`` run do not apply): the keys of the dict the API functions return.
+_FIT_KEYS = ("status", "test_acc", "val_acc", "best_val_acc", "diverged_step", "error",
+             "epochs", "steps", "wall_time_s")
+
+
+def _fit_keys(result: RunResult) -> dict[str, Any]:
+    plain = result.to_dict()
+    return {k: plain[k] for k in _FIT_KEYS}
 
 
 def _example(train_loader: Iterable[Any]) -> torch.Tensor:
@@ -127,11 +154,11 @@ def distill(
         The engine's result dict (``status``, ``test_acc``, ``val_acc``, ``diverged_step``,
         ...) plus ``"adapter"`` (the adapter module or None).
     """
-    cfg = _sections(
-        epochs, lr, optimizer, weight_decay, momentum, schedule, warmup_epochs, quiet,
-        train_options,
-    )
-    dev = _resolve_device(device)
+    opts = Recipe(
+        test_loader, val_loader, epochs, lr, optimizer, weight_decay, momentum, schedule,
+        warmup_epochs, device, out, resume, quiet, train_options,
+    ).fit_options()
+    dev = opts.device
     student.to(dev)
     teacher.to(dev)
     criterion = build_loss(loss, **(loss_args or {})) if isinstance(loss, str) else loss
@@ -145,21 +172,8 @@ def distill(
         representation=representation,
         label_smoothing=label_smoothing,
     )
-    result = fit(
-        task,
-        train_loader,
-        train=cfg.train,
-        optim=cfg.optim,
-        schedule=cfg.schedule,
-        device=dev,
-        test_loader=test_loader,
-        val_loader=val_loader,
-        run_dir=out,
-        resume=resume,
-        quiet=quiet,
-    )
-    result["adapter"] = task.adapter
-    return result
+    result = fit(task, train_loader, opts)
+    return {**_fit_keys(result), "adapter": task.adapter}
 
 
 def train_classifier(
@@ -185,22 +199,9 @@ def train_classifier(
     """Train ``model`` (forward -> logits or ModelOutput) with cross-entropy, in place, on
     the user's loaders (e.g. a teacher for :func:`distill`). Arguments as in
     :func:`distill`; returns the engine's result dict."""
-    cfg = _sections(
-        epochs, lr, optimizer, weight_decay, momentum, schedule, warmup_epochs, quiet,
-        train_options,
-    )
-    dev = _resolve_device(device)
+    opts = Recipe(
+        test_loader, val_loader, epochs, lr, optimizer, weight_decay, momentum, schedule,
+        warmup_epochs, device, out, resume, quiet, train_options,
+    ).fit_options()
     task = CETask(model, label_smoothing=label_smoothing)
-    return fit(
-        task,
-        train_loader,
-        train=cfg.train,
-        optim=cfg.optim,
-        schedule=cfg.schedule,
-        device=dev,
-        test_loader=test_loader,
-        val_loader=val_loader,
-        run_dir=out,
-        resume=resume,
-        quiet=quiet,
-    )
+    return _fit_keys(fit(task, train_loader, opts))

@@ -11,6 +11,7 @@ data, task and loaders from the run's seeds, ``fit()`` trains, and rank 0 writes
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import platform
 import sys
 import time
@@ -26,9 +27,6 @@ import torchvision
 from supkd import __version__
 from supkd.config import (
     Config,
-    OptimConfig,
-    ScheduleConfig,
-    TrainConfig,
     config_from_dict,
 )
 from supkd.data import DataBundle, Loader, build_data, make_loader
@@ -43,15 +41,17 @@ from supkd.train.loop import (
     CUDAGRAPH_COMPILE_MODES,
     TrainingInterrupted,
     TrainLoop,
-    TrainState,
 )
+from supkd.train.options import FitOptions, TrainState
 from supkd.train.run_dir import RunDir, RunResult, launcher_from_env
 from supkd.train.seeding import Seeds, expand_seed, seed_everything, set_deterministic
 from supkd.train.tasks import Task, build_task
+from supkd.vocab import RunStatus
 
 __all__ = [
     "COMPILE_AUTO_MIN_STEPS",
     "CUDAGRAPH_COMPILE_MODES",
+    "FitOptions",
     "TrainState",
     "TrainingInterrupted",
     "evaluate",
@@ -68,20 +68,9 @@ __all__ = [
 def fit(
     task: Task,
     train_loader: Iterable[Any],
-    *,
-    train: TrainConfig | None = None,
-    optim: OptimConfig | None = None,
-    schedule: ScheduleConfig | None = None,
-    device: torch.device | str = "cpu",
-    test_loader: Iterable[Any] | None = None,
-    val_loader: Iterable[Any] | None = None,
-    run_dir: str | Path | None = None,
-    resume: bool = False,
-    quiet: bool = False,
-    callbacks: Sequence[Callable[[TrainState], None]] = (),
-    checkpoint_extra: dict[str, Any] | None = None,
-    handle_signals: bool = True,
-) -> dict[str, Any]:
+    options: FitOptions | None = None,
+    **overrides: Any,
+) -> RunResult:
     """Train ``task`` on ``train_loader`` for ``train.epochs`` epochs.
 
     Args:
@@ -92,42 +81,22 @@ def fit(
         train_loader: yields ``supkd.data.Batch`` or ``(x, y)`` tuples; needs ``len()``
             unless ``train.steps_per_epoch`` is set; ``set_epoch(epoch)`` is called when
             present. Must be the per-rank loader under DDP.
-        train, optim, schedule: config sections (defaults when None).
-        device: where to train.
-        test_loader, val_loader: evaluated every ``train.eval_every`` epochs and after the
-            last one (accuracy in %).
-        run_dir: when given, ``metrics.jsonl`` (one line per epoch) and
-            ``checkpoints/last.pt`` (+ ``best.pt``) are written there (rank 0 only).
-        resume: continue from ``run_dir/checkpoints/last.pt`` when it exists.
-        quiet: no progress bar, no messages.
-        callbacks: called with a :class:`TrainState` after every optimizer step.
-        checkpoint_extra: extra plain values stored in every checkpoint (e.g. the config).
-        handle_signals: install the SIGINT/SIGTERM checkpoint-and-stop handlers.
+        options: a :class:`~supkd.train.options.FitOptions` (config sections, device,
+            evaluation loaders, run directory, resume, callbacks...; defaults when None).
+        overrides: any :class:`FitOptions` field as a keyword (``train=``, ``device=``,
+            ``run_dir=``, ...), applied over ``options``; an unknown one is a TypeError.
 
     Returns:
-        ``{"status": "completed"|"diverged", "test_acc", "val_acc", "best_val_acc",
-        "diverged_step", "error", "epochs", "steps", "wall_time_s"}``.
+        A :class:`~supkd.train.run_dir.RunResult` with ``status`` (completed or diverged),
+        ``test_acc``, ``val_acc``, ``best_val_acc``, ``diverged_step``, ``error``,
+        ``epochs``, ``steps``, ``wall_time_s`` (the run's other fields unset); it also
+        reads like the dict it used to be (``res["status"]``).
 
     Raises:
         TrainingInterrupted: stopped by a signal or a callback (checkpoint saved first).
-        TypeError: ``task`` is not a Task.
+        TypeError: ``task`` is not a Task, or an unknown keyword.
     """
-    loop = TrainLoop(
-        task,
-        train_loader,
-        train=train,
-        optim=optim,
-        schedule=schedule,
-        device=device,
-        test_loader=test_loader,
-        val_loader=val_loader,
-        run_dir=run_dir,
-        quiet=quiet,
-        callbacks=callbacks,
-        checkpoint_extra=checkpoint_extra,
-        handle_signals=handle_signals,
-    )
-    return loop.fit(resume=resume)
+    return TrainLoop(task, train_loader, options, **overrides).fit()
 
 
 # ---------------------------------------------------------------------------------------
@@ -167,6 +136,9 @@ def _first_difference(a: Any, b: Any, prefix: str = "") -> str | None:
     return None if a == b else prefix
 
 
+# A prior result that --resume returns as recorded (an imported teacher is never retrained).
+_FINISHED = (RunStatus.COMPLETED, RunStatus.DIVERGED, RunStatus.IMPORTED)
+
 # Keys that may change between a run and its resumption without changing the result.
 _RESUME_FREE_KEYS = ("train.progress", "train.tensorboard", "data.num_workers", "data.root")
 
@@ -205,13 +177,12 @@ def _prepare_run_dir(rd: RunDir, cfg: Config, resume: bool) -> tuple[str, Any]:
     rd.claim()  # a folder of the user's own files is never taken over
     if rd.result_path.is_file():
         prior = rd.read_result()[0] or {}
-        # "imported": a teacher brought in by `supkd import-teacher`; never retrained.
-        if resume and prior.get("status") in ("completed", "diverged", "imported"):
+        if resume and prior.get("status") in _FINISHED:
             return ("done", prior)
         # A run that failed before its first checkpoint (a config error found while building
         # its data or task) produced nothing to protect: it starts afresh, with or without
         # --resume and with the corrected config, instead of blocking its directory.
-        if prior.get("status") == "failed" and not rd.has_checkpoint():
+        if prior.get("status") == RunStatus.FAILED and not rd.has_checkpoint():
             prior, resume = {}, False
         if not resume and prior:
             raise UserError(
@@ -281,22 +252,13 @@ def _result_base(cfg: Config, seeds: Seeds, dinfo: dist_utils.DistInfo) -> dict[
 
 
 def _write_result(
-    rd: RunDir, res: dict[str, Any], base: dict[str, Any], t0: float
+    rd: RunDir, res: RunResult, base: dict[str, Any], t0: float
 ) -> dict[str, Any]:
     """``result.json`` from ``fit``'s result (or a failure's) and ``base`` (rank 0 writes;
     every rank returns the record)."""
-    record = RunResult(
-        status=res["status"],
-        test_acc=res.get("test_acc"),
-        val_acc=res.get("val_acc"),
-        best_val_acc=res.get("best_val_acc"),
-        diverged_step=res.get("diverged_step"),
-        error=res.get("error"),
-        epochs=res.get("epochs", 0),
-        steps=res.get("steps", 0),
-        wall_time_s=res.get("wall_time_s", round(time.time() - t0, 3)),
-        **base,
-    )
+    wall = res.wall_time_s if res.wall_time_s is not None else round(time.time() - t0, 3)
+    record = dataclasses.replace(res, epochs=res.epochs or 0, steps=res.steps or 0,
+                                 wall_time_s=wall, **base)
     return rd.write_result(record) if dist_utils.is_main() else record.to_dict()
 
 
@@ -429,10 +391,11 @@ def run(
     except KeyboardInterrupt:  # TrainingInterrupted included: a resumable run, no result
         raise
     except UserError as exc:
-        _write_result(rd, {"status": "failed", "error": str(exc)}, base, t0)
+        _write_result(rd, RunResult(RunStatus.FAILED, error=str(exc)), base, t0)
         raise
     except Exception as exc:
-        _write_result(rd, {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}, base, t0)
+        failed = RunResult(RunStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
+        _write_result(rd, failed, base, t0)
         raise
 
 
@@ -445,30 +408,20 @@ def _train_run(
     resume: bool,
     quiet: bool,
     callbacks: Sequence[Callable[[TrainState], None]],
-) -> dict[str, Any]:
+) -> RunResult:
     """Build, train and save run ``cfg``: ``fit``'s result (``base`` gains the data's
     summary and, under DDP, the replicas' fingerprints)."""
     task, bundle, loaders = build_run(cfg, seeds, dinfo)
     base["data"] = bundle.summary()  # what the run saw: images per split, a fingerprint
-    res = fit(
-        task,
-        loaders.train,
-        train=cfg.train,
-        optim=cfg.optim,
-        schedule=cfg.schedule,
-        device=dinfo.device,
-        test_loader=loaders.test,
-        val_loader=loaders.val,
-        run_dir=rd.path,
-        resume=resume,
-        quiet=quiet,
-        callbacks=callbacks,
-        checkpoint_extra={"config": cfg.to_dict()},
-    )
+    res = fit(task, loaders.train, FitOptions(
+        train=cfg.train, optim=cfg.optim, schedule=cfg.schedule, device=dinfo.device,
+        test_loader=loaders.test, val_loader=loaders.val, run_dir=rd.path, resume=resume,
+        quiet=quiet, callbacks=callbacks, checkpoint_extra={"config": cfg.to_dict()},
+    ))
     if dinfo.enabled:
         # Every rank's parameter hash (collective): the record shows that all ranks
         # ended with the weights rank 0 saves (tests/train/test_distributed_cli.py).
         base["replica_fingerprints"] = dist_utils.replica_fingerprints(task.model)
-    if res["status"] == "completed" and dist_utils.is_main():
+    if res.status is RunStatus.COMPLETED and dist_utils.is_main():
         save_model(rd.model_path, task.model, task.model_info())
     return res

@@ -28,7 +28,7 @@ With those modes on CUDA the loop is kept correct by construction:
   ``torch.compiler.cudagraph_mark_step_begin()``: the previous step's gradients (outputs
   of its recorded backward) are dropped before the new iteration, as CUDA graphs require
   when gradients are not accumulated;
-- the loss parts are consumed inside their step: ``epoch_sums`` holds new tensors (a
+- the loss parts are consumed inside their step: ``meters.sums`` holds new tensors (a
   clone, then ``sum + part``), never a part itself; the last step's ``loss`` is read only
   before any further compiled call;
 - each evaluation batch is a new iteration (its logits are reduced to a correct count at
@@ -68,7 +68,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,25 +77,31 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from supkd.config import OptimConfig, ScheduleConfig, TrainConfig
+from supkd.config import TrainConfig
 from supkd.errors import CheckpointError, ConfigError, RunDiverged
 from supkd.models import as_model_output
 from supkd.models.files import cpu_state_dict
 from supkd.train import distributed as dist_utils
-from supkd.train.checkpoint import load_checkpoint, save_checkpoint
+from supkd.train.checkpoint import TrainCheckpoint, read_checkpoint, save_checkpoint
 from supkd.train.evaluation import evaluate, to_batch
 from supkd.train.loggers import TensorBoardLogger, WandbLogger, print_epoch, progress_bar
 from supkd.train.optim import build_optimizer, build_scheduler
-from supkd.train.run_dir import RunDir
+from supkd.train.options import FitOptions, TrainState
+from supkd.train.run_dir import RunDir, RunResult
 from supkd.train.seeding import rng_state, set_rng_state
 from supkd.train.signals import StopSignals, stop_check_due
 from supkd.train.tasks.base import Task
+from supkd.vocab import RunStatus
 
 __all__ = [
     "COMPILE_AUTO_MIN_STEPS",
     "CUDAGRAPH_COMPILE_MODES",
+    "EpochMeters",
+    "FitOptions",
+    "Scores",
     "TrainLoop",
     "TrainState",
+    "Trained",
     "TrainingInterrupted",
 ]
 
@@ -124,15 +130,46 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 @dataclass
-class TrainState:
-    """What callbacks see after every optimizer step. Set ``stop = True`` to stop the run
-    as if interrupted (checkpoint saved, :class:`TrainingInterrupted` raised)."""
+class Trained:
+    """The objects the loop trains, built by :meth:`TrainLoop.setup`: the task's model, its
+    trainable parameters, their optimizer and scheduler, the fp16 gradient scaler and the
+    EMA copy (None when the run has none)."""
 
-    epoch: int = 0  # 0-based epoch in progress
-    step: int = 0  # optimizer steps done (global)
-    batch_in_epoch: int = 0  # steps done in the current epoch
-    stop: bool = False
-    history: list[dict[str, Any]] = field(default_factory=list)
+    model: nn.Module
+    params: list[nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: Any  # a torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler | None = None
+    ema: AveragedModel | None = None
+
+
+@dataclass
+class EpochMeters:
+    """The current epoch's meters: each loss part's sum (on the device), the images seen,
+    and its time (seconds before a resume, plus the time since ``started``)."""
+
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)
+    images: int = 0
+    time_before: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+    def elapsed(self, now: float) -> float:
+        return self.time_before + (now - self.started)
+
+
+@dataclass
+class Scores:
+    """Accuracies (%) so far: the best validation accuracy, the last test and val ones;
+    and the wall time of the runs before a resume plus this process's start."""
+
+    best_val: float | None = None
+    test: float | None = None
+    val: float | None = None
+    wall_before: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+    def wall_time(self, now: float) -> float:
+        return self.wall_before + (now - self.started)
 
 
 def amp_dtype_for(mode: str, device: torch.device) -> torch.dtype | None:
@@ -177,25 +214,22 @@ def _new_cudagraph_step_each_call(
 
 class TrainLoop:
     """Trains ``task`` on ``train_loader`` for ``train.epochs`` epochs (see the module
-    docstring; the arguments are :func:`supkd.train.engine.fit`'s). Use it once:
-    ``TrainLoop(task, loader, ...).fit(resume)`` returns the result dict."""
+    docstring; the arguments are :func:`supkd.train.engine.fit`'s: a :class:`FitOptions`
+    and/or its fields as keywords). Use it once: ``TrainLoop(task, loader, opts).fit()``
+    returns the :class:`~supkd.train.run_dir.RunResult`.
+
+    Its state: ``opts`` (what it was given), ``trained`` (:class:`Trained`, the objects it
+    trains, built by :meth:`setup`), ``state`` (:class:`TrainState`, the position),
+    ``meters`` (:class:`EpochMeters`, the epoch in progress), ``scores``
+    (:class:`Scores`, accuracies and wall time), and the device settings :meth:`setup`
+    and :meth:`compile` choose."""
 
     def __init__(
         self,
         task: Task,
         train_loader: Iterable[Any],
-        *,
-        train: TrainConfig | None = None,
-        optim: OptimConfig | None = None,
-        schedule: ScheduleConfig | None = None,
-        device: torch.device | str = "cpu",
-        test_loader: Iterable[Any] | None = None,
-        val_loader: Iterable[Any] | None = None,
-        run_dir: str | Path | None = None,
-        quiet: bool = False,
-        callbacks: Sequence[Callable[[TrainState], None]] = (),
-        checkpoint_extra: dict[str, Any] | None = None,
-        handle_signals: bool = True,
+        options: FitOptions | None = None,
+        **overrides: Any,
     ) -> None:
         if not isinstance(task, Task):
             raise TypeError(
@@ -203,33 +237,24 @@ class TrainLoop:
                 "plain model with supkd.train.train_classifier or supkd.train.distill, or "
                 "subclass Task"
             )
+        self.opts = opts = FitOptions.of(options, overrides)
         self.task, self.train_loader = task, train_loader
-        self.train = train or TrainConfig()
-        self.optim = optim or OptimConfig()
-        self.schedule = schedule or ScheduleConfig()
-        self.device = torch.device(device)
-        self.test_loader, self.val_loader = test_loader, val_loader
-        self.rd = RunDir(run_dir) if run_dir is not None else None
-        self.quiet, self.callbacks = quiet, callbacks
-        self.checkpoint_extra = checkpoint_extra or {}
+        self.train: TrainConfig = opts.train
+        self.device = torch.device(opts.device)
+        self.rd = RunDir(opts.run_dir) if opts.run_dir is not None else None
         self.dinfo = dist_utils.info()
         self.main = dist_utils.is_main()
-        self.signals = StopSignals(quiet, install=handle_signals)
+        self.signals = StopSignals(opts.quiet, install=opts.handle_signals)
         # What a checkpoint holds beyond the objects built in setup(); resume() reloads it.
         self.state = TrainState()
-        self.best_val: float | None = None
-        self.last_test: float | None = None
-        self.last_val: float | None = None
-        self.wall_before = 0.0  # wall time of the runs before a resume
-        self.epoch_sums: dict[str, torch.Tensor] = {}  # sum of every part over the epoch
-        self.epoch_images = 0
-        self.epoch_time_before = 0.0  # time spent in this epoch before a resume
-        self.t_start = self.t_epoch = time.perf_counter()
+        self.scores = Scores()
+        self.meters = EpochMeters()
 
-    def fit(self, resume: bool = False) -> dict[str, Any]:
-        """All phases: set up, resume (when asked and a checkpoint exists), compile, train."""
+    def fit(self, resume: bool | None = None) -> RunResult:
+        """All phases: set up, resume (when asked, by ``resume`` or else the options, and
+        a checkpoint exists), compile, train."""
         self.setup()
-        if resume:
+        if self.opts.resume if resume is None else resume:
             self.resume()
         self.compile()
         return self.run()
@@ -247,23 +272,23 @@ class TrainLoop:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         task.to(device)
-        self.model: nn.Module = task.model
+        model: nn.Module = task.model
         if self.channels_last:
             task.to(memory_format=torch.channels_last)
         self.steps_per_epoch = steps_per_epoch(self.train_loader, train)
-        self.params = task.trainable_parameters()
-        self.optimizer = build_optimizer(self.params, self.optim, device)
-        self.scheduler = build_scheduler(
-            self.optimizer, self.schedule, self.steps_per_epoch, train.epochs
-        )
+        params = task.trainable_parameters()
+        optimizer = build_optimizer(params, self.opts.optim, device)
+        scheduler = build_scheduler(optimizer, self.opts.schedule, self.steps_per_epoch,
+                                    train.epochs)
         fp16 = self.amp_dtype == torch.float16 and cuda
-        self.scaler = torch.amp.GradScaler("cuda") if fp16 else None
-        self.ema: AveragedModel | None = None
+        self.trained = Trained(model, params, optimizer, scheduler,
+                               torch.amp.GradScaler("cuda") if fp16 else None)
         if train.ema_decay is not None:
-            self.ema = AveragedModel(
-                self.model, multi_avg_fn=get_ema_multi_avg_fn(train.ema_decay), use_buffers=True
+            ema = AveragedModel(
+                model, multi_avg_fn=get_ema_multi_avg_fn(train.ema_decay), use_buffers=True
             )
-            self.ema.eval()  # only ever evaluated; update_parameters ignores the mode
+            ema.eval()  # only ever evaluated; update_parameters ignores the mode
+            self.trained.ema = ema
 
     def compile(self) -> None:
         """``torch.compile`` on request, the DDP wrapper, and the step's device counters."""
@@ -290,9 +315,10 @@ class TrainLoop:
             train.tensorboard and self.main,
         )
         # The resolved run config when run() passed it, else the loop's own sections.
-        config = self.checkpoint_extra.get("config") or {
-            "train": train.to_dict(), "optim": self.optim.to_dict(),
-            "schedule": self.schedule.to_dict(),
+        opts = self.opts
+        config = opts.checkpoint_extra.get("config") or {
+            "train": train.to_dict(), "optim": opts.optim.to_dict(),
+            "schedule": opts.schedule.to_dict(),
         }
         self.wb = WandbLogger(
             train.wandb,
@@ -301,8 +327,8 @@ class TrainLoop:
             name=config.get("name") if isinstance(config.get("name"), str) else None,
             enabled=self.main,
         )
-        self.show_bar = self.main and not self.quiet and train.progress and sys.stdout.isatty()
-        self.t_start = time.perf_counter()
+        self.show_bar = self.main and not opts.quiet and train.progress and sys.stdout.isatty()
+        self.scores.started = time.perf_counter()
 
     # --- resume -----------------------------------------------------------------------------
 
@@ -311,44 +337,41 @@ class TrainLoop:
         if self.rd is None or not self.rd.last_checkpoint.is_file():
             return
         path = self.rd.last_checkpoint
-        ck = load_checkpoint(path)
+        ck = read_checkpoint(path)
         self._load_objects(ck, path)
         state = self.state
-        state.epoch = int(ck["epoch"])
-        state.step = int(ck["step"])
-        state.batch_in_epoch = int(ck["batch_in_epoch"])
-        self.best_val = ck.get("best_val_acc")
-        self.wall_before = float(ck.get("wall_time_s", 0.0))
-        self.epoch_sums = {k: v.to(self.device) for k, v in (ck.get("epoch_sums") or {}).items()}
-        self.epoch_images = int(ck.get("epoch_images", 0))
-        self.epoch_time_before = float(ck.get("epoch_time_s", 0.0))
-        self.last_test, self.last_val = ck.get("test_acc"), ck.get("val_acc")
-        set_rng_state(ck["rng"])
+        state.epoch, state.step, state.batch_in_epoch = ck.epoch, ck.step, ck.batch_in_epoch
+        self.scores = Scores(ck.best_val_acc, ck.test_acc, ck.val_acc,
+                             wall_before=float(ck.wall_time_s), started=self.scores.started)
+        self.meters = EpochMeters({k: v.to(self.device) for k, v in ck.epoch_sums.items()},
+                                  int(ck.epoch_images), float(ck.epoch_time_s))
+        set_rng_state(ck.rng)
         if self.main:
             # Lines written after this checkpoint (a kill between metrics and checkpoint
             # writes) would be written again: drop them.
             history = self.rd.read_metrics()
             state.history = [r for r in history if r.get("epoch", 0) <= state.epoch]
             self.rd.rewrite_metrics(state.history)
-        if self.main and not self.quiet:
+        if self.main and not self.opts.quiet:
             total = self.steps_per_epoch * self.train.epochs
             print(f"supkd: resuming {self.rd.path} from {path.name} at step {state.step} of "
                   f"{total} (epoch {state.epoch + 1}/{self.train.epochs}, batch "
                   f"{state.batch_in_epoch}/{self.steps_per_epoch})", file=sys.stderr)
 
-    def _load_objects(self, ck: dict[str, Any], path: Path) -> None:
+    def _load_objects(self, ck: TrainCheckpoint, path: Path) -> None:
         """Model, task state, optimizer, scheduler, scaler and EMA from checkpoint ``ck``."""
+        t = self.trained
         try:
-            self.model.load_state_dict(ck["model"])
-            self.task.load_extra_state(ck.get("task_state") or {})
-            self.optimizer.load_state_dict(ck["optimizer"])
-            self.scheduler.load_state_dict(ck["scheduler"])
-            if self.scaler is not None and ck.get("scaler"):
-                self.scaler.load_state_dict(ck["scaler"])
-            if self.ema is not None:
-                if ck.get("ema") is None:
+            t.model.load_state_dict(ck.model)
+            self.task.load_extra_state(ck.task_state or {})
+            t.optimizer.load_state_dict(ck.optimizer)
+            t.scheduler.load_state_dict(ck.scheduler)
+            if t.scaler is not None and ck.scaler:
+                t.scaler.load_state_dict(ck.scaler)
+            if t.ema is not None:
+                if ck.ema is None:
                     raise CheckpointError(f"checkpoint {path}: has no EMA weights")
-                self.ema.load_state_dict(ck["ema"])
+                t.ema.load_state_dict(ck.ema)
         except (RuntimeError, KeyError, ValueError) as exc:
             raise CheckpointError(
                 f"checkpoint {path}: does not match this run ({str(exc).splitlines()[0]})"
@@ -356,10 +379,10 @@ class TrainLoop:
 
     # --- the whole run ----------------------------------------------------------------------
 
-    def run(self) -> dict[str, Any]:
-        """Train the remaining epochs; the result dict (a diverged run returns, not raises)."""
-        status, diverged_step, error = "completed", None, None
-        self.t_epoch = time.perf_counter()
+    def run(self) -> RunResult:
+        """Train the remaining epochs; the result (a diverged run returns, not raises)."""
+        status, diverged_step, error = RunStatus.COMPLETED, None, None
+        self.meters.started = time.perf_counter()
         finished = False
         try:
             with self.signals:
@@ -367,28 +390,29 @@ class TrainLoop:
                     self.epoch()
             finished = True
         except RunDiverged as exc:
-            status, diverged_step = "diverged", exc.step
+            status, diverged_step = RunStatus.DIVERGED, exc.step
             error = str(exc)
-            if not self.quiet and self.main:
+            if not self.opts.quiet and self.main:
                 print(f"supkd: run diverged: {exc}", file=sys.stderr)
         finally:
             self.tb.close()
             self.wb.close(ok=finished)
-        if status == "completed" and self.ema is not None:
+        t = self.trained
+        if status is RunStatus.COMPLETED and t.ema is not None:
             # The run's model is the averaged one (what was evaluated and reported).
-            self.model.load_state_dict(self.ema.module.state_dict())
-        done = status == "completed"
-        return {
-            "status": status,
-            "test_acc": self.last_test if done else None,
-            "val_acc": self.last_val if done else None,
-            "best_val_acc": self.best_val,
-            "diverged_step": diverged_step,
-            "error": error,
-            "epochs": self.state.epoch,
-            "steps": self.state.step,
-            "wall_time_s": round(self.wall_before + time.perf_counter() - self.t_start, 3),
-        }
+            t.model.load_state_dict(t.ema.module.state_dict())
+        done, scores = status is RunStatus.COMPLETED, self.scores
+        return RunResult(
+            status=status,
+            test_acc=scores.test if done else None,
+            val_acc=scores.val if done else None,
+            best_val_acc=scores.best_val,
+            diverged_step=diverged_step,
+            error=error,
+            epochs=self.state.epoch,
+            steps=self.state.step,
+            wall_time_s=round(scores.wall_time(time.perf_counter()), 3),
+        )
 
     # --- one epoch --------------------------------------------------------------------------
 
@@ -396,7 +420,7 @@ class TrainLoop:
         """The rest of the current epoch's steps, then its evaluation and record."""
         state, train = self.state, self.train
         epoch = state.epoch
-        self.t_epoch = time.perf_counter()
+        self.meters.started = time.perf_counter()
         if hasattr(self.train_loader, "set_epoch"):  # optional: loaders seeded per epoch
             self.train_loader.set_epoch(epoch)
         self.task.train()
@@ -423,7 +447,7 @@ class TrainLoop:
         if self.cudagraphs:
             # The last step's gradients live in the CUDA-graph pool that evaluation replays
             # will reuse; nothing reads them before the next step drops them.
-            self.optimizer.zero_grad(set_to_none=True)
+            self.trained.optimizer.zero_grad(set_to_none=True)
         record = self.epoch_record(epoch)
         self.evaluate(epoch, record)
         self.end_epoch(record)
@@ -435,7 +459,8 @@ class TrainLoop:
         # Gradients are dropped before the forward (not just before backward): under CUDA
         # graphs they are outputs of the previous step's recorded backward, and no reference
         # to them may survive into a new iteration.
-        self.optimizer.zero_grad(set_to_none=True)
+        t = self.trained
+        t.optimizer.zero_grad(set_to_none=True)
         if self.cudagraphs:
             torch.compiler.cudagraph_mark_step_begin()
         batch = to_batch(obj, self.device, self.channels_last)
@@ -447,17 +472,17 @@ class TrainLoop:
         loss = parts["loss"]
         self._guard(loss)
         self._backward(loss)
-        self.scheduler.step()
-        if self.ema is not None:
-            self.ema.update_parameters(self.model)
+        t.scheduler.step()
+        if t.ema is not None:
+            t.ema.update_parameters(t.model)
         # Both branches make a new tensor (``+`` or clone; ``.float()`` of a float32 tensor
         # is the tensor itself), so no part is referenced past its step: a CUDA-graph replay
         # may overwrite a compiled output then.
-        sums = self.epoch_sums
+        sums = self.meters.sums
         for k, v in parts.items():
             v = v.detach().float()
             sums[k] = sums[k] + v if k in sums else v.clone()
-        self.epoch_images += int(batch.y.shape[0])
+        self.meters.images += int(batch.y.shape[0])
         return loss
 
     def _guard(self, loss: torch.Tensor) -> None:
@@ -477,19 +502,19 @@ class TrainLoop:
 
     def _backward(self, loss: torch.Tensor) -> None:
         """Backward, optional gradient clipping, optimizer step (through the fp16 scaler)."""
-        clip = self.train.grad_clip
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
+        clip, t = self.train.grad_clip, self.trained
+        if t.scaler is not None:
+            t.scaler.scale(loss).backward()
             if clip is not None:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.params, clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+                t.scaler.unscale_(t.optimizer)
+                nn.utils.clip_grad_norm_(t.params, clip)
+            t.scaler.step(t.optimizer)
+            t.scaler.update()
         else:
             loss.backward()
             if clip is not None:
-                nn.utils.clip_grad_norm_(self.params, clip)
-            self.optimizer.step()
+                nn.utils.clip_grad_norm_(t.params, clip)
+            t.optimizer.step()
 
     def after_step(self, loss: torch.Tensor, bar: Any) -> None:
         """Counters, periodic reads, callbacks, stop requests and step checkpoints."""
@@ -504,7 +529,7 @@ class TrainLoop:
                 self._check_diverged(loss)
             if bar is not None:
                 bar.set_postfix(loss=f"{float(loss.detach().item()):.4f}")
-        for cb in self.callbacks:
+        for cb in self.opts.callbacks:
             cb(state)
         reason = self.stop_reason(state.batch_in_epoch == self.steps_per_epoch)
         if reason is not None:
@@ -533,9 +558,9 @@ class TrainLoop:
         record: dict[str, Any] = {
             "epoch": epoch + 1,
             "step": self.state.step,
-            "lr": float(self.scheduler.get_last_lr()[0]),
+            "lr": float(self.trained.scheduler.get_last_lr()[0]),
         }
-        for k, v in self.epoch_sums.items():
+        for k, v in self.meters.sums.items():
             mean = v / n_steps
             if self.dinfo.enabled:
                 mean = dist_utils.all_reduce_mean(mean)
@@ -550,22 +575,23 @@ class TrainLoop:
         if not (self.task.has_classifier and due):
             return
         self.task.eval()
+        scores, opts = self.scores, self.opts
         if self.main:
             pred = self._predict_fn()
             kw = {"amp_dtype": self.amp_dtype, "channels_last": self.channels_last}
-            if self.test_loader is not None:
-                self.last_test = evaluate(pred, self.test_loader, self.device, **kw)
-            if self.val_loader is not None:
-                self.last_val = evaluate(pred, self.val_loader, self.device, **kw)
-        self.last_test = dist_utils.broadcast_object(self.last_test)
-        self.last_val = dist_utils.broadcast_object(self.last_val)
-        record["test_acc"] = self.last_test
-        record["val_acc"] = self.last_val
+            if opts.test_loader is not None:
+                scores.test = evaluate(pred, opts.test_loader, self.device, **kw)
+            if opts.val_loader is not None:
+                scores.val = evaluate(pred, opts.val_loader, self.device, **kw)
+        scores.test = dist_utils.broadcast_object(scores.test)
+        scores.val = dist_utils.broadcast_object(scores.val)
+        record["test_acc"] = scores.test
+        record["val_acc"] = scores.val
         self.task.train()
 
     def _predict_fn(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        if self.ema is not None:
-            ema = self.ema
+        if self.trained.ema is not None:
+            ema = self.trained.ema
             return lambda x: as_model_output(ema.module(x)).logits
         if self.cudagraphs:
             return _new_cudagraph_step_each_call(self.task.predict)
@@ -574,23 +600,22 @@ class TrainLoop:
     def end_epoch(self, record: dict[str, Any]) -> None:
         """Timings and best accuracy into ``record``; the next epoch's counters; the metrics
         line, ``best.pt`` (on a new best) and ``last.pt`` written; the loggers told."""
-        state, now = self.state, time.perf_counter()
-        epoch_time = self.epoch_time_before + (now - self.t_epoch)
+        state, scores, now = self.state, self.scores, time.perf_counter()
+        epoch_time = self.meters.elapsed(now)
         record["epoch_time_s"] = round(epoch_time, 4)
         record["images_per_s"] = round(
-            self.epoch_images * self.dinfo.world_size / max(epoch_time, 1e-9), 1
+            self.meters.images * self.dinfo.world_size / max(epoch_time, 1e-9), 1
         )
-        record["wall_time_s"] = round(self.wall_before + now - self.t_start, 3)
+        record["wall_time_s"] = round(scores.wall_time(now), 3)
         improved = False
         if record.get("val_acc") is not None and (
-            self.best_val is None or record["val_acc"] > self.best_val
+            scores.best_val is None or record["val_acc"] > scores.best_val
         ):
-            self.best_val, improved = record["val_acc"], True
+            scores.best_val, improved = record["val_acc"], True
         state.history.append(record)
         state.epoch += 1
         state.batch_in_epoch = 0
-        self.epoch_sums, self.epoch_images, self.epoch_time_before = {}, 0, 0.0
-        self.t_epoch = time.perf_counter()
+        self.meters = EpochMeters()
         if self.main and self.rd is not None:
             self.rd.append_metrics(record)
             if improved and self.train.save_best:
@@ -598,36 +623,36 @@ class TrainLoop:
         self.save_last()
         self.tb.log(record)
         self.wb.log(record)
-        if not self.quiet and self.main and not self.show_bar:
+        if not self.opts.quiet and self.main and not self.show_bar:
             print_epoch(record, self.train.epochs)
 
     # --- checkpoints ------------------------------------------------------------------------
 
-    def checkpoint_state(self) -> dict[str, Any]:
+    def checkpoint_state(self) -> TrainCheckpoint:
         """Everything a resumed run needs to continue exactly (module docstring: resume)."""
-        now = time.perf_counter()
-        return {
-            "model": cpu_state_dict(self.model),
-            "spec": getattr(self.model, "spec", None),  # supkd models carry one; others not
-            "info": self.task.model_info(),
-            "task_state": self.task.extra_state(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "ema": self.ema.state_dict() if self.ema is not None else None,
-            "rng": rng_state(),
-            "epoch": self.state.epoch,
-            "step": self.state.step,
-            "batch_in_epoch": self.state.batch_in_epoch,
-            "epoch_sums": {k: v.detach().cpu() for k, v in self.epoch_sums.items()},
-            "epoch_images": self.epoch_images,
-            "epoch_time_s": self.epoch_time_before + (now - self.t_epoch),
-            "best_val_acc": self.best_val,
-            "test_acc": self.last_test,
-            "val_acc": self.last_val,
-            "wall_time_s": self.wall_before + (now - self.t_start),
-            **self.checkpoint_extra,
-        }
+        now, t, scores, meters = time.perf_counter(), self.trained, self.scores, self.meters
+        return TrainCheckpoint(
+            model=cpu_state_dict(t.model),
+            spec=getattr(t.model, "spec", None),  # supkd models carry one; others not
+            info=self.task.model_info(),
+            task_state=self.task.extra_state(),
+            optimizer=t.optimizer.state_dict(),
+            scheduler=t.scheduler.state_dict(),
+            scaler=t.scaler.state_dict() if t.scaler is not None else None,
+            ema=t.ema.state_dict() if t.ema is not None else None,
+            rng=rng_state(),
+            epoch=self.state.epoch,
+            step=self.state.step,
+            batch_in_epoch=self.state.batch_in_epoch,
+            epoch_sums={k: v.detach().cpu() for k, v in meters.sums.items()},
+            epoch_images=meters.images,
+            epoch_time_s=meters.elapsed(now),
+            best_val_acc=scores.best_val,
+            test_acc=scores.test,
+            val_acc=scores.val,
+            wall_time_s=scores.wall_time(now),
+            extra=dict(self.opts.checkpoint_extra),
+        )
 
     def save_last(self) -> Path | None:
         """Write ``checkpoints/last.pt`` (rank 0 of a run with a directory); its path."""

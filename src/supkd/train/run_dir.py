@@ -9,7 +9,8 @@ state shared between the driver and the workers. Layout::
     RUN/result.json            the :class:`RunResult` record, once the run has ended
     RUN/model.pt               the final weights + spec (what teachers are loaded from)
     RUN/checkpoints/last.pt    everything a resumed run needs (+ best.pt when asked)
-    RUN/cka.json               a KD student's layer-wise CKA against its teacher (the grid)
+    RUN/cka.json               a KD student's layer-wise CKA against its teacher (the grid;
+                               the one record of supkd.train.cka_record, as supkd cka's)
     RUN/launcher.json          the grid's cluster jobs of this run (Slurm job id, Ray job)
     RUN/tensorboard/           event files, with ``train.tensorboard: true``
     RUN/wandb/                 the W&B run's files, with ``train.wandb.project`` set
@@ -40,6 +41,7 @@ from typing import Any
 import yaml
 
 from supkd.errors import UserError
+from supkd.train.cka_record import CkaRecord
 from supkd.utils.atomic import (
     append_jsonl,
     atomic_write_json,
@@ -50,13 +52,14 @@ from supkd.utils.atomic import (
     sweep_stale_temps,
 )
 from supkd.utils.paths import check_path_name
+from supkd.vocab import RunStatus
 
 __all__ = ["FINAL_STATUSES", "LAUNCHER_ENV", "RUN_SECTIONS", "RunDir", "RunResult",
            "launcher_from_env"]
 
 #: Statuses a ``result.json`` can hold. ``imported``: a teacher brought in by ``supkd
 #: import-teacher`` (no accuracies; a finished run a grid uses as is, never retrains).
-FINAL_STATUSES = ("completed", "diverged", "failed", "imported")
+FINAL_STATUSES = tuple(s.value for s in RunStatus)
 
 #: How a grid launcher tells the run where it runs: a JSON object (launcher name, Slurm job
 #: id or Ray task id, host, GPUs, threads) in this environment variable, which the engine
@@ -90,7 +93,7 @@ class RunResult:
     schema whichever writer (engine, grid, import-teacher) produced the file.
     """
 
-    status: str  # one of FINAL_STATUSES
+    status: RunStatus  # a plain string is read as its RunStatus
     name: str | None = None
     task: str | None = None
     test_acc: float | None = None
@@ -116,13 +119,33 @@ class RunResult:
     def __post_init__(self) -> None:
         if self.status not in FINAL_STATUSES:
             raise ValueError(f"result status must be one of {FINAL_STATUSES}, got {self.status!r}")
+        self.status = RunStatus(self.status)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The plain record (the status as its word, so YAML and JSON writers take it)."""
+        return {**dataclasses.asdict(self), "status": self.status.value}
 
     @classmethod
     def fields(cls) -> list[str]:
         return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunResult:
+        """The record of a ``result.json`` (or a job's result dict); keys that are not
+        fields are left out, a missing status reads as ``failed``."""
+        known = {k: v for k, v in data.items() if k in cls.fields()}
+        known.setdefault("status", RunStatus.FAILED)
+        return cls(**known)
+
+    # A result was a plain dict before it had a type: code that reads it with ``res["key"]``
+    # or ``res.get("key")`` keeps working (read only).
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.fields():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key) if key in self.fields() else default
 
 
 def _read(path: Path, parse: Any, what: str) -> tuple[dict[str, Any] | None, str | None]:
@@ -283,6 +306,22 @@ class RunDir:
     def read_cka(self) -> tuple[dict[str, Any] | None, str | None]:
         """(cka.json dict, None), (None, None) when absent, (None, problem) when unreadable."""
         return _read(self.cka_path, json.loads, "a JSON object")
+
+    def read_cka_record(self) -> tuple[CkaRecord | None, str | None]:
+        """:meth:`read_cka` as a :class:`~supkd.train.cka_record.CkaRecord`; a JSON object
+        that is not one is a problem, not an error."""
+        data, problem = self.read_cka()
+        if data is None:
+            return None, problem
+        try:
+            return CkaRecord.from_dict(data), None
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            return None, f"{self.cka_path.name}: {exc}"
+
+    def write_cka(self, record: CkaRecord) -> Path:
+        """Write ``cka.json`` (the one schema of :mod:`supkd.train.cka_record`). Not a
+        claim on the folder: ``supkd cka --out`` writes into a folder the user named."""
+        return atomic_write_json(self.cka_path, record.to_dict())
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """The epoch records (a line cut short by a crash is skipped)."""

@@ -1,5 +1,6 @@
 """What one grid job runs: a training run (:func:`train_job`) or a CKA analysis
-(:func:`cka_job`), and :func:`_call`, which turns every way a job can end into a result.
+(:func:`cka_job`), and :func:`call_job`, which turns every way a job can end into a
+:class:`~supkd.train.run_dir.RunResult` (:func:`_call`: the same as a plain dict).
 
 A job is ``fn(config_dict, run_dir, resume) -> result dict``. Jobs are module-level
 functions so that executors can send them to other processes by reference.
@@ -16,10 +17,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from supkd.errors import RunDiverged, UserError
-from supkd.train.run_dir import LAUNCHER_ENV, RunDir
-from supkd.utils.atomic import atomic_write_json
+from supkd.errors import RunDiverged
+from supkd.train.run_dir import LAUNCHER_ENV, RunDir, RunResult
 from supkd.utils.plugins import load_plugins
+from supkd.vocab import RunStatus
 
 RunFn = Callable[[dict[str, Any], Path, bool], dict[str, Any]]
 
@@ -38,7 +39,8 @@ def train_job(config: dict[str, Any], run_dir: Path, resume: bool) -> dict[str, 
 
 def cka_job(config: dict[str, Any], out_dir: Path, resume: bool) -> dict[str, Any]:
     """Layer-wise CKA (Fig. 2) of a student against its teacher on the student's data split
-    ``config["split"]``, written to the student's run directory as ``cka.json``.
+    ``config["split"]``, written to the student's run directory as ``cka.json`` (the one
+    record of :mod:`supkd.train.cka_record`, as ``supkd cka`` writes it).
 
     ``config``: ``student``, ``teacher`` (run directories), ``split``, ``batch_size``,
     ``max_batches``, ``pool``, ``stages`` (see the grid's ``cka`` section).
@@ -47,22 +49,29 @@ def cka_job(config: dict[str, Any], out_dir: Path, resume: bool) -> dict[str, An
     from supkd.data import build_data, make_loader
     from supkd.models.files import load_model
     from supkd.train import load_run_config as load_config
+    from supkd.train.cka_record import CkaRecord, CkaSide
 
     _apply_threads()
     student, teacher = RunDir(config["student"]), RunDir(config["teacher"])
     cfg = load_config(student.config_path)
     bundle = build_data(cfg.data, cfg.seed)
     split = str(config.get("split", "test"))
-    loader = make_loader(bundle, split, int(config.get("batch_size", 256)), train=False,
+    batch_size = int(config.get("batch_size", 256))
+    loader = make_loader(bundle, split, batch_size, train=False,
                          augment="none", device="cpu", seed=cfg.seed)
     t0 = time.perf_counter()
     res = layerwise_cka(load_model(teacher.path), load_model(student.path), loader,
                         stages=config.get("stages"), pool=bool(config.get("pool", False)),
                         max_batches=config.get("max_batches"), device="cpu")
-    out = {**res.to_dict(), "teacher_dir": str(teacher.path), "student_dir": str(student.path),
-           "split": split, "meta": cfg.meta, "wall_time_s": time.perf_counter() - t0}
-    atomic_write_json(RunDir(out_dir).cka_path, out)
-    return {"status": "completed", "wall_time_s": out["wall_time_s"]}
+    method = cfg.meta.get("method") or getattr(cfg.task, "loss", None) or cfg.task.name
+    side = CkaSide(student.path.name, str(student.path), str(method), cfg.seed)
+    record = CkaRecord.build(
+        CkaSide(teacher.path.name, str(teacher.path)), {student.path.name: (side, res)},
+        {"name": bundle.name, "split": split, "batch_size": batch_size, "seed": cfg.seed},
+        meta=cfg.meta, wall_time_s=time.perf_counter() - t0,
+    )
+    RunDir(out_dir).write_cka(record)
+    return {"status": RunStatus.COMPLETED, "wall_time_s": record.wall_time_s}
 
 
 def _worker_init(threads: int) -> None:
@@ -111,11 +120,13 @@ def _job_env(threads: int | None, launcher: dict[str, Any] | None) -> Iterator[N
                 os.environ[k] = v
 
 
-def _call(fn: RunFn, config: dict[str, Any], run_dir: Path, resume: bool, *,
-          threads: int | None = None, launcher: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run one job and turn every way it can end into a result dict (never raises, so one
-    failure never stops the grid). ``threads``: the job's torch threads (None: leave the
-    process's); ``launcher``: where it runs (:func:`launcher_info`), recorded in the result."""
+def call_job(fn: RunFn, config: dict[str, Any], run_dir: Path, resume: bool, *,
+             threads: int | None = None,
+             launcher: dict[str, Any] | None = None) -> RunResult:
+    """Run one job and turn every way it can end into its :class:`RunResult` (never raises,
+    so one failure never stops the grid). ``threads``: the job's torch threads (None: leave
+    the process's); ``launcher``: where it runs (:func:`launcher_info`), recorded in the
+    result."""
     t0 = time.perf_counter()
     try:
         # A worker process (spawned pool, Slurm job, Ray task) starts without the user's
@@ -123,18 +134,24 @@ def _call(fn: RunFn, config: dict[str, Any], run_dir: Path, resume: bool, *,
         # registered loss, model or data set. Importing one twice is harmless.
         load_plugins(entry_points=False)
         with _job_env(threads, launcher):
-            res = fn(config, run_dir, resume)
-        res = dict(res or {})
-        res.setdefault("status", "completed")
+            out = dict(fn(config, run_dir, resume) or {})
+        out.setdefault("status", RunStatus.COMPLETED)
+        res = RunResult.from_dict(out)
     except RunDiverged as exc:
-        res = {"status": "diverged", "diverged_step": exc.step, "error": str(exc)}
+        res = RunResult(RunStatus.DIVERGED, diverged_step=exc.step, error=str(exc))
     except KeyboardInterrupt:
         raise
-    except UserError as exc:
-        res = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
-    except Exception as exc:  # a bug in one run must not stop the others
-        res = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
-    res.setdefault("wall_time_s", time.perf_counter() - t0)
-    if launcher is not None:
-        res.setdefault("launcher", launcher)
+    except Exception as exc:  # UserError or a bug: one run must not stop the others
+        res = RunResult(RunStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
+    if res.wall_time_s is None:
+        res.wall_time_s = time.perf_counter() - t0
+    if launcher is not None and res.launcher is None:
+        res.launcher = launcher
     return res
+
+
+def _call(fn: RunFn, config: dict[str, Any], run_dir: Path, resume: bool, *,
+          threads: int | None = None, launcher: dict[str, Any] | None = None) -> dict[str, Any]:
+    """:func:`call_job`'s result as the plain dict that executors pass between processes
+    (and the Slurm launcher writes as JSON)."""
+    return call_job(fn, config, run_dir, resume, threads=threads, launcher=launcher).to_dict()

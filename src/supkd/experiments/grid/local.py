@@ -32,6 +32,7 @@ from typing import Any
 
 from supkd.experiments.grid.executor import Executor, InProcessExecutor, Job, Outcome
 from supkd.experiments.grid.jobs import RunFn, _call, _worker_init, launcher_info
+from supkd.vocab import RunStatus
 
 
 def _interrupt_once(signum: int, frame: Any) -> None:
@@ -102,7 +103,7 @@ def _death(exitcode: int | None) -> str | None:
 
 
 def _failed(why: str) -> dict[str, Any]:
-    return {"status": "failed", "error": f"worker died: {why}"}
+    return {"status": RunStatus.FAILED, "error": f"worker died: {why}"}
 
 
 class LocalPoolExecutor:

@@ -20,6 +20,7 @@ from supkd.config import merge
 from supkd.errors import ConfigError
 from supkd.experiments.grid.resources import Resources, merge_resources, parse_resources
 from supkd.experiments.grid.spec import Cell, GridSpec
+from supkd.vocab import RunKind, Stage
 
 _REF = re.compile(r"\$\{([^{}]+)\}")
 
@@ -30,7 +31,7 @@ class PlannedRun:
 
     name: str
     cell: str
-    stage: str  # final | tune | cka
+    stage: Stage | None  # the protocol stage of a training run; None for an analysis
     seed: int
     deps: list[str]  # runs that must have completed
     soft_deps: list[str] = field(default_factory=list)  # runs that must have ended (α tuning)
@@ -40,9 +41,17 @@ class PlannedRun:
     # analysis (which writes cka.json) its student's.
     dir_name: str = ""
     resources: Resources = field(default_factory=Resources)  # what its job asks for
+    kind: RunKind = RunKind.TRAIN  # what its job does: train, or write a cka.json record
 
     def __post_init__(self) -> None:
         self.dir_name = self.dir_name or self.name
+        self.kind = RunKind(self.kind)
+        self.stage = Stage(self.stage) if self.stage is not None else None
+
+    @property
+    def label(self) -> str:
+        """What a plan listing shows: the stage of a training run, else the kind."""
+        return str(self.stage) if self.kind is RunKind.TRAIN else str(self.kind)
 
 
 def _substitute(obj: Any, values: Mapping[str, Any], keep: set[str], where: str) -> Any:
@@ -113,12 +122,12 @@ def _run_refs(spec: GridSpec, cell: Cell, seed: int, cfg: dict[str, Any], runs_d
     return deps
 
 
-def _run_meta(spec: GridSpec, cell: Cell, seed: int, stage: str, alpha: float | None,
+def _run_meta(spec: GridSpec, cell: Cell, seed: int, stage: Stage, alpha: float | None,
               values: dict[str, Any]) -> dict[str, Any]:
     """The ``meta`` a run's config carries (keys in :mod:`supkd.experiments.protocols`)."""
     meta = _substitute(cell.meta, {**values, "alpha": alpha}, set(), f"runs.{cell.entry}.meta")
     meta = {**meta, "grid": spec.name, "entry": cell.entry, "cell": cell.name,
-            "stage": stage, "seed": seed}
+            "stage": str(stage), "seed": seed}
     if spec.published and "published" not in meta:
         meta["published"] = spec.published
     if alpha is not None:
@@ -128,11 +137,11 @@ def _run_meta(spec: GridSpec, cell: Cell, seed: int, stage: str, alpha: float | 
     return meta
 
 
-def _expand(spec: GridSpec, runs_dir: Path, cell: Cell, seed: int, stage: str,
+def _expand(spec: GridSpec, runs_dir: Path, cell: Cell, seed: int, stage: Stage,
             alpha: float | None) -> PlannedRun:
     """One run of a cell: its config with every substitution made except a ``${alpha}``
     still to be chosen by tuning, and its (soft) dependencies."""
-    tune = stage == "tune"
+    tune = stage == Stage.TUNE
     name = run_name(cell.name, seed, alpha, tune)
     cfg = merge(merge(spec.base, cell.config), spec.tune_config if tune else spec.final_config)
     values: dict[str, Any] = {"seed": seed, **cell.vars}
@@ -148,7 +157,7 @@ def _expand(spec: GridSpec, runs_dir: Path, cell: Cell, seed: int, stage: str,
     cfg["seed"] = seed
     cfg["meta"] = meta
     soft: list[str] = []
-    if stage == "final" and alpha is None and "alpha" in keep:
+    if stage == Stage.FINAL and alpha is None and "alpha" in keep:
         src = spec.cells[cell.alpha_from] if cell.alpha_from else cell
         assert src.alphas is not None
         if src.tuned:
@@ -172,13 +181,13 @@ def _cell_runs(spec: GridSpec, runs_dir: Path, cell: Cell) -> list[PlannedRun]:
                                   f"among its seeds {cell.seeds}")
         for a in cell.alphas or []:
             for seed in spec.tune_seeds:
-                out.append(_expand(spec, runs_dir, cell, seed, "tune", a))
+                out.append(_expand(spec, runs_dir, cell, seed, Stage.TUNE, a))
     for seed in cell.seeds:
         fixed = None
         src = spec.cells[cell.alpha_from] if cell.alpha_from else cell
         if src.alphas is not None and not src.tuned:
             fixed = src.alphas[0]
-        out.append(_expand(spec, runs_dir, cell, seed, "final", fixed))
+        out.append(_expand(spec, runs_dir, cell, seed, Stage.FINAL, fixed))
     return out
 
 
@@ -198,10 +207,10 @@ def _cka_runs(spec: GridSpec, runs_dir: Path) -> list[PlannedRun]:
                 continue
             s_run, t_run = run_name(student, seed), run_name(spec.cka.teacher, seed)
             out.append(PlannedRun(
-                f"{s_run}/cka", student, "cka", seed, [s_run, t_run],
+                f"{s_run}/cka", student, None, seed, [s_run, t_run],
                 config={"student": str(runs_dir / s_run), "teacher": str(runs_dir / t_run),
                         **options},
-                dir_name=s_run, resources=resources))
+                dir_name=s_run, resources=resources, kind=RunKind.CKA))
     return out
 
 

@@ -6,6 +6,8 @@ import time
 from collections.abc import Mapping
 from typing import Any, TextIO
 
+from supkd.vocab import JobStatus, Stage
+
 
 class Progress:
     """Counts ended runs and prints one line per start, end and requeue (nothing when
@@ -52,12 +54,12 @@ class Progress:
 def _detail(stage: str, res: Mapping[str, Any]) -> str:
     """The accuracy, diverged step or error shown after a run's name."""
     status = res.get("status", "?")
-    if status == "diverged":
+    if status == JobStatus.DIVERGED:
         return f"  (diverged at step {res.get('diverged_step')})"
-    if status in ("failed", "skipped") and res.get("error"):
+    if status in (JobStatus.FAILED, JobStatus.SKIPPED) and res.get("error"):
         return f"  ({str(res['error']).splitlines()[0][:120]})"
     keys = (("test_acc", "test"), ("val_acc", "val"))
-    if stage == "tune":  # tuning runs are judged on validation accuracy
+    if stage == Stage.TUNE:  # tuning runs are judged on validation accuracy
         keys = keys[::-1]
     for key, label in keys:
         v = res.get(key)

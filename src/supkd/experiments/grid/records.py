@@ -11,9 +11,10 @@ from typing import Any
 
 from supkd.experiments.store import load_run
 from supkd.train.run_dir import FINAL_STATUSES, RunDir, RunResult
+from supkd.vocab import JobStatus, RunState, RunStatus
 
 
-def run_state(rd: RunDir, want_hash: str) -> tuple[str, dict[str, Any]]:
+def run_state(rd: RunDir, want_hash: str) -> tuple[RunState, dict[str, Any]]:
     """(state, result) of a run directory: ``done`` (completed/diverged with this config, or
     imported), ``stale`` (finished with another config), ``resume`` (a checkpoint of this
     config and no final result), ``retry`` (failed, partial, or interrupted with another
@@ -22,39 +23,40 @@ def run_state(rd: RunDir, want_hash: str) -> tuple[str, dict[str, Any]]:
     rd.claim()
     rec = load_run(rd)
     if rec is None:
-        return ("retry" if rd.path.exists() else "new"), {}
-    if rec.status == "imported":  # the user's own model stands in: never redo or delete it
-        return "done", rec.result
+        return (RunState.RETRY if rd.path.exists() else RunState.NEW), {}
+    if rec.status == RunStatus.IMPORTED:  # the user's own model stands in: never redo or delete it
+        return RunState.DONE, rec.result
     same = rec.meta.get("spec_hash") in (None, want_hash)
-    if rec.status in ("completed", "diverged"):
-        return ("done" if same else "stale"), rec.result
-    return ("resume" if same and rec.has_checkpoint else "retry"), rec.result
+    if rec.status in (RunStatus.COMPLETED, RunStatus.DIVERGED):
+        return (RunState.DONE if same else RunState.STALE), rec.result
+    return (RunState.RESUME if same and rec.has_checkpoint else RunState.RETRY), rec.result
 
 
-def cka_state(rd: RunDir, teacher_dir: str) -> str:
+def cka_state(rd: RunDir, teacher_dir: str) -> RunState:
     """``done`` when the student's cka.json was computed against ``teacher_dir``, ``new``
     when there is none, ``retry`` when it is unreadable or belongs to another teacher."""
-    data, problem = rd.read_cka()
-    if data is None:
-        return "retry" if problem else "new"
-    return "done" if data.get("teacher_dir") == teacher_dir else "retry"
+    record, problem = rd.read_cka_record()
+    if record is None:
+        return RunState.RETRY if problem else RunState.NEW
+    return RunState.DONE if record.teacher.get("path") == teacher_dir else RunState.RETRY
 
 
-def dependency_status(rd: RunDir) -> str:
+def dependency_status(rd: RunDir) -> JobStatus:
     """Status of a run this grid invocation does not run (left out by ``only``): ``cached``
     when its directory holds a finished, usable run, else ``missing``."""
     rec = load_run(rd)
-    return "cached" if rec is not None and rec.status in ("completed", "imported") else "missing"
+    usable = rec is not None and rec.status in (RunStatus.COMPLETED, RunStatus.IMPORTED)
+    return JobStatus.CACHED if usable else JobStatus.MISSING
 
 
 def record_failure(rd: RunDir, cfg: dict[str, Any], res: dict[str, Any]) -> None:
     """A run that failed before the engine wrote its result.json still leaves a record (so
     the report lists it); the next ``supkd grid`` retries it."""
-    if res.get("status") == "completed" or rd.result_path.is_file():
+    if res.get("status") == RunStatus.COMPLETED or rd.result_path.is_file():
         return
-    status = res.get("status", "failed")
+    status = res.get("status", RunStatus.FAILED)
     rd.write_result(RunResult(
-        status=status if status in FINAL_STATUSES else "failed",
+        status=RunStatus(status) if status in FINAL_STATUSES else RunStatus.FAILED,
         diverged_step=res.get("diverged_step"), error=res.get("error"),
         wall_time_s=res.get("wall_time_s"), seed=cfg.get("seed"), name=cfg.get("name"),
         meta=cfg.get("meta", {}), launcher=res.get("launcher"),

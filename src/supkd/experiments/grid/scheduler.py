@@ -32,9 +32,10 @@ from supkd.experiments.grid.spec import GridSpec
 from supkd.experiments.protocols import choose_alpha
 from supkd.experiments.store import load_run
 from supkd.train.run_dir import RunDir
+from supkd.vocab import JobStatus, RunKind, RunState
 
-_SUMMARY_ORDER = ("completed", "cached", "diverged", "failed", "skipped", "submitted",
-                  "waiting")
+_SUMMARY_ORDER = (JobStatus.COMPLETED, JobStatus.CACHED, JobStatus.DIVERGED, JobStatus.FAILED,
+                  JobStatus.SKIPPED, JobStatus.SUBMITTED, JobStatus.WAITING)
 
 
 @dataclass
@@ -55,7 +56,7 @@ class GridResult:
 
     @property
     def ok(self) -> bool:
-        return not any(s == "failed" for s in self.statuses.values())
+        return not any(s == JobStatus.FAILED for s in self.statuses.values())
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
@@ -192,7 +193,7 @@ class GridScheduler:
     def _skip_stuck(self) -> None:
         # Cannot happen after the topological sort; guards against an endless loop.
         for run in self.pending:
-            self._finish(run.name, {"status": "skipped", "error": "dependency never ran"})
+            self._finish(run.name, {"status": JobStatus.SKIPPED, "error": "dependency never ran"})
         self.pending.clear()
 
     # --- one run ------------------------------------------------------------------------------
@@ -204,37 +205,38 @@ class GridScheduler:
         queued or running on the launcher: then followed as if submitted now). ``after``:
         dependencies still running (``detach``), which the launcher waits for."""
         bad = [d for d in run.deps
-               if d not in after and self.statuses[d] not in ("completed", "cached")]
+               if d not in after
+               and self.statuses[d] not in (JobStatus.COMPLETED, JobStatus.CACHED)]
         if bad:
-            self._finish(run.name, {"status": "skipped",
+            self._finish(run.name, {"status": JobStatus.SKIPPED,
                                     "error": f"needs {bad[0]}, which {self.statuses[bad[0]]}"})
             return None
         # Before anything looks at (or cleans) its directory: a job of this run may still be
         # queued or running on the cluster, from an earlier `supkd grid`.
         how = executor.attach(run.name, self.runs_dir / run.dir_name,
-                              analysis=run.stage == "cka")
+                              analysis=run.kind == RunKind.CKA)
         if how is not None:
-            self.submitted[run.name] = (dict(run.config) if run.stage == "cka"
+            self.submitted[run.name] = (dict(run.config) if run.kind == RunKind.CKA
                                         else self._final_config(run))
             self.running.add(run.name)
             self.progress.attached(run.name, how)
             return None
         try:
-            prepared = self._prepare_cka(run) if run.stage == "cka" else self._prepare(run)
+            prepared = self._prepare_cka(run) if run.kind == RunKind.CKA else self._prepare(run)
         except UserError as exc:
-            self._finish(run.name, {"status": "failed", "error": str(exc)})
+            self._finish(run.name, {"status": JobStatus.FAILED, "error": str(exc)})
             return None
         if prepared is None:
             return None
         cfg, resume = prepared
-        fn = self.analysis_fn if run.stage == "cka" else self.run_fn
+        fn = self.analysis_fn if run.kind == RunKind.CKA else self.run_fn
         return Job(run.name, fn, cfg, self.runs_dir / run.dir_name, resume, run.resources,
                    after)
 
     def _prepare_cka(self, run: PlannedRun) -> tuple[dict[str, Any], bool] | None:
-        if cka_state(self._run_dir(run), run.config["teacher"]) == "done":
-            self._finish(run.name, {"status": "completed"}, "  (cached)")
-            self.statuses[run.name] = "cached"
+        if cka_state(self._run_dir(run), run.config["teacher"]) == RunState.DONE:
+            self._finish(run.name, {"status": JobStatus.COMPLETED}, "  (cached)")
+            self.statuses[run.name] = JobStatus.CACHED
             return None
         return dict(run.config), False
 
@@ -256,27 +258,27 @@ class GridScheduler:
         cfg = self._final_config(run)
         rd = self._run_dir(run)
         state, old = run_state(rd, cfg["meta"]["spec_hash"])
-        if (state == "stale" and self.rerun_changed) or state == "retry":
+        if (state == RunState.STALE and self.rerun_changed) or state == RunState.RETRY:
             # A failed or partial run starts over in a clean directory (the engine refuses
             # to overwrite a run's files without resume, and its old checkpoint, if any,
             # belongs to another config or to a crash being retried).
             shutil.rmtree(rd.path, ignore_errors=True)
-            state = "new"
-        if state in ("done", "stale"):
+            state = RunState.NEW
+        if state in (RunState.DONE, RunState.STALE):
             self._keep(run, state, old)
             return None
-        return cfg, state == "resume"
+        return cfg, state == RunState.RESUME
 
     def _keep(self, run: PlannedRun, state: str, old: dict[str, Any]) -> None:
         """A run whose directory holds a finished result: ``done`` (this config) or
         ``stale`` (another config, kept without --rerun-changed)."""
-        if state == "stale":
+        if state == RunState.STALE:
             self.stale.append(run.name)
-        res = {**old, "status": old.get("status", "completed")}
-        self._finish(run.name, res, "  (kept: config changed)" if state == "stale" else
+        res = {**old, "status": old.get("status", JobStatus.COMPLETED)}
+        self._finish(run.name, res, "  (kept: config changed)" if state == RunState.STALE else
                      "  (already done)")
-        if res["status"] in ("completed", "imported"):
-            self.statuses[run.name] = "cached"
+        if res["status"] in (JobStatus.COMPLETED, JobStatus.IMPORTED):
+            self.statuses[run.name] = JobStatus.CACHED
 
     def _alpha_for(self, run: PlannedRun) -> float:
         """α for a test-set run: the candidate whose tuning runs (its soft dependencies) had
@@ -291,7 +293,7 @@ class GridScheduler:
                     r = rec.result if rec is not None else {}
                 alpha = self.planned[d].alpha  # a tuning run's α is in the plan
                 assert alpha is not None, d
-                v = r.get("val_acc") if r.get("status") == "completed" else None
+                v = r.get("val_acc") if r.get("status") == JobStatus.COMPLETED else None
                 scores.setdefault(alpha, []).append(v)
             chosen, means = choose_alpha(scores)
             self.alphas[cell] = (chosen, means)
@@ -305,25 +307,25 @@ class GridScheduler:
     def _settle(self, name: str, res: dict[str, Any]) -> None:
         """A submitted run ended: leave a record when the job could not, then count it."""
         run = self.by_name[name]
-        if run.stage != "cka":
+        if run.kind != RunKind.CKA:
             record_failure(self._run_dir(run), self.submitted.get(name, run.config), res)
         self._finish(name, res)
 
     def _finish(self, name: str, res: dict[str, Any], note: str = "") -> None:
-        self.statuses[name] = res.get("status", "failed")
+        self.statuses[name] = res.get("status", JobStatus.FAILED)
         self.results[name] = res
         status = self.statuses[name]
-        if status not in ("completed", "cached", "imported"):
+        if status not in (JobStatus.COMPLETED, JobStatus.CACHED, JobStatus.IMPORTED):
             why = res.get("error") or (f"diverged at step {res.get('diverged_step')}"
-                                       if status == "diverged" else "")
+                                       if status == JobStatus.DIVERGED else "")
             self.problems.append(f"{name}: {status}" + (f" ({why})" if why else ""))
         self.progress.end(name, self.by_name[name].stage, res, note)
 
     def _summary(self) -> GridResult:
         for name in sorted(self.running):
-            self.statuses[name] = "submitted"  # detached: on the launcher
+            self.statuses[name] = JobStatus.SUBMITTED  # detached: on the launcher
         for run in self.pending:
-            self.statuses[run.name] = "waiting"
+            self.statuses[run.name] = JobStatus.WAITING
         if self.detach and (self.running or self.pending):
             self.progress.say(
                 f"detached: {len(self.running)} run(s) queued or running on the launcher"

@@ -20,8 +20,10 @@ from supkd.experiments.grid.launchers import live_jobs
 from supkd.experiments.grid.launchers.records import read_launches
 from supkd.experiments.grid.plan import PlannedRun
 from supkd.train.run_dir import RunDir
+from supkd.vocab import GridState, RunKind, Stage
+from supkd.vocab import RunStatus as Status
 
-ORDER = ("done", "running", "queued", "failed", "diverged", "interrupted", "not started")
+ORDER = tuple(s.value for s in GridState)
 
 
 @dataclass(frozen=True)
@@ -33,30 +35,30 @@ class RunStatus:
 
 def _from_dir(run: PlannedRun, rd: RunDir) -> RunStatus:
     """A run's state from its directory alone."""
-    if run.stage == "cka":
-        data, problem = rd.read_cka()
+    if run.kind == RunKind.CKA:
+        data, problem = rd.read_cka_record()
         if data is not None:
-            return RunStatus(run.name, "done", f"CKA against {Path(data['teacher_dir']).name}"
-                             if data.get("teacher_dir") else "")
-        return RunStatus(run.name, "failed", problem) if problem else \
-            RunStatus(run.name, "not started")
+            teacher = Path(data.teacher["path"]).name if data.teacher.get("path") else None
+            return RunStatus(run.name, GridState.DONE, f"CKA against {teacher}" if teacher else "")
+        return RunStatus(run.name, GridState.FAILED, problem) if problem else \
+            RunStatus(run.name, GridState.NOT_STARTED)
     res, problem = rd.read_result()
     if problem:
-        return RunStatus(run.name, "failed", problem)
+        return RunStatus(run.name, GridState.FAILED, problem)
     if res is not None:
         status = res.get("status")
-        if status in ("completed", "imported"):
-            key, label = ("val_acc", "val") if run.stage == "tune" else ("test_acc", "test")
+        if status in (Status.COMPLETED, Status.IMPORTED):
+            key, label = ("val_acc", "val") if run.stage == Stage.TUNE else ("test_acc", "test")
             acc = res.get(key)
-            return RunStatus(run.name, "done", f"{label} {acc:.2f}%" if isinstance(
+            return RunStatus(run.name, GridState.DONE, f"{label} {acc:.2f}%" if isinstance(
                 acc, int | float) else str(status))
-        if status == "diverged":
-            return RunStatus(run.name, "diverged", f"at step {res.get('diverged_step')}")
-        return RunStatus(run.name, "failed", str(res.get("error") or "")
+        if status == Status.DIVERGED:
+            return RunStatus(run.name, GridState.DIVERGED, f"at step {res.get('diverged_step')}")
+        return RunStatus(run.name, GridState.FAILED, str(res.get("error") or "")
                          .splitlines()[0][:160] if res.get("error") else "")
     if rd.has_checkpoint():
-        return RunStatus(run.name, "interrupted", "resumes from checkpoints/last.pt")
-    return RunStatus(run.name, "not started")
+        return RunStatus(run.name, GridState.INTERRUPTED, "resumes from checkpoints/last.pt")
+    return RunStatus(run.name, GridState.NOT_STARTED)
 
 
 def grid_status(plan: list[PlannedRun], runs_dir: str | Path) -> list[RunStatus]:
@@ -71,7 +73,7 @@ def grid_status(plan: list[PlannedRun], runs_dir: str | Path) -> list[RunStatus]
     rows = []
     for run in plan:
         row = _from_dir(run, RunDir(runs_dir / run.dir_name))
-        if run.name in live and row.state != "done":
+        if run.name in live and row.state != GridState.DONE:
             state, text = live[run.name]
             row = RunStatus(run.name, state, text)
         rows.append(row)

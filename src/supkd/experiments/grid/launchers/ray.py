@@ -47,6 +47,7 @@ from supkd.experiments.grid.launchers.worker import run_ddp_job, run_job
 from supkd.experiments.grid.plan import PlannedRun
 from supkd.experiments.grid.resources import number, section, whole
 from supkd.train.run_dir import RunDir
+from supkd.vocab import GridState, RunStatus
 
 UNLIMITED = 1_000_000  # tasks at once when --jobs is not given: Ray queues them
 DEFAULT_MAX_RETRIES = 3
@@ -118,7 +119,7 @@ def _ended_in_dir(run_dir: Path, analysis: bool) -> dict[str, Any] | None:
     ended, else None."""
     rd = RunDir(run_dir)
     if analysis:
-        return {"status": "completed"} if rd.cka_path.is_file() else None
+        return {"status": RunStatus.COMPLETED} if rd.cka_path.is_file() else None
     res, _ = rd.read_result()
     return res if res is not None and res.get("status") else None
 
@@ -197,10 +198,10 @@ class RayExecutor:
             return Outcome(name, None, "its Ray task was cancelled")
         except rx.RayTaskError as exc:  # a bug outside the run (the run's own are caught)
             why = str(exc.cause if exc.cause is not None else exc).splitlines()[0][:300]
-            return Outcome(name, {"status": "failed", "error": f"Ray task failed: {why}"})
+            return Outcome(name, {"status": RunStatus.FAILED, "error": f"Ray task failed: {why}"})
         except rx.RayError as exc:  # worker died more often than max_retries, node lost
             why = str(exc).splitlines()[0][:300]
-            return Outcome(name, {"status": "failed", "error": f"Ray task lost: {why}"})
+            return Outcome(name, {"status": RunStatus.FAILED, "error": f"Ray task lost: {why}"})
 
     def _followed(self) -> list[Outcome]:
         """Runs of another driver that ended (in their directories), or whose driver ended
@@ -243,7 +244,7 @@ class RayExecutor:
                 continue
             with contextlib.suppress(OSError, TypeError, ValueError):
                 os.kill(int(e["driver_pid"]), 0)
-                out[k] = ("running", f"Ray task of supkd grid pid {e['driver_pid']} (Ray "
+                out[k] = (GridState.RUNNING, f"Ray task of supkd grid pid {e['driver_pid']} (Ray "
                                      f"job {e.get('ray_job')})")
         return out
 

@@ -66,6 +66,7 @@ from supkd.experiments.grid.launchers.slurm_resources import (
 )
 from supkd.experiments.grid.plan import PlannedRun
 from supkd.utils.atomic import atomic_write_json
+from supkd.vocab import GridState, RunStatus
 
 DEFAULT_TIME_MIN = 24 * 60
 UNLIMITED = 1_000_000  # jobs at once when --jobs is not given: Slurm queues them
@@ -300,7 +301,7 @@ class SlurmExecutor:
         if not isinstance(data, dict) or data.get("job") != name:
             return None
         del self._jobs[name]
-        return Outcome(name, dict(data.get("result") or {"status": "failed"}))
+        return Outcome(name, dict(data.get("result") or {"status": RunStatus.FAILED}))
 
     def _lost(self, name: str, t: _Tracked, state: JobState | None) -> Outcome:
         """A job that ended without leaving its result: its node failed (submitted again,
@@ -312,7 +313,7 @@ class SlurmExecutor:
             if self._strikes[name] <= _MAX_STRIKES:
                 return Outcome(name, None, f"Slurm job {t.job_id} ended {how}")
         line = _error_line(t.folder, t.job_id)
-        return Outcome(name, {"status": "failed", "error": (
+        return Outcome(name, {"status": RunStatus.FAILED, "error": (
             f"Slurm job {t.job_id} ended {how}" + (f": {line}" if line else "")
             + f" (log {t.folder / (t.job_id + '_0_log.err')})")})
 
@@ -363,14 +364,15 @@ class SlurmExecutor:
                 if holder is not None:
                     ids[k] = holder
                 elif dirs.queued(str(e["packed"])) is not None:
-                    queued[k] = ("queued", "in the pack queue, waiting for a packed Slurm "
-                                           "worker")
+                    queued[k] = (GridState.QUEUED, "in the pack queue, waiting for a packed "
+                                                   "Slurm worker")
             elif e.get("job_id"):
                 ids[k] = str(e["job_id"])
         if not ids or shutil.which("squeue") is None:
             return queued
         states = job_states(ids.values()) or {}
-        out = {k: ("running" if states[j].state in ("RUNNING", "COMPLETING") else "queued",
+        out = {k: (GridState.RUNNING if states[j].state in ("RUNNING", "COMPLETING")
+                   else GridState.QUEUED,
                    ("packed in " if entries[k].get("packed") else "") + states[j].describe())
                for k, j in ids.items() if j in states and states[j].active}
         return {**queued, **out}

@@ -35,6 +35,7 @@ from supkd.experiments.grid.executor import Job
 from supkd.experiments.grid.jobs import launcher_info
 from supkd.experiments.grid.launchers.worker import run_job
 from supkd.utils.atomic import atomic_write_json
+from supkd.vocab import RunStatus
 
 try:  # the launcher checks that submitit is installed before it submits anything
     from submitit import JobEnvironment
@@ -101,7 +102,7 @@ class SlurmRun(Checkpointable):
             raise
         if env.global_rank == 0:
             atomic_write_json(outcome_path(folder, env.job_id), {"job": job.name, "result": res})
-        if res.get("status") != "completed":
+        if res.get("status") != RunStatus.COMPLETED:
             raise RunNotCompletedError(f"run {job.name}: {res.get('status')}"
                                   + (f" ({res['error']})" if res.get("error") else ""))
         return res

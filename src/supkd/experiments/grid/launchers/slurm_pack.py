@@ -32,6 +32,7 @@ from supkd.experiments.grid.launchers.slurm_pack_worker import PackWorker
 from supkd.experiments.grid.launchers.slurm_queue import JobState
 from supkd.experiments.grid.launchers.slurm_resources import packing
 from supkd.utils.atomic import atomic_write_json
+from supkd.vocab import RunStatus
 
 
 @dataclass
@@ -151,7 +152,7 @@ class PackDriver:
             if done is not None and done.get("job") == name:
                 del self.tasks[name]
                 self.dirs.done(t.task).unlink(missing_ok=True)
-                out.append(Outcome(name, dict(done.get("result") or {"status": "failed"})))
+                out.append(Outcome(name, dict(done.get("result") or {"status": RunStatus.FAILED})))
         return out
 
     def poll(self, states: dict[str, JobState]) -> list[Outcome]:

@@ -39,6 +39,7 @@ from supkd.experiments.grid.launchers.slurm_pack_files import (
 from supkd.experiments.grid.launchers.worker import resume_here
 from supkd.experiments.grid.local import local_executor
 from supkd.utils.atomic import atomic_write_json
+from supkd.vocab import JobStatus, RunStatus
 
 try:  # the launcher checks that submitit is installed before it submits anything
     from submitit import JobEnvironment
@@ -138,9 +139,9 @@ class PackWorker(Checkpointable):
                 self.taken += 1
                 atomic_write_json(self.dirs.worker(self.job_id),
                                   {"taken": self.taken, "shape": self.shape})
-            bad = [s for s in deps if s != "completed"]
+            bad = [s for s in deps if s != RunStatus.COMPLETED]
             if bad:
-                self._finish(task, job.name, {"status": "skipped", "error": (
+                self._finish(task, job.name, {"status": JobStatus.SKIPPED, "error": (
                     f"a run it needs ended {bad[0]}")})
                 continue
             self._start(task, job)
