@@ -139,7 +139,12 @@ class PackDriver:
         except (OSError, ValueError, KeyError, TypeError):
             return False
         for f in (self.dirs.root / "workers").glob("*.json"):
-            self.workers.setdefault(f.stem, shape)  # maybe alive: squeue decides
+            try:
+                theirs = json.loads(f.read_text(encoding="utf-8")).get("shape")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if theirs == shape:
+                self.workers.setdefault(f.stem, shape)  # maybe alive: squeue decides
         return True
 
     # --- watching -------------------------------------------------------------------------
