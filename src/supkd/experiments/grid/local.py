@@ -145,9 +145,12 @@ class LocalPoolExecutor:
                 fut = self._pool.submit(_pooled_call, *args)
         self._running[fut] = job.name
 
-    def wait(self) -> list[Outcome]:
+    def wait(self, timeout: float | None = None) -> list[Outcome]:
+        """The protocol's ``wait``; with ``timeout`` (a packed Slurm worker, which takes new
+        runs into free slots meanwhile) it may return ``[]`` when nothing ended by then."""
         if self._running and not self._ended:
-            done, _ = cf.wait(list(self._running), return_when=cf.FIRST_COMPLETED)
+            done, _ = cf.wait(list(self._running), timeout=timeout,
+                              return_when=cf.FIRST_COMPLETED)
             broken = False
             for fut in done:
                 exc = fut.exception()

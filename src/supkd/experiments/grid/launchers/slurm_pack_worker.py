@@ -82,7 +82,7 @@ class PackWorker(Checkpointable):
         self.base = {"job_id": job_id, "worker": job_id, "packed": True, "pack": pack,
                      "concurrent": concurrent, "restarts": restarts,
                      "nodes": os.environ.get("SLURM_JOB_NODELIST")}
-        self.executor = local_executor(concurrent)
+        self.executor: Any = local_executor(concurrent)  # a pool's wait takes a timeout
         old_usr = signal.signal(JobEnvironment._usr_sig(), self._preempted)
         ran = 0
         try:
@@ -109,7 +109,11 @@ class PackWorker(Checkpointable):
                     break
                 time.sleep(_POLL_S)
                 continue
-            ran += self._settle(self.executor.wait())
+            # A pool is waited on for a moment only, so that a run handed out meanwhile
+            # goes into a free slot at once (not when a running one ends).
+            pool = self.concurrent > 1
+            ended = self.executor.wait(timeout=_POLL_S) if pool else self.executor.wait()
+            ran += self._settle(ended)
             idle_since = time.monotonic()
         return ran
 
