@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from supkd.experiments.grid import run_grid
+from supkd.experiments.grid.launchers.slurm_pack_files import PackDirs
 
 from .grids import (
     launcher_of,
@@ -87,8 +88,9 @@ def test_n_runs_in_fewer_packed_jobs_equal_the_local_launcher(tmp_path, local_sm
 
 def launcher_of_task(out: Path, run: str) -> str:
     """The worker job id a packed run's launcher.json names (once a worker took it)."""
-    return wait_for(lambda: json.loads((out / run / "launcher.json").read_text())[run].get(
-        "job_id"), 60, f"the worker holding {run}")
+    task = json.loads((out / run / "launcher.json").read_text())[run]["packed"]
+    return wait_for(lambda: PackDirs.of(out / ".slurm").holder(task), 60,
+                    f"the worker holding {run}")
 
 
 def _mtime(path: Path) -> float:

@@ -169,11 +169,10 @@ class PackDriver:
         for name, t in list(self.tasks.items()):
             holder = self.dirs.holder(t.task)
             if holder is not None and holder != t.holder:
+                # Not written to launcher.json: the run's engine is setting up its directory
+                # right now. The claim itself names the holder (--status, re-attach).
                 t.holder = holder
                 self.workers.setdefault(holder, t.shape)
-                write_launch(t.run_dir, name, {"launcher": "slurm", "packed": t.task,
-                                               "shape": t.shape, "job_id": holder,
-                                               "folder": str(self.folder)})
             if holder is not None and holder not in live and self.dirs.read_done(
                     t.task) is None:
                 del self.tasks[name]
