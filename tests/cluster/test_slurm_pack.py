@@ -93,14 +93,7 @@ def launcher_of_task(out: Path, run: str) -> str:
                     f"the worker holding {run}")
 
 
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime_ns
-    except OSError:
-        return 0
-
-
-def test_a_requeued_then_killed_packed_job_resumes_each_run_handed_out_once(
+def test_a_requeued_then_killed_packed_job_hands_each_run_out_once_to_resume(
         tmp_path, local_long):
     raw = _packed(long_raw(unique("pq")), pack=3, concurrent=2)
     out = tmp_path / "runs"
@@ -111,28 +104,26 @@ def test_a_requeued_then_killed_packed_job_resumes_each_run_handed_out_once(
     worker = launcher_of_task(out, "long_a-s0")
     assert worker == launcher_of_task(out, "long_b-s0")  # one job holds both
 
-    # 1. `scontrol requeue`: every run checkpoints and stops; the same job takes them back.
+    # 1. `scontrol requeue`: every run checkpoints and stops; the job waits to start again
+    # (Slurm holds a requeued job ~2 minutes), its claims kept: nothing is handed back.
     subprocess.run(["scontrol", "requeue", worker], check=True)
     wait_for(lambda: _requeued(worker), 60, "the packed job requeued", every=0.2)
-    before = {r: _mtime(out / r / "checkpoints" / "last.pt") for r in long_runs}
-    subprocess.run(["scontrol", "update", f"JobId={worker}", "StartTime=now"], check=True)
-    # 2. Once both resumed there (a new checkpoint each), the job is killed for good: the
-    # driver hands each unfinished run back once, and a new worker resumes it.
-    wait_for(lambda: all(_mtime(out / r / "checkpoints" / "last.pt") != before[r]
-                         for r in long_runs), 180, "checkpoints after the requeue")
+    assert "requeued  long" not in buf.getvalue()
     assert not any((out / r / "result.json").exists() for r in long_runs)
+    # 2. Killed for good while it waits: the driver hands each of its runs back once, and a
+    # new worker resumes them from the checkpoints the requeue left.
     subprocess.run(["scancel", worker], check=True)
     res = _joined(t, box)
     assert res.count("completed") == 3, buf.getvalue()
     assert outcome(out) == local_long  # an uninterrupted run's weights, bit for bit
     text = buf.getvalue()
     for run in long_runs:
-        # Handed out again once, after the kill; the requeue handed nothing back.
+        # Handed out again once, after the kill.
         assert text.count(f"requeued  {run}  (its packed Slurm job {worker} ended") == 1, text
         rec = launcher_of(out, run)
         assert rec["job_id"] != worker and rec["resumed"] is True, rec
     assert text.count(f"its packed Slurm job {worker} ended") == 2, text
-    assert _scripts(out) == 2  # the requeued job was not submitted again; one new worker
+    assert _scripts(out) == 2  # the killed worker and the one new worker
 
 
 def test_detach_status_and_reattach_after_ctrl_c_submit_nothing_twice(tmp_path,
