@@ -1,4 +1,6 @@
-"""The demo grid through each launcher on this machine: local (``--jobs 2``), Ray and Slurm.
+"""The demo grid through each launcher on this machine: local (``--jobs 2``), Ray, Slurm
+packed (``slurm-packed``: one worker job running the runs two at a time) and Slurm with one
+job per run (``slurm``).
 
 Every launcher runs the same grid (``supkd demo``'s 50 runs: teachers, linear stages,
 students, α tuning, test-set runs, CKA) into a fresh folder, two runs at a time (local: a
@@ -18,11 +20,17 @@ Columns:
   and the driver's polling. Median and mean over the runs.
 - same results: every run's status, accuracies, α and CKA equal to local's.
 
-Targets (issue 13): Ray and Slurm within 1.25x local wall time, launch overhead under 2 s
-(Ray) and 5 s (Slurm) per run. On a GPU machine the packing rows (CIFAR-10 fast students 1,
-2 and 4 per GPU with Ray) are a separate measurement, not made by this script.
+``slurm-packed`` is ``--launcher slurm`` with ``resources.slurm: {pack: 50, concurrent: 2}``:
+one Slurm job of two CPUs that runs the grid's runs two at a time in a pool of two
+processes, fed by the driver in dependency order (docs/guide/packing.md).
 
-    python benchmarks/launchers.py                      # local, ray, slurm
+Targets: issue 23, Slurm packed within 1.25x local wall time with a median launch overhead
+of at most 2 s per run, Ray within 1.05x; issue 13, Ray under 2 s per run. On a GPU
+machine the packing rows (CIFAR-10 fast students 1, 2 and 4 per GPU) are a separate
+measurement, not made by this script.
+
+    python benchmarks/launchers.py                      # local, ray, slurm-packed
+    python benchmarks/launchers.py --launchers local,slurm   # one Slurm job per run
     python benchmarks/launchers.py --launchers local,ray --seeds 1
 """
 
@@ -48,6 +56,11 @@ from supkd.experiments.grid.launchers import LauncherOptions, build_launcher
 from supkd.experiments.store import scan_runs
 
 RESOURCES = {"resources": {"cpus": 1, "mem_gb": 2, "time_min": 60}}
+#: bench name -> (launcher, command-line overrides of resources.<launcher>)
+VARIANTS: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {
+    "local": ("local", {}), "ray": ("ray", {}), "slurm": ("slurm", {}),
+    "slurm-packed": ("slurm", {"slurm": {"pack": 50, "concurrent": 2}}),
+}
 
 
 class Timed:
@@ -90,13 +103,15 @@ def _results(runs_dir: Path) -> dict[str, tuple]:
     return out
 
 
-def run_one(launcher: str, seeds: int, root: Path, ray_address: str | None) -> dict[str, Any]:
+def run_one(variant: str, seeds: int, root: Path, ray_address: str | None) -> dict[str, Any]:
+    launcher, overrides = VARIANTS[variant]
     spec = demo_spec(seeds, RESOURCES)
-    out = root / launcher
+    out = root / variant
     scheduler = GridScheduler(spec, out, stream=None, rerun_changed=True)
     t0 = time.perf_counter()
     options = LauncherOptions(runs_dir=scheduler.runs_dir, grid=f"bench{os.getpid()}",
-                              jobs=2, stream=None, ray_address=ray_address)
+                              jobs=2, stream=None, ray_address=ray_address,
+                              overrides=overrides)
     timed = Timed(build_launcher(launcher, options, scheduler.plan))
     start = time.perf_counter() - t0
     t1 = time.perf_counter()
@@ -104,7 +119,7 @@ def run_one(launcher: str, seeds: int, root: Path, ray_address: str | None) -> d
     wall = time.perf_counter() - t1
     over = [end - timed.submitted[name] - float(r.get("wall_time_s") or 0.0)
             for name, (end, r) in timed.ended.items() if name in timed.submitted]
-    return {"launcher": launcher, "runs": len(scheduler.plan), "wall": wall, "start": start,
+    return {"launcher": variant, "runs": len(scheduler.plan), "wall": wall, "start": start,
             "over_median": statistics.median(over), "over_mean": statistics.fmean(over),
             "ok": res.ok,
             "results": _results(out)}
@@ -120,13 +135,17 @@ def _load() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--launchers", default="local,ray,slurm")
+    ap.add_argument("--launchers", default="local,ray,slurm-packed",
+                    help=f"comma-separated, of {', '.join(VARIANTS)}")
     ap.add_argument("--seeds", type=int, default=2, help="demo seeds (default 2: 50 runs)")
     ap.add_argument("--ray-address", default=None, help="a running Ray cluster (default: "
                                                         "start one here)")
     ap.add_argument("--out", default=None, help="also write the table to this file")
     args = ap.parse_args(argv)
     names = [n.strip() for n in args.launchers.split(",") if n.strip()]
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        ap.error(f"--launchers: unknown {unknown[0]!r} (expected {', '.join(VARIANTS)})")
     if "local" not in names:
         names.insert(0, "local")  # the reference of the ratio
     root = Path(tempfile.mkdtemp(prefix="supkd-launchers-"))

@@ -3,7 +3,9 @@
 - ``slurm``: the Slurm cluster that answers ``sinfo`` here (CI starts a one-node one with
   ``.ci/slurm-up.sh``); tests skip with the reason where there is none.
 - ``ray_address``: a Ray head started once per session (``ray start --head --block`` on a
-  free port, 2 CPUs), ended by its process id at the end; tests skip without ``ray``.
+  free port, 4 CPUs and 1 GPU *declared*: Ray schedules by the counts it is told, so a CPU
+  machine can test fractional-GPU packing), ended by its process id at the end; tests skip
+  without ``ray``.
 - ``local_small`` / ``local_long``: the test grids run by the local launcher, once;
   ``torchrun_ddp``: the DDP test run under torchrun, once.
 """
@@ -61,7 +63,7 @@ def ray_head():
                "PYTHONPATH")])])}
     ray_cli = Path(sys.executable).with_name("ray")
     cmd = [str(ray_cli) if ray_cli.is_file() else "ray", "start", "--head", "--block",
-           f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
+           f"--port={port}", "--num-cpus=4", "--num-gpus=1", "--include-dashboard=false",
            "--disable-usage-stats", f"--temp-dir={temp}"]
     log = open(Path(temp) / "head.log", "w")  # noqa: SIM115 (open for the session)
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)

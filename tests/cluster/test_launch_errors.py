@@ -69,7 +69,8 @@ def test_no_ray_cluster_at_the_address(capsys, grid, tmp_path):
 
 @pytest.mark.parametrize(("launcher", "resources", "message"), [
     ("slurm", {"gpus": 0.25}, "'runs.teacher.resources.gpus': Slurm gives whole GPUs, got "
-                              "0.25 (a share of one GPU needs --launcher ray)"),
+                              "0.25 (a share of one GPU needs packing: resources.slurm.pack "
+                              "and concurrent, or --launcher ray)"),
     ("ray", {"nodes": 2, "tasks_per_node": 1}, "'runs.teacher.resources.nodes': a Ray task "
                                                "runs on one node"),
     ("local", {"tasks_per_node": 2}, "'runs.teacher.resources.tasks_per_node': a DDP run of "

@@ -1,6 +1,7 @@
-"""``--launcher ray`` against a real Ray head started by this session (2 CPUs): same results
-as the local launcher; a worker killed in the middle of a run is retried and resumes to
-the same weights; a 2-rank DDP run inside one task equals torchrun."""
+"""``--launcher ray`` against a real Ray head started by this session (4 CPUs and 1 GPU
+declared): same results as the local launcher; ``gpus: 0.25`` packs four runs on the one
+"GPU"; a worker killed in the middle of a run is retried and resumes to the same weights;
+a 2-rank DDP run inside one task equals torchrun."""
 
 from __future__ import annotations
 
@@ -161,3 +162,20 @@ def test_a_two_rank_ddp_run_in_one_ray_task_equals_torchrun(tmp_path, ray_addres
     ref = torchrun_ddp
     assert got["replica_fingerprints"] == ref["replica_fingerprints"]
     assert (got["test_acc"], got["steps"]) == (ref["test_acc"], ref["steps"])
+
+
+def test_quarter_gpus_run_four_at_once_on_the_one_declared_gpu(tmp_path, ray_address):
+    raw = long_raw(unique("rq"), runs=("q1", "q2", "q3", "q4"), student=False, epochs=2)
+    raw["resources"] = {**raw["resources"], "gpus": 0.25}
+    out = tmp_path / "runs"
+    res = run_grid(spec(raw), out, launcher="ray", stream=None,
+                   launcher_options={"ray_address": ray_address})
+    assert res.count("completed") == 4, res.problems
+    spans = []
+    for run in ("q1-s0", "q2-s0", "q3-s0", "q4-s0"):
+        rec = launcher_of(out, run)
+        # Ray gave every task a quarter of GPU 0 (and set CUDA_VISIBLE_DEVICES to it).
+        assert rec["gpu_share"] == 0.25 and rec["gpu_ids"] == ["0"] and rec["gpus"] == "0"
+        spans.append((rec["started_at"], (out / run / "result.json").stat().st_mtime))
+    # Four to a GPU: each started before any of them had ended.
+    assert max(s for s, _ in spans) < min(e for _, e in spans)

@@ -34,10 +34,11 @@ def test_layers_merge_key_by_key_and_stay_out_of_the_spec_hash(tmp_path):
     t = by["teacher-s0"].resources
     assert (t.cpus, t.gpus, t.mem_gb, t.time_min, t.ranks, t.ranks_per_node) == (
         2, 8.0, 4.0, 600, 8, 8)
-    assert t.slurm == {"partition": "gpu", "qos": "high", "sbatch": {"exclusive": True}}
+    assert t.section("slurm") == {"partition": "gpu", "qos": "high",
+                                  "sbatch": {"exclusive": True}}
     assert by["kd_a-s0"].resources.gpus == 0.25 and by["kd_a-s0"].resources.ranks == 1
-    assert by["kd_b-s0"].resources == Resources(cpus=2, mem_gb=4.0, slurm={
-        "partition": "gpu", "sbatch": {"exclusive": True}})
+    assert by["kd_b-s0"].resources == Resources(cpus=2, mem_gb=4.0, sections={"slurm": {
+        "partition": "gpu", "sbatch": {"exclusive": True}}})
     # How a run is placed does not change what it computes: same config without them.
     bare = {r.name: r for r in plan_grid(parse_grid({**_raw(), "resources": None}), tmp_path)}
     assert bare["teacher-s0"].config == by["teacher-s0"].config
@@ -62,6 +63,22 @@ def test_layers_merge_key_by_key_and_stay_out_of_the_spec_hash(tmp_path):
     ({"ray": {"max_retries": -1}}, "resources.ray.max_retries", ">= 0"),
     ({"ray": {"resources": {"a100": 0}}}, "resources.ray.resources.a100", "> 0"),
     ("4 cpus", "resources", "expected a mapping"),
+    # finiteness, and the launchers' own sections (issue 25, class 2)
+    ({"gpus": float("inf")}, "resources.gpus", "finite number"),
+    ({"mem_gb": float("inf")}, "resources.mem_gb", "finite number"),
+    ({"mem_gb": float("nan")}, "resources.mem_gb", "finite number"),
+    ({"ray": 5}, "resources.ray", "expected a mapping, got 5"),
+    ({"slurm": ["gpu"]}, "resources.slurm", "expected a mapping"),
+    ({"ray": {"resources": {"a100": float("inf")}}}, "resources.ray.resources.a100",
+     "finite number"),
+    # packing (issue 23)
+    ({"slurm": {"pack": 0}}, "resources.slurm.pack", "whole number >= 1"),
+    ({"slurm": {"pack": 2.5}}, "resources.slurm.pack", "whole number >= 1"),
+    ({"slurm": {"concurrent": "two"}}, "resources.slurm.concurrent", "whole number >= 1"),
+    ({"slurm": {"pack": 2, "concurrent": 4}}, "resources.slurm.concurrent",
+     "cannot exceed its pack"),
+    ({"slurm": {"array_parallelism": True}}, "resources.slurm.array_parallelism",
+     "whole number >= 1"),
 ])
 def test_bad_resources_name_the_field(resources, field, expected):
     with pytest.raises(ConfigError, match=rf"'{field}'.*{expected}"):
@@ -83,6 +100,25 @@ def test_an_entry_or_matrix_value_with_bad_resources_is_named(tmp_path):
     raw["runs"]["kd_{m}"]["matrix"]["m"]["a"]["resources"] = {"gpus": 2}
     with pytest.raises(ConfigError, match=r"'runs.kd_\{m\}.resources.tasks_per_node'"):
         plan_grid(parse_grid(raw), tmp_path)
+
+
+def test_a_packed_workers_request_is_concurrent_times_a_runs(tmp_path):
+    from supkd.experiments.grid.launchers.slurm_pack import worker_parameters
+    from supkd.experiments.grid.launchers.slurm_resources import packing
+
+    raw = _raw()
+    raw["runs"]["kd_{m}"]["resources"] = {"slurm": {"pack": 8, "concurrent": 4}}
+    by = {r.name: r for r in plan_grid(parse_grid(raw), tmp_path)}
+    run = by["kd_a-s0"]  # gpus 0.25, cpus 2, mem 4
+    assert packing(run.resources, {}) == (8, 4, None)
+    assert packing(run.resources, {"pack": 2}) == (2, 2, None)  # --pack over the spec
+    assert packing(by["teacher-s0"].resources, {"pack": 4}) == (1, 1, None)  # DDP: alone
+    job = Job(run.name, train_job, run.config, tmp_path, False, run.resources)
+    w = worker_parameters(slurm_parameters(job, {}, "g"), 8, 4, run.resources.gpus)
+    # Four runs on one GPU; 4 x their CPUs and memory; time for two rounds of four.
+    assert (w["gpus_per_node"], w["cpus_per_task"], w["mem_gb"], w["timeout_min"]) == (
+        1, 8, 16.0, 2 * 24 * 60)
+    assert "name" not in w and w["slurm_partition"] == "gpu"
 
 
 def test_the_sbatch_request_of_a_run(tmp_path):

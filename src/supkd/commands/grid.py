@@ -2,8 +2,10 @@
 seeds x α) in dependency order; skips completed runs, resumes interrupted ones, records
 diverged and failed runs and goes on; then writes the report.
 
-``--launcher local`` (default: this machine, ``--jobs N`` at once), ``slurm`` (one job per
-run, submitit) or ``ray`` (one task per run); ``--status`` shows where each run stands.
+``--launcher local`` (default: this machine, ``--jobs N`` at once), ``slurm`` (a job per
+run, or packed workers with ``--pack N``; submitit), ``ray`` (a task per run) or a plugin's
+launcher (``supkd --plugin FILE``); ``--status`` shows where each run stands and which job
+or worker holds it.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder of the run directories (default runs/<grid name>)")
     parser.add_argument("--launcher", default="local", metavar="NAME",
                         help="where runs run: local (this machine, default), slurm "
-                             "(a job per run, through submitit) or ray (a task per run)")
+                             "(a job per run, or packed: --pack), ray (a task per run), or "
+                             "a launcher of a --plugin")
     parser.add_argument("--jobs", type=int, default=None,
                         help="runs at once (local: processes, default 1; slurm/ray: jobs "
                              "submitted at once, default no limit)")
@@ -48,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--{flag}", default=None,
                             help=f"slurm: --{flag} of every job (over the spec's "
                                  f"resources.slurm.{flag})")
+    parser.add_argument("--pack", type=int, default=None, metavar="N",
+                        help="slurm: a job is a worker that runs up to N runs (over the "
+                             "spec's resources.slurm.pack; see docs/guide/packing.md)")
     parser.add_argument("--sbatch", action="append", default=[], metavar="FLAG=VALUE",
                         help="slurm: another sbatch flag for every job, e.g. "
                              "--sbatch exclusive=true (repeatable)")
@@ -78,6 +84,11 @@ def _slurm_options(args: argparse.Namespace) -> dict[str, Any]:
         flags[flag.strip().lstrip("-")] = True if value.lower() == "true" else value
     if flags:
         opts["sbatch"] = flags
+    if args.pack is not None:
+        if args.pack < 1:
+            raise UserError(f"--pack: expected a number of runs per Slurm job >= 1, got "
+                            f"{args.pack}")
+        opts["pack"] = args.pack
     return opts
 
 
@@ -132,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
         # is refused now, not after hours of training.
         OutputFolder(out / "report", "grid: report folder").claim(["report.md", "runs.csv"])
     options = {"ray_address": args.ray_address, "on_interrupt": args.on_interrupt,
-               "slurm": _slurm_options(args)}
+               "overrides": {"slurm": _slurm_options(args)}}
     # stream: this call's sys.stdout (run_grid's default is the one of its import time)
     res = run_grid(spec, out, jobs=args.jobs, rerun_changed=args.rerun_changed, only=only,
                    launcher=args.launcher, launcher_options=options, detach=args.detach,

@@ -32,10 +32,17 @@ Contract:
   (a cluster launcher may instead leave its jobs running, when the user chose so, for the
   next ``supkd grid`` to attach to).
 - ``shutdown()``: release the workers (called once, also after ``interrupt``).
+- ``live(entries)`` (a static method: ``--status`` asks it without building an executor or
+  joining a cluster): for the ``launcher.json`` entries this launcher recorded, key ->
+  (``running`` or ``queued``, a description naming the job or worker that holds the run)
+  for each one whose job is still queued or running. Launchers whose jobs end with their
+  driver answer ``{}``. It is registered with the launcher
+  (``register_launcher(name, live=TheExecutor.live)``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -56,6 +63,9 @@ class Job:
     resources: Resources = field(default_factory=Resources)
     # --detach: runs this one depends on that are still queued or running on the launcher
     after: tuple[str, ...] = ()
+    # more of the run's launcher record (result.json's ``launcher``): e.g. the packed Slurm
+    # job that runs it and its neighbours there; over the executor's own keys
+    launcher: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +92,14 @@ class Executor(Protocol):
 
     def shutdown(self) -> None: ...
 
+    @staticmethod
+    def live(entries: Mapping[Any, dict[str, Any]]) -> dict[Any, tuple[str, str]]: ...
+
+
+def record(job: Job, base: dict[str, Any]) -> dict[str, Any]:
+    """``job``'s launcher record: the executor's ``base`` with the job's own keys over it."""
+    return {**base, **(job.launcher or {})}
+
 
 class InProcessExecutor:
     """Runs each job in this process, when it is submitted (``--jobs 1``): a Ctrl-C reaches
@@ -101,7 +119,7 @@ class InProcessExecutor:
         threads = job.resources.cpus
         self._ended.append(Outcome(job.name, _call(
             job.fn, job.config, job.run_dir, job.resume, threads=threads,
-            launcher=launcher_info("local", threads))))
+            launcher=record(job, launcher_info("local", threads)))))
 
     def wait(self) -> list[Outcome]:
         ended, self._ended = self._ended, []
@@ -112,3 +130,7 @@ class InProcessExecutor:
 
     def shutdown(self) -> None:
         pass
+
+    @staticmethod
+    def live(entries: Mapping[Any, dict[str, Any]]) -> dict[Any, tuple[str, str]]:
+        return {}  # its jobs ended with the process that ran them

@@ -25,7 +25,7 @@ import shutil
 import signal
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,8 @@ def _interrupt_once(signum: int, frame: Any) -> None:
 
 
 def _pooled_call(tracker: str, name: str, fn: RunFn, config: dict[str, Any], run_dir: Path,
-                 resume: bool, threads: int) -> dict[str, Any]:
+                 resume: bool, threads: int,
+                 launcher: dict[str, Any] | None = None) -> dict[str, Any]:
     """:func:`_call` in a pool worker, after noting in ``tracker/<pid>`` which run this
     worker is on (written before the job starts, so it survives the worker's death) and,
     while the job runs, in ``tracker/<pid>.busy`` (the workers :meth:`interrupt` stops)."""
@@ -56,7 +57,7 @@ def _pooled_call(tracker: str, name: str, fn: RunFn, config: dict[str, Any], run
         with contextlib.suppress(OSError):
             busy.write_text(name)  # after the handler: a busy worker can be interrupted
         return _call(fn, config, run_dir, resume, threads=threads,
-                     launcher=launcher_info("local", threads))
+                     launcher={**launcher_info("local", threads), **(launcher or {})})
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         busy.unlink(missing_ok=True)
@@ -132,7 +133,7 @@ class LocalPoolExecutor:
     def submit(self, job: Job) -> None:
         assert self._pool is not None
         args = (str(self._tracker), job.name, job.fn, job.config, job.run_dir, job.resume,
-                job.resources.threads(self._threads))
+                job.resources.threads(self._threads), job.launcher)
         try:
             with _sigint_ignored():  # the pool spawns its workers in submit
                 fut = self._pool.submit(_pooled_call, *args)
@@ -144,9 +145,12 @@ class LocalPoolExecutor:
                 fut = self._pool.submit(_pooled_call, *args)
         self._running[fut] = job.name
 
-    def wait(self) -> list[Outcome]:
+    def wait(self, timeout: float | None = None) -> list[Outcome]:
+        """The protocol's ``wait``; with ``timeout`` (a packed Slurm worker, which takes new
+        runs into free slots meanwhile) it may return ``[]`` when nothing ended by then."""
         if self._running and not self._ended:
-            done, _ = cf.wait(list(self._running), return_when=cf.FIRST_COMPLETED)
+            done, _ = cf.wait(list(self._running), timeout=timeout,
+                              return_when=cf.FIRST_COMPLETED)
             broken = False
             for fut in done:
                 exc = fut.exception()
@@ -154,6 +158,9 @@ class LocalPoolExecutor:
                     broken = True  # handled below, with every other run of the pool
                     continue
                 name = self._running.pop(fut)
+                if isinstance(exc, KeyboardInterrupt):  # stopped at a checkpoint (SIGTERM)
+                    self._ended.append(Outcome(name, None, "stopped at a checkpoint"))
+                    continue
                 self._ended.append(Outcome(name, fut.result() if exc is None
                                            else _failed(repr(exc))))
             if broken:
@@ -223,6 +230,10 @@ class LocalPoolExecutor:
             self._pool.shutdown(wait=True)
             self._pool = None
         shutil.rmtree(self._tracker, ignore_errors=True)
+
+    @staticmethod
+    def live(entries: Mapping[Any, dict[str, Any]]) -> dict[Any, tuple[str, str]]:
+        return {}  # pool workers end with the driver that started them
 
 
 def local_executor(jobs: int) -> Executor:

@@ -22,27 +22,35 @@ Keys (none changes what a run computes; they are not part of its ``spec_hash``):
 - ``tasks_per_node``: DDP ranks per node (default: one per GPU, else 1); a CPU run with
   ``tasks_per_node: 2`` is a 2-rank gloo DDP run.
 - ``mem_gb``: memory per node; ``time_min``: the job's time limit (Slurm).
-- ``slurm``: ``partition``, ``account``, ``qos``, ``constraint``, ``exclude``, ``setup``
-  (shell lines run before the job, e.g. ``module load``) and ``sbatch`` (any other sbatch
-  flag, ``{flag: value}``, ``true`` for a bare flag).
-- ``ray``: ``max_retries`` (times a task whose worker died is retried, default 3) and
-  ``resources`` (Ray custom resources, ``{name: amount}``).
+- ``<launcher>``: a section of the launcher's own (``slurm``, ``ray``, or a plugin's), which
+  that launcher validates (:func:`register_section`); see each launcher's module.
 
 Every problem is a ``ConfigError`` naming the field (``runs.kd_gram.resources.gpus``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from supkd.config import merge
 from supkd.errors import ConfigError
 
-_KEYS = ("cpus", "gpus", "nodes", "tasks_per_node", "mem_gb", "time_min", "slurm", "ray")
-SLURM_KEYS = ("partition", "account", "qos", "constraint", "exclude", "setup", "sbatch")
-RAY_KEYS = ("max_retries", "resources")
+_KEYS = ("cpus", "gpus", "nodes", "tasks_per_node", "mem_gb", "time_min")
+
+#: ``resources.<name>`` validator of each launcher: ``(raw, where) -> section`` (a
+#: ``ConfigError`` naming ``where`` on a bad value); filled by ``register_launcher``.
+SectionParser = Callable[[Any, str], dict[str, Any]]
+SECTIONS: dict[str, SectionParser] = {}
+
+
+def register_section(name: str, parser: SectionParser) -> None:
+    """Make ``resources.<name>`` a known section, validated by ``parser``."""
+    if name in _KEYS:
+        raise ValueError(f"resources.{name} is a core field, not a launcher section")
+    SECTIONS[name] = parser
 
 
 @dataclass(frozen=True)
@@ -55,8 +63,12 @@ class Resources:
     tasks_per_node: int | None = None
     mem_gb: float | None = None
     time_min: int | None = None
-    slurm: dict[str, Any] = field(default_factory=dict)
-    ray: dict[str, Any] = field(default_factory=dict)
+    #: launcher name -> its validated ``resources.<name>`` section
+    sections: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def section(self, launcher: str) -> dict[str, Any]:
+        """The run's ``resources.<launcher>`` section ({} when the spec has none)."""
+        return self.sections.get(launcher, {})
 
     @property
     def ranks_per_node(self) -> int:
@@ -74,92 +86,81 @@ class Resources:
         return self.cpus if self.cpus is not None else max(1, default)
 
 
-def _int(value: Any, where: str, low: int) -> int:
+def whole(value: Any, where: str, low: int) -> int:
+    """``value`` as a whole number >= ``low`` (``ConfigError`` naming ``where``)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ConfigError(f"grid field '{where}': expected a whole number >= {low}, "
                           f"got {value!r}")
     return value
 
 
-def _number(value: Any, where: str, positive: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+def number(value: Any, where: str, positive: bool) -> float:
+    """``value`` as a finite number >= 0 (> 0 when ``positive``)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"grid field '{where}': expected a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"grid field '{where}': expected a finite number, got {value!r}")
     if value < 0 or (positive and value == 0):
         raise ConfigError(f"grid field '{where}': expected a number "
                           f"{'> 0' if positive else '>= 0'}, got {value!r}")
     return float(value)
 
 
-def _section(value: Any, allowed: tuple[str, ...], where: str) -> dict[str, Any]:
+def section(value: Any, allowed: tuple[str, ...] | None, where: str) -> dict[str, Any]:
+    """``value`` as a mapping whose keys are among ``allowed`` (None: any string key)."""
     if value is None:
         return {}
     if not isinstance(value, Mapping):
         raise ConfigError(f"grid field '{where}': expected a mapping, got {value!r}")
-    bad = sorted(set(value) - set(allowed))
+    if allowed is None:
+        bad = sorted(str(k) for k in value if not isinstance(k, str))
+        if bad:
+            raise ConfigError(f"grid field '{where}': expected names as keys, got {bad[0]!r}")
+        return dict(value)
+    bad = sorted(str(k) for k in set(value) - set(allowed))
     if bad:
         raise ConfigError(f"grid field '{where}': unknown key '{bad[0]}' "
                           f"(expected {', '.join(allowed)})")
     return dict(value)
 
 
-def _slurm(raw: Any, where: str) -> dict[str, Any]:
-    sec = _section(raw, SLURM_KEYS, where)
-    for key in ("partition", "account", "qos", "constraint", "exclude"):
-        if key in sec and not (isinstance(sec[key], str) and sec[key]):
-            raise ConfigError(f"grid field '{where}.{key}': expected a non-empty string, "
-                              f"got {sec[key]!r}")
-    if "setup" in sec and not (isinstance(sec["setup"], list)
-                               and all(isinstance(s, str) for s in sec["setup"])):
-        raise ConfigError(f"grid field '{where}.setup': expected a list of shell lines, "
-                          f"got {sec['setup']!r}")
-    if "sbatch" in sec:
-        flags = sec["sbatch"]
-        if not isinstance(flags, Mapping) or not all(
-                isinstance(k, str) and isinstance(v, str | int | float | bool)
-                for k, v in flags.items()):
-            raise ConfigError(f"grid field '{where}.sbatch': expected a mapping of sbatch "
-                              f"flags to values, e.g. {{exclusive: true}}, got {flags!r}")
-        sec["sbatch"] = {k.lstrip("-"): v for k, v in flags.items()}
-    return sec
-
-
-def _ray(raw: Any, where: str) -> dict[str, Any]:
-    sec = _section(raw, RAY_KEYS, where)
-    if "max_retries" in sec:
-        _int(sec["max_retries"], f"{where}.max_retries", 0)
-    if "resources" in sec:
-        res = _section(sec["resources"], tuple(sec["resources"] or ()), f"{where}.resources")
-        for k, v in res.items():
-            _number(v, f"{where}.resources.{k}", positive=True)
-        sec["resources"] = res
-    return sec
-
-
-def parse_resources(raw: Any, where: str) -> Resources:
-    """Validate one run's merged ``resources`` mapping (``where`` names it in errors)."""
-    sec = _section(raw, _KEYS, where)
-    cpus = _int(sec["cpus"], f"{where}.cpus", 1) if sec.get("cpus") is not None else None
-    gpus = _number(sec.get("gpus", 0), f"{where}.gpus", positive=False)
+def _gpus(sec: dict[str, Any], where: str) -> float:
+    gpus = number(sec.get("gpus", 0), f"{where}.gpus", positive=False)
     if gpus > 1 and gpus != int(gpus):
         raise ConfigError(f"grid field '{where}.gpus': expected a share of one GPU (< 1) or "
                           f"a whole number of GPUs, got {gpus:g}")
-    nodes = _int(sec.get("nodes", 1), f"{where}.nodes", 1)
+    return gpus
+
+
+def _tasks(sec: dict[str, Any], gpus: float, where: str) -> int | None:
     tasks = sec.get("tasks_per_node")
-    if tasks is not None:
-        tasks = _int(tasks, f"{where}.tasks_per_node", 1)
-        if gpus >= 1 and tasks != int(gpus):
-            raise ConfigError(f"grid field '{where}.tasks_per_node': a DDP run has one rank "
-                              f"per GPU ({int(gpus)}), got {tasks}")
-        if 0 < gpus < 1 and tasks > 1:
-            raise ConfigError(f"grid field '{where}.tasks_per_node': a run on a share of one "
-                              f"GPU (gpus {gpus:g}) has one rank, got {tasks}")
+    if tasks is None:
+        return None
+    tasks = whole(tasks, f"{where}.tasks_per_node", 1)
+    if gpus >= 1 and tasks != int(gpus):
+        raise ConfigError(f"grid field '{where}.tasks_per_node': a DDP run has one rank "
+                          f"per GPU ({int(gpus)}), got {tasks}")
+    if 0 < gpus < 1 and tasks > 1:
+        raise ConfigError(f"grid field '{where}.tasks_per_node': a run on a share of one "
+                          f"GPU (gpus {gpus:g}) has one rank, got {tasks}")
+    return tasks
+
+
+def parse_resources(raw: Any, where: str) -> Resources:
+    """Validate one run's merged ``resources`` mapping (``where`` names it in errors): every
+    field's type, finiteness and range, and each launcher section through its launcher."""
+    sec = section(raw, (*_KEYS, *sorted(SECTIONS)), where)
+    cpus = whole(sec["cpus"], f"{where}.cpus", 1) if sec.get("cpus") is not None else None
+    gpus = _gpus(sec, where)
+    nodes = whole(sec.get("nodes", 1), f"{where}.nodes", 1)
+    tasks = _tasks(sec, gpus, where)
     mem = sec.get("mem_gb")
-    mem = _number(mem, f"{where}.mem_gb", positive=True) if mem is not None else None
+    mem = number(mem, f"{where}.mem_gb", positive=True) if mem is not None else None
     time_min = sec.get("time_min")
-    time_min = _int(time_min, f"{where}.time_min", 1) if time_min is not None else None
-    return Resources(cpus, gpus, nodes, tasks, mem, time_min,
-                     _slurm(sec.get("slurm"), f"{where}.slurm"),
-                     _ray(sec.get("ray"), f"{where}.ray"))
+    time_min = whole(time_min, f"{where}.time_min", 1) if time_min is not None else None
+    sections = {name: SECTIONS[name](sec[name], f"{where}.{name}")
+                for name in sorted(SECTIONS) if sec.get(name) is not None}
+    return Resources(cpus, gpus, nodes, tasks, mem, time_min, sections)
 
 
 def merge_resources(*layers: Any) -> dict[str, Any]:

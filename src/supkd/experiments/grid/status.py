@@ -1,10 +1,11 @@
 """``supkd grid SPEC --status``: where each planned run stands, submitting nothing.
 
 Read from the run directories (result.json, checkpoints, cka.json) and, for runs with a
-cluster job recorded in ``launcher.json``, from the cluster (``squeue``; a Ray driver's
-process on this host). States: ``done``, ``running``, ``queued``, ``failed`` (with its
-reason), ``diverged`` (with its step), ``interrupted`` (a checkpoint, no result: the next
-``supkd grid`` resumes it) and ``not started``.
+cluster job recorded in ``launcher.json``, from the launcher that recorded it
+(``Executor.live``: Slurm asks ``squeue`` and names the job or packed worker holding the
+run, Ray looks for its driver's process). States: ``done``, ``running``, ``queued``,
+``failed`` (with its reason), ``diverged`` (with its step), ``interrupted`` (a checkpoint,
+no result: the next ``supkd grid`` resumes it) and ``not started``.
 """
 
 from __future__ import annotations
@@ -15,9 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from supkd.experiments.grid.launchers.ray import live_tasks
+from supkd.experiments.grid.launchers import live_jobs
 from supkd.experiments.grid.launchers.records import read_launches
-from supkd.experiments.grid.launchers.slurm import live_jobs
 from supkd.experiments.grid.plan import PlannedRun
 from supkd.train.run_dir import RunDir
 from supkd.vocab import GridState, RunKind, Stage
@@ -69,7 +69,7 @@ def grid_status(plan: list[PlannedRun], runs_dir: str | Path) -> list[RunStatus]
         entry = read_launches(runs_dir / run.dir_name).get(run.name)
         if entry is not None:
             entries[run.name] = entry
-    live = {**live_jobs(entries), **live_tasks(entries)}
+    live = live_jobs(entries)  # each launcher answers for its own entries
     rows = []
     for run in plan:
         row = _from_dir(run, RunDir(runs_dir / run.dir_name))

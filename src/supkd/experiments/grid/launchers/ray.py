@@ -30,7 +30,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from supkd.experiments.grid.launchers.registry import (
 )
 from supkd.experiments.grid.launchers.worker import run_ddp_job, run_job
 from supkd.experiments.grid.plan import PlannedRun
+from supkd.experiments.grid.resources import number, section, whole
 from supkd.train.run_dir import RunDir
 from supkd.vocab import GridState, RunStatus
 
@@ -61,7 +62,9 @@ def run_ray_task(job: Job, threads: int) -> dict[str, Any]:
     ctx = ray.get_runtime_context()
     launcher = launcher_info("ray", threads, task_id=ctx.get_task_id(),
                              ray_job=ctx.get_job_id(), node_id=ctx.get_node_id(),
-                             ranks=job.resources.ranks)
+                             ranks=job.resources.ranks, gpu_share=job.resources.gpus,
+                             gpu_ids=[str(g) for g in ray.get_gpu_ids()],
+                             started_at=round(time.time(), 3))
     if job.resources.ranks > 1:
         return run_ddp_job(job, threads, launcher)
     return run_job(job, threads, launcher)
@@ -156,13 +159,13 @@ class RayExecutor:
         threads = r.threads(1)
         opts: dict[str, Any] = {
             "num_cpus": threads * r.ranks, "num_gpus": r.gpus,
-            "max_retries": r.ray.get("max_retries", DEFAULT_MAX_RETRIES),
+            "max_retries": r.section("ray").get("max_retries", DEFAULT_MAX_RETRIES),
             "retry_exceptions": False, "name": f"supkd:{job.name}",
         }
         if r.mem_gb is not None:
             opts["memory"] = int(r.mem_gb * 2**30)
-        if r.ray.get("resources"):
-            opts["resources"] = dict(r.ray["resources"])
+        if r.section("ray").get("resources"):
+            opts["resources"] = dict(r.section("ray")["resources"])
         # Recorded before the task exists: a worker that is already up starts it at once.
         write_launch(job.run_dir, job.name, {
             "launcher": "ray", "ray_job": self.ray_job, "address": self.address,
@@ -230,20 +233,53 @@ class RayExecutor:
         if self._owned:
             self._ray.shutdown()
 
+    @staticmethod
+    def live(entries: Mapping[Any, dict[str, Any]]) -> dict[Any, tuple[str, str]]:
+        """For ``--status``, without joining the cluster: key -> (``running``, text) for
+        each launcher.json entry whose driver process is still alive on this host (its Ray
+        tasks live as long as it does). A driver on another host is not looked at."""
+        out = {}
+        for k, e in entries.items():
+            if e.get("driver_host") != socket.gethostname():
+                continue
+            with contextlib.suppress(OSError, TypeError, ValueError):
+                os.kill(int(e["driver_pid"]), 0)
+                out[k] = (GridState.RUNNING, f"Ray task of supkd grid pid {e['driver_pid']} (Ray "
+                                     f"job {e.get('ray_job')})")
+        return out
 
-def live_tasks(entries: dict[Any, dict[str, Any]]) -> dict[Any, tuple[str, str]]:
-    """For ``--status``, without joining the cluster: key -> (``running``, text) for each
-    launcher.json entry whose driver process is still alive on this host (its Ray tasks
-    live as long as it does). A driver on another host is not looked at."""
-    out = {}
-    for k, e in entries.items():
-        if e.get("launcher") != "ray" or e.get("driver_host") != socket.gethostname():
-            continue
-        with contextlib.suppress(OSError, TypeError, ValueError):
-            os.kill(int(e["driver_pid"]), 0)
-            out[k] = (GridState.RUNNING, f"Ray task of supkd grid pid {e['driver_pid']} (Ray job "
-                                 f"{e.get('ray_job')})")
-    return out
+    def check_feasible(self, plan: Sequence[PlannedRun]) -> None:
+        """Refuse a run whose task no node of the cluster can take (it would wait forever
+        as an infeasible task), naming the field and what the largest node has."""
+        nodes = [n.get("Resources", {}) for n in self._ray.nodes() if n.get("Alive")]
+        if not nodes:
+            return
+        for run in plan:
+            r = run.resources
+            need = {"CPU": float(r.threads(1) * r.ranks), "GPU": r.gpus,
+                    **{k: float(v) for k, v in r.section("ray").get("resources", {}).items()}}
+            for key, amount in need.items():
+                best = max(float(n.get(key, 0.0)) for n in nodes)
+                if amount > best + 1e-9:
+                    field = {"CPU": "cpus", "GPU": "gpus"}.get(key, f"ray.resources.{key}")
+                    has = (f"at most {best:g} {key} per node" if best else
+                           f"no {key} on any node")
+                    raise resource_error("ray", run, field, f"{amount:g} {key} asked, the Ray "
+                                         f"cluster at {self.address} has {has}")
+
+
+def parse_ray_section(raw: Any, where: str) -> dict[str, Any]:
+    """``resources.ray``: ``max_retries`` (times a task whose worker died is retried,
+    default 3) and ``resources`` (Ray custom resources, ``{name: amount}``)."""
+    sec = section(raw, ("max_retries", "resources"), where)
+    if "max_retries" in sec:
+        whole(sec["max_retries"], f"{where}.max_retries", 0)
+    if "resources" in sec:
+        res = section(sec["resources"], None, f"{where}.resources")
+        for k, v in res.items():
+            number(v, f"{where}.resources.{k}", positive=True)
+        sec["resources"] = res
+    return sec
 
 
 def _check_resources(plan: Sequence[PlannedRun]) -> None:
@@ -254,7 +290,7 @@ def _check_resources(plan: Sequence[PlannedRun]) -> None:
                                  f"--launcher slurm, got {run.resources.nodes}")
 
 
-@register_launcher("ray")
+@register_launcher("ray", section=parse_ray_section, live=RayExecutor.live)
 def ray_launcher(options: LauncherOptions, plan: Sequence[PlannedRun]) -> Executor:
     """One Ray task per run; needs the ``cluster`` extra (a cluster is started if none is
     given)."""
@@ -264,4 +300,10 @@ def ray_launcher(options: LauncherOptions, plan: Sequence[PlannedRun]) -> Execut
         raise UserError("launcher ray: needs the ray package; install it with "
                         "pip install 'supkd[cluster]'") from None
     _check_resources(plan)
-    return RayExecutor(options)
+    executor = RayExecutor(options)
+    try:
+        executor.check_feasible(plan)
+    except UserError:
+        executor.shutdown()
+        raise
+    return executor

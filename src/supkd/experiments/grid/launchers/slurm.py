@@ -30,7 +30,7 @@ import pickle
 import shutil
 import signal
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,15 @@ from supkd.experiments.grid.launchers.registry import (
     register_launcher,
     resource_error,
 )
+from supkd.experiments.grid.launchers.slurm_checks import (
+    check_feasible,
+    refusal,
+    sbatch_stderr,
+)
 from supkd.experiments.grid.launchers.slurm_job import SlurmRun, outcome_path
+from supkd.experiments.grid.launchers.slurm_pack import PackDriver
+from supkd.experiments.grid.launchers.slurm_pack_files import PackDirs
+from supkd.experiments.grid.launchers.slurm_pack_worker import PackWorker
 from supkd.experiments.grid.launchers.slurm_queue import (
     NOT_ITS_FAULT,
     JobState,
@@ -51,7 +59,13 @@ from supkd.experiments.grid.launchers.slurm_queue import (
     check_cluster,
     job_states,
 )
+from supkd.experiments.grid.launchers.slurm_resources import (
+    packing,
+    parse_slurm_section,
+    slurm_options,
+)
 from supkd.experiments.grid.plan import PlannedRun
+from supkd.utils.atomic import atomic_write_json
 from supkd.vocab import GridState, RunStatus
 
 DEFAULT_TIME_MIN = 24 * 60
@@ -78,8 +92,8 @@ def slurm_parameters(job: Job, cli: dict[str, Any], grid: str,
     command line's Slurm options, which win over the spec's ``resources.slurm``; ``after``:
     job ids it waits for)."""
     r = job.resources
-    opts = {**r.slurm, **{k: v for k, v in cli.items() if k != "sbatch"}}
-    sbatch = {**r.slurm.get("sbatch", {}), **cli.get("sbatch", {})}
+    opts = slurm_options(r, cli)
+    sbatch = {**r.section("slurm").get("sbatch", {}), **cli.get("sbatch", {})}
     sbatch = {k: _sbatch_value(v) for k, v in sbatch.items() if v is not False}
     if after:
         sbatch["kill-on-invalid-dep"] = "yes"
@@ -134,6 +148,9 @@ class SlurmExecutor:
         self._jobs: dict[str, _Tracked] = {}
         self._strikes: dict[str, int] = {}
         self._last_queue = 0.0
+        self._pack = PackDriver(self.folder, self._submit_workers)
+        self._pending_said: dict[str, str] = {}  # job id -> the pending reason shown
+        self._current = ""  # the last run handed to the pack (named in a refusal)
 
     def _say(self, text: str) -> None:
         if self._stream is not None:
@@ -143,6 +160,8 @@ class SlurmExecutor:
 
     def attach(self, name: str, run_dir: Path, *, analysis: bool = False) -> str | None:
         entry = read_launch(run_dir, name)
+        if entry and entry.get("launcher") == "slurm" and entry.get("packed"):
+            return self._pack.follow(name, entry, Path(run_dir), self._states_or_fail)
         if not entry or entry.get("launcher") != "slurm" or not entry.get("job_id"):
             return None
         job_id = str(entry["job_id"])
@@ -157,14 +176,35 @@ class SlurmExecutor:
         self._jobs[name] = _Tracked(job_id, Path(entry.get("folder") or self.folder))
         return state.describe()
 
+    def _states_or_fail(self, ids: list[str]) -> dict[str, JobState] | None:
+        states = job_states(ids)
+        if states is None:
+            raise UserError("launcher slurm: squeue did not answer, so whether the packed "
+                            f"Slurm job(s) {', '.join(ids)} still run is unknown; try again")
+        return states
+
     def submit(self, job: Job) -> None:
+        if packing(job.resources, self._cli)[0] > 1:
+            self._submit_packed(job)
+            return
+        packed = [d for d in job.after if self._pack.after_of(d)]
+        if packed:
+            raise UserError(f"--detach: run {job.name} has a Slurm job of its own and "
+                            f"cannot be held until packed run {packed[0]} completes; pack "
+                            "it too (resources.slurm.pack) or run without --detach")
         after = [self._jobs[d].job_id for d in job.after]
         ex = self._submitit.AutoExecutor(folder=self.folder, cluster="slurm")
         ex.update_parameters(**slurm_parameters(job, self._cli, self._grid, after))
         # A Ctrl-C between sbatch and the record would leave a job no later `supkd grid`
         # knows of (and would submit again): the interrupt waits until both are done.
         with _interrupts_deferred():
-            sjob = ex.submit(SlurmRun(), job, job.resources.threads(1), str(self.folder))
+            try:
+                with sbatch_stderr():
+                    sjob = ex.submit(SlurmRun(), job, job.resources.threads(1),
+                                     str(self.folder))
+            except self._submitit.core.utils.FailedJobError as exc:
+                raise refusal(exc, job.name, self._cli,
+                              job.resources.section("slurm").get("sbatch")) from None
             job_id = str(sjob.job_id)
             # A job id can come back after a cluster is rebuilt: not this job's outcome.
             outcome_path(self.folder, job_id).unlink(missing_ok=True)
@@ -174,24 +214,65 @@ class SlurmExecutor:
                                                  "folder": str(self.folder)})
             self._jobs[job.name] = _Tracked(job_id, self.folder)
 
+    def _submit_packed(self, job: Job) -> None:
+        after = []
+        for d in job.after:
+            dep = self._pack.after_of(d)
+            after.append(dep if dep is not None else ("job", self._jobs[d].job_id))
+        params = slurm_parameters(job, self._cli, self._grid)
+        self._current = job.name
+        with _interrupts_deferred():
+            self._pack.submit(job, params, self._cli, after)
+        self._last_queue = 0.0  # ask squeue (and submit workers) at the next look
+
+    def _submit_workers(self, params: dict[str, Any], shape: str, pack: int,
+                        concurrent: int, count: int) -> list[str]:
+        """``count`` packed worker jobs of ``shape`` (one array when ``array_parallelism``
+        is set); their job ids."""
+        ex = self._submitit.AutoExecutor(folder=self.folder, cluster="slurm")
+        ex.update_parameters(name=f"supkd-{self._grid}-pack-{shape[:6]}", **params)
+        args = (str(self.folder), shape, pack, concurrent)
+        with _interrupts_deferred():
+            try:
+                with sbatch_stderr():
+                    if count > 1 and "slurm_array_parallelism" in params:
+                        with ex.batch():
+                            sjobs = [ex.submit(PackWorker(), *args) for _ in range(count)]
+                    else:
+                        sjobs = [ex.submit(PackWorker(), *args) for _ in range(count)]
+            except self._submitit.core.utils.FailedJobError as exc:
+                raise refusal(exc, f"{self._current} (its packed worker)", self._cli,
+                              params.get("slurm_additional_parameters")) from None
+            ids = [str(j.job_id) for j in sjobs]
+            for j in ids:
+                atomic_write_json(PackDirs.of(self.folder).worker(j),
+                                  {"taken": 0, "shape": shape})
+        self._say(f"submitted {count} packed Slurm worker job(s) ({', '.join(ids)}): up to "
+                  f"{pack} runs each, {concurrent} at once")
+        return ids
+
     # --- watching -------------------------------------------------------------------------
 
     def wait(self) -> list[Outcome]:
         while True:
             ended = self._collect()
-            if ended or not self._jobs:
+            if ended or not (self._jobs or self._pack.tasks):
                 return ended
             time.sleep(_POLL_S)
 
     def _collect(self) -> list[Outcome]:
         ended = [o for name, t in list(self._jobs.items())
                  if (o := self._outcome(name, t)) is not None]
-        if ended or time.monotonic() - self._last_queue < _QUEUE_POLL_S:
+        ended += self._pack.collect()
+        if (ended and self._last_queue) or time.monotonic() - self._last_queue < _QUEUE_POLL_S:
             return ended
         self._last_queue = time.monotonic()
-        states = job_states(t.job_id for t in self._jobs.values())
+        states = job_states([*(t.job_id for t in self._jobs.values()),
+                             *self._pack.job_ids()])
         if states is None:
-            return []  # squeue did not answer this time: ask again later
+            return ended  # squeue did not answer this time: ask again later
+        ended += self._pack.poll(states)
+        self._show_pending(states)
         for name, t in list(self._jobs.items()):
             state = states.get(t.job_id)
             if state is not None and state.active:
@@ -199,6 +280,16 @@ class SlurmExecutor:
             # Its outcome may have been written since the look above.
             ended.append(self._outcome(name, t) or self._lost(name, t, state))
         return ended
+
+    def _show_pending(self, states: dict[str, JobState]) -> None:
+        """Say (once per reason) why a job waits, when it is not just its turn."""
+        for st in states.values():
+            if st.state == "PENDING" and st.reason not in ("None", "Priority", "Dependency",
+                                                            "", "JobArrayTaskLimit") \
+                    and self._pending_said.get(st.job_id) != st.reason:
+                self._pending_said[st.job_id] = st.reason
+                self._say(f"{st.describe()}: Slurm's pending reason ({st.reason}); "
+                          "`supkd grid --status` shows it too")
 
     def _outcome(self, name: str, t: _Tracked) -> Outcome | None:
         """The result the job left for the driver, if it has (rank 0, at its end)."""
@@ -229,7 +320,10 @@ class SlurmExecutor:
     # --- stopping ---------------------------------------------------------------------------
 
     def interrupt(self) -> None:
-        ids = sorted({t.job_id for t in self._jobs.values()}, key=int)
+        ids = sorted({t.job_id for t in self._jobs.values()} | set(self._pack.job_ids()),
+                     key=_id_order)
+        if self._on_interrupt == "cancel":
+            self._pack.close(cancel_queued=True)
         if not ids:
             return
         if self._on_interrupt != "cancel":
@@ -248,34 +342,58 @@ class SlurmExecutor:
                   "saved a checkpoint: the same `supkd grid` command resumes them")
 
     def shutdown(self) -> None:
-        pass  # nothing held: the jobs are Slurm's, their records are in the run directories
+        # The jobs are Slurm's, their records in the run directories. Runs left in the pack
+        # (--detach, or Ctrl-C with --on-interrupt leave) get their workers now; idle
+        # workers may exit once the queue is empty (this driver hands out nothing more).
+        if self._pack.pending():
+            states = job_states(self._pack.job_ids())
+            if states is not None:
+                self._pack.poll(states)
+        self._pack.close(cancel_queued=False)
+
+    @staticmethod
+    def live(entries: Mapping[Any, dict[str, Any]]) -> dict[Any, tuple[str, str]]:
+        """For ``--status``: key -> (``running`` or ``queued``, "Slurm job 12, running on
+        node3") for each launcher.json entry whose Slurm job (or packed worker) still
+        queues or runs it (one squeue for all)."""
+        ids, queued = {}, {}
+        for k, e in entries.items():
+            if e.get("packed"):
+                dirs = PackDirs.of(e.get("folder") or ".")
+                holder = dirs.holder(str(e["packed"]))
+                if holder is not None:
+                    ids[k] = holder
+                elif dirs.queued(str(e["packed"])) is not None:
+                    queued[k] = (GridState.QUEUED, "in the pack queue, waiting for a packed "
+                                                   "Slurm worker")
+            elif e.get("job_id"):
+                ids[k] = str(e["job_id"])
+        if not ids or shutil.which("squeue") is None:
+            return queued
+        states = job_states(ids.values()) or {}
+        out = {k: (GridState.RUNNING if states[j].state in ("RUNNING", "COMPLETING")
+                   else GridState.QUEUED,
+                   ("packed in " if entries[k].get("packed") else "") + states[j].describe())
+               for k, j in ids.items() if j in states and states[j].active}
+        return {**queued, **out}
 
 
-def live_jobs(entries: dict[Any, dict[str, Any]]) -> dict[Any, tuple[str, str]]:
-    """For ``--status``: key -> (``running`` or ``queued``, "Slurm job 12, running on
-    node3") for each launcher.json entry whose Slurm job is still queued or running (one
-    squeue for all)."""
-    ids = {k: str(e["job_id"]) for k, e in entries.items()
-           if e.get("launcher") == "slurm" and e.get("job_id")}
-    if not ids or shutil.which("squeue") is None:
-        return {}
-    states = job_states(ids.values()) or {}
-    return {k: (GridState.RUNNING if states[j].state in ("RUNNING", "COMPLETING")
-                else GridState.QUEUED,
-                states[j].describe())
-            for k, j in ids.items() if j in states and states[j].active}
+def _id_order(job_id: str) -> tuple[int, int]:
+    base, _, index = job_id.partition("_")
+    return (int(base) if base.isdigit() else 0, int(index) if index.isdigit() else -1)
 
 
-def _check_resources(plan: Iterable[PlannedRun]) -> None:
+def _check_resources(plan: Iterable[PlannedRun], cli: Mapping[str, Any]) -> None:
     for run in plan:
         r = run.resources
-        if 0 < r.gpus < 1:
+        if 0 < r.gpus < 1 and packing(r, cli)[0] <= 1:
             raise resource_error("slurm", run, "gpus",
                                  f"Slurm gives whole GPUs, got {r.gpus:g} (a share of one "
-                                 "GPU needs --launcher ray)")
+                                 "GPU needs packing: resources.slurm.pack and concurrent, "
+                                 "or --launcher ray)")
 
 
-@register_launcher("slurm")
+@register_launcher("slurm", section=parse_slurm_section, live=SlurmExecutor.live)
 def slurm_launcher(options: LauncherOptions, plan: Sequence[PlannedRun]) -> Executor:
     """One Slurm job per run (submitit); needs the ``cluster`` extra and a Slurm cluster."""
     try:
@@ -283,6 +401,7 @@ def slurm_launcher(options: LauncherOptions, plan: Sequence[PlannedRun]) -> Exec
     except ImportError:
         raise UserError("launcher slurm: needs the submitit package; install it with "
                         "pip install 'supkd[cluster]'") from None
-    _check_resources(plan)  # a spec's problem is found without a cluster too
+    _check_resources(plan, options.slurm)  # a spec's problem is found without a cluster too
     check_cluster()
+    check_feasible(plan, options.slurm)
     return SlurmExecutor(options)

@@ -92,7 +92,9 @@ class SlurmRun(Checkpointable):
             TorchDistributedEnvironment().export(set_cuda_visible_devices=False,
                                                  overwrite=True)
         preemption = _Preemption()
-        launcher = launcher_info("slurm", threads, job_id=env.job_id, ranks=env.num_tasks,
+        # A job of its own: no neighbours (packed jobs record theirs: slurm_pack_worker.py).
+        launcher = launcher_info("slurm", threads, job_id=env.job_id, worker=env.job_id,
+                                 packed=False, neighbours=0, ranks=env.num_tasks,
                                  nodes=os.environ.get("SLURM_JOB_NODELIST"),
                                  restarts=int(os.environ.get("SLURM_RESTART_COUNT") or 0))
         try:

@@ -10,6 +10,7 @@ from the controller itself, for queued and running jobs and for ended ones until
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 from collections.abc import Iterable
@@ -73,6 +74,56 @@ def check_cluster() -> None:
         raise UserError(f"launcher slurm: no Slurm cluster answers ({why}); {hint}")
 
 
+@dataclass(frozen=True)
+class Partition:
+    """What ``sinfo`` says one partition has: its nodes and the largest node's CPUs, memory
+    (MB) and generic resources (``gpu:4``, or ``(null)``)."""
+
+    name: str
+    default: bool
+    nodes: int
+    cpus: int
+    mem_mb: int
+    gres: str
+
+    @property
+    def gpus(self) -> int:
+        """GPUs of its largest node (0: none)."""
+        best = 0
+        for item in self.gres.split(","):
+            parts = item.split("(")[0].split(":")
+            if parts[0] == "gpu":
+                with contextlib.suppress(ValueError):
+                    best = max(best, int(parts[-1]))
+        return best
+
+
+def partitions() -> dict[str, Partition] | None:
+    """Every partition of the cluster (``sinfo``), or None when sinfo does not answer."""
+    try:
+        proc = _run(["sinfo", "--noheader", "--format=%P|%D|%c|%m|%G"])
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode != 0:
+        return None
+    out: dict[str, Partition] = {}
+    for line in proc.stdout.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) != 5:
+            continue
+        name, default = parts[0].rstrip("*"), parts[0].endswith("*")
+        with contextlib.suppress(ValueError):
+            cpus = int(parts[2].rstrip("+"))
+            mem = int(parts[3].rstrip("+"))
+            old = out.get(name)
+            out[name] = Partition(name, default or bool(old and old.default),
+                                  int(parts[1]) + (old.nodes if old else 0),
+                                  max(cpus, old.cpus if old else 0),
+                                  max(mem, old.mem_mb if old else 0),
+                                  parts[4] if not old or parts[4] != "(null)" else old.gres)
+    return out
+
+
 def job_states(job_ids: Iterable[str]) -> dict[str, JobState] | None:
     """The state of each of ``job_ids`` that the controller still knows (a job missing from
     the answer ended more than ``MinJobAge`` ago, or never existed); None when ``squeue``
@@ -82,7 +133,7 @@ def job_states(job_ids: Iterable[str]) -> dict[str, JobState] | None:
         return {}
     try:
         proc = _run(["squeue", "--noheader", "--states=all", f"--jobs={','.join(ids)}",
-                     "--format=%i|%T|%r|%N"])
+                     "--array", "--format=%i|%T|%r|%N"])
     except (OSError, subprocess.TimeoutExpired):
         return None
     if proc.returncode != 0:
@@ -91,7 +142,7 @@ def job_states(job_ids: Iterable[str]) -> dict[str, JobState] | None:
     out = {}
     for line in proc.stdout.splitlines():
         parts = line.strip().split("|")
-        if len(parts) == 4 and parts[0] in ids:
+        if len(parts) == 4 and (parts[0] in ids or parts[0].split("_")[0] in ids):
             out[parts[0]] = JobState(parts[0], parts[1], parts[2], parts[3])
     return out
 
