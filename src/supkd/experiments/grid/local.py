@@ -120,6 +120,11 @@ class LocalPoolExecutor:
         self._running: dict[cf.Future[dict[str, Any]], str] = {}
         self._ended: list[Outcome] = []  # settled by a recovery, reported by the next wait
         self._strikes: dict[str, int] = {}  # run -> pool breakages it was caught in
+        # pid -> worker process of the current pool, kept from each submit: when the pool
+        # breaks, its manager thread may already have dropped the dead worker from the pool's
+        # own table, and the dead run would go unidentified (then every run of the pool took
+        # a strike, and a second breakage failed innocent neighbours).
+        self._procs: dict[int, Any] = {}
         self._pool: cf.ProcessPoolExecutor | None = self._new_pool()
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
@@ -143,6 +148,7 @@ class LocalPoolExecutor:
             self._recover()
             with _sigint_ignored():
                 fut = self._pool.submit(_pooled_call, *args)
+        self._procs.update(getattr(self._pool, "_processes", None) or {})
         self._running[fut] = job.name
 
     def wait(self, timeout: float | None = None) -> list[Outcome]:
@@ -173,12 +179,18 @@ class LocalPoolExecutor:
         that only shared the pool (a run caught in two breakages fails: the likely culprit
         must not break a third pool), and start a new pool."""
         assert self._pool is not None
-        procs = dict(getattr(self._pool, "_processes", None) or {})
+        procs = {**self._procs, **(getattr(self._pool, "_processes", None) or {})}
+        self._procs = {}
         # Lets the pool finish terminating the other workers; then every future is done.
         self._pool.shutdown(wait=True, cancel_futures=True)
         owners = _worker_runs(self._tracker)
-        dead = {owners[pid]: _death(p.exitcode) for pid, p in procs.items()
-                if pid in owners and _death(p.exitcode) is not None}
+        exits = {owners[pid]: p.exitcode for pid, p in procs.items()
+                 if pid in owners and _death(p.exitcode) is not None}
+        # A broken pool SIGTERMs its other workers itself: a run whose worker ended that way
+        # while another worker died otherwise (SIGKILL, a segfault, an exit code) only shared
+        # the pool, and is handed back instead of being failed with the culprit.
+        culprits = {n: c for n, c in exits.items() if c != -signal.SIGTERM} or exits
+        dead = {name: _death(code) for name, code in culprits.items()}
         culprit = ", ".join(dead) or "an unidentified worker"
         requeued = []
         for fut in list(self._running):
