@@ -19,7 +19,7 @@ the global mean at that size. The zoo pools with ``AdaptiveAvgPool2d(1)``: ident
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -29,8 +29,9 @@ from torch import nn
 from supkd.models.base import EncoderModel
 from supkd.models.heads import HEAD_KINDS, ProjectionHead, make_classifier
 from supkd.models.input_affine import InputAffine, check_input_affine
+from supkd.models.registry import register_model
 
-__all__ = ["ZooEncoder", "ZooModel", "batch_norm_like", "build_zoo_model"]
+__all__ = ["ZooEncoder", "ZooModel", "batch_norm_like", "build_zoo_model", "register_zoo"]
 
 #: (stage name, stage output (B, C, H, W), its pre-activation (B, C', H, W) or None)
 StageItem = tuple[str, torch.Tensor, torch.Tensor | None]
@@ -172,3 +173,45 @@ def build_zoo_model(
     if projection_head != "mlp" and head is not None:
         spec["projection_head"] = projection_head
     return ZooModel(encoder, classifier, head, spec)
+
+
+#: (in_channels, input_affine) -> the encoder of one zoo name
+EncoderFactory = Callable[[int, "Mapping[str, Sequence[float]] | None"], ZooEncoder]
+
+
+def register_zoo(
+    archs: Mapping[str, EncoderFactory],
+    *,
+    family: str,
+    doc: str,
+    num_classes: int = 100,
+    classifier_init: Any = None,
+) -> Callable[..., ZooModel]:
+    """Register one builder under every name of ``archs`` (zoo name -> encoder factory) and
+    return it: ``builder(name, num_classes, projection_dim, in_channels, input_affine,
+    projection_head)``, the signature every supkd model builder has. ``num_classes`` is the
+    family's default (1000 for the ImageNet MobileNetV1); ``classifier_init`` as in
+    :func:`build_zoo_model`."""
+    default_classes = num_classes
+
+    def build(
+        name: str,
+        num_classes: int = default_classes,
+        projection_dim: int | None = None,
+        in_channels: int = 3,
+        input_affine: Mapping[str, Sequence[float]] | None = None,
+        projection_head: str = "mlp",
+    ) -> ZooModel:
+        if name not in archs:
+            raise ValueError(f"unknown {family} {name!r}; valid: {', '.join(archs)}")
+        enc = archs[name](in_channels, input_affine)
+        return build_zoo_model(name, enc, num_classes=num_classes,
+                               projection_dim=projection_dim, in_channels=in_channels,
+                               projection_head=projection_head,
+                               classifier_init=classifier_init)
+
+    build.__doc__ = doc
+    build.__name__ = build.__qualname__ = f"build_{family.lower().replace(' ', '_')}"
+    for name in archs:
+        register_model(name)(build)
+    return build

@@ -20,8 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from supkd.models.registry import register_model
-from supkd.models.zoo.base import StageItem, ZooEncoder, ZooModel, build_zoo_model, global_pool
+from supkd.models.zoo.base import StageItem, ZooEncoder, global_pool, register_zoo
 
 #: (output channels, stride) of the 13 depthwise-separable blocks, Howard et al. Table 1.
 BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1),
@@ -66,18 +65,6 @@ class MobileNetV1Encoder(ZooEncoder):
         return {name: self.model[idx[-1]][-2] for name, idx in STAGES.items()}
 
 
-@register_model("MobileNetV1")
-def build_mobilenetv1(
-    name: str,
-    num_classes: int = 1000,
-    projection_dim: int | None = None,
-    in_channels: int = 3,
-    input_affine: Mapping[str, Sequence[float]] | None = None,
-    projection_head: str = "mlp",
-) -> ZooModel:
-    """MobileNetV1 for ImageNet (see the module docstring)."""
-    if name != "MobileNetV1":
-        raise ValueError(f"unknown model {name!r}; valid: MobileNetV1")
-    enc = MobileNetV1Encoder(in_channels, input_affine)
-    return build_zoo_model(name, enc, num_classes=num_classes, projection_dim=projection_dim,
-                           in_channels=in_channels, projection_head=projection_head)
+build_mobilenetv1 = register_zoo({"MobileNetV1": MobileNetV1Encoder}, family="MobileNetV1",
+                                 num_classes=1000,
+                                 doc="MobileNetV1 for ImageNet (see the module docstring).")

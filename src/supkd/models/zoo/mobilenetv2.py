@@ -22,8 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from supkd.models.registry import register_model
-from supkd.models.zoo.base import StageItem, ZooEncoder, ZooModel, build_zoo_model, global_pool
+from supkd.models.zoo.base import StageItem, ZooEncoder, global_pool, register_zoo
 
 #: (expansion t, channels c, blocks n, stride s) per group, Sandler et al. (2018), Table 2.
 GROUPS = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
@@ -106,19 +105,6 @@ def _small_normal(linear: nn.Linear) -> None:
     nn.init.zeros_(linear.bias)
 
 
-@register_model("MobileNetV2")
-def build_mobilenetv2(
-    name: str,
-    num_classes: int = 100,
-    projection_dim: int | None = None,
-    in_channels: int = 3,
-    input_affine: Mapping[str, Sequence[float]] | None = None,
-    projection_head: str = "mlp",
-) -> ZooModel:
-    """mdistiller's ``mobile_half`` (see the module docstring)."""
-    if name != "MobileNetV2":
-        raise ValueError(f"unknown model {name!r}; valid: MobileNetV2")
-    enc = MobileNetV2Encoder(in_channels, input_affine)
-    return build_zoo_model(name, enc, num_classes=num_classes, projection_dim=projection_dim,
-                           in_channels=in_channels, projection_head=projection_head,
-                           classifier_init=_small_normal)
+build_mobilenetv2 = register_zoo({"MobileNetV2": MobileNetV2Encoder}, family="MobileNetV2",
+                                 classifier_init=_small_normal,
+                                 doc="mdistiller's ``mobile_half`` (see the module docstring).")

@@ -15,13 +15,13 @@ for each layer (mdistiller's ``get_bn_before_relu``).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from supkd.models.registry import register_model
-from supkd.models.zoo.base import StageItem, ZooEncoder, ZooModel, build_zoo_model, global_pool
+from supkd.models.zoo.base import StageItem, ZooEncoder, global_pool, register_zoo
 
 #: name -> (depth, (stem, layer1, layer2, layer3) channels)
 ARCHS: dict[str, tuple[int, tuple[int, int, int, int]]] = {
@@ -96,22 +96,7 @@ class CifarResNetEncoder(ZooEncoder):
         return bns
 
 
-def build_cifar_resnet(
-    name: str,
-    num_classes: int = 100,
-    projection_dim: int | None = None,
-    in_channels: int = 3,
-    input_affine: Mapping[str, Sequence[float]] | None = None,
-    projection_head: str = "mlp",
-) -> ZooModel:
-    """``resnet8 .. resnet110``, ``resnet8x4``, ``resnet32x4`` (see the module docstring)."""
-    if name not in ARCHS:
-        raise ValueError(f"unknown CIFAR ResNet {name!r}; valid: {', '.join(ARCHS)}")
-    depth, channels = ARCHS[name]
-    enc = CifarResNetEncoder(depth, channels, in_channels, input_affine)
-    return build_zoo_model(name, enc, num_classes=num_classes, projection_dim=projection_dim,
-                           in_channels=in_channels, projection_head=projection_head)
-
-
-for _name in ARCHS:
-    register_model(_name)(build_cifar_resnet)
+build_cifar_resnet = register_zoo(
+    {n: partial(CifarResNetEncoder, d, c) for n, (d, c) in ARCHS.items()},
+    family="CIFAR ResNet",
+    doc="``resnet8 .. resnet110``, ``resnet8x4``, ``resnet32x4`` (see the module docstring).")

@@ -21,8 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from supkd.models.registry import register_model
-from supkd.models.zoo.base import StageItem, ZooEncoder, ZooModel, build_zoo_model, global_pool
+from supkd.models.zoo.base import StageItem, ZooEncoder, global_pool, register_zoo
 
 OUT_PLANES = (240, 480, 960)
 UNITS = (4, 8, 4)
@@ -96,18 +95,5 @@ class ShuffleV1Encoder(ZooEncoder):
                          "sum or concatenation is), so no bn_before_relu")
 
 
-@register_model("ShuffleV1")
-def build_shufflev1(
-    name: str,
-    num_classes: int = 100,
-    projection_dim: int | None = None,
-    in_channels: int = 3,
-    input_affine: Mapping[str, Sequence[float]] | None = None,
-    projection_head: str = "mlp",
-) -> ZooModel:
-    """ShuffleNet g = 3 for CIFAR (see the module docstring)."""
-    if name != "ShuffleV1":
-        raise ValueError(f"unknown model {name!r}; valid: ShuffleV1")
-    enc = ShuffleV1Encoder(in_channels, input_affine)
-    return build_zoo_model(name, enc, num_classes=num_classes, projection_dim=projection_dim,
-                           in_channels=in_channels, projection_head=projection_head)
+build_shufflev1 = register_zoo({"ShuffleV1": ShuffleV1Encoder}, family="ShuffleNet",
+                               doc="ShuffleNet g = 3 for CIFAR (see the module docstring).")

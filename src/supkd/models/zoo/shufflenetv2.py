@@ -21,8 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from supkd.models.registry import register_model
-from supkd.models.zoo.base import StageItem, ZooEncoder, ZooModel, build_zoo_model, global_pool
+from supkd.models.zoo.base import StageItem, ZooEncoder, global_pool, register_zoo
 from supkd.models.zoo.shufflenetv1 import channel_shuffle
 
 CHANNELS = (116, 232, 464)
@@ -112,18 +111,5 @@ class ShuffleV2Encoder(ZooEncoder):
                          "(a concatenation is), so no bn_before_relu")
 
 
-@register_model("ShuffleV2")
-def build_shufflev2(
-    name: str,
-    num_classes: int = 100,
-    projection_dim: int | None = None,
-    in_channels: int = 3,
-    input_affine: Mapping[str, Sequence[float]] | None = None,
-    projection_head: str = "mlp",
-) -> ZooModel:
-    """ShuffleNet V2 1x for CIFAR (see the module docstring)."""
-    if name != "ShuffleV2":
-        raise ValueError(f"unknown model {name!r}; valid: ShuffleV2")
-    enc = ShuffleV2Encoder(in_channels, input_affine)
-    return build_zoo_model(name, enc, num_classes=num_classes, projection_dim=projection_dim,
-                           in_channels=in_channels, projection_head=projection_head)
+build_shufflev2 = register_zoo({"ShuffleV2": ShuffleV2Encoder}, family="ShuffleNet V2",
+                               doc="ShuffleNet V2 1x for CIFAR (see the module docstring).")

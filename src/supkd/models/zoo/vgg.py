@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from supkd.models.registry import register_model
-from supkd.models.zoo.base import StageItem, ZooEncoder, ZooModel, build_zoo_model, global_pool
+from supkd.models.zoo.base import StageItem, ZooEncoder, global_pool, register_zoo
 
 #: name -> conv widths of block0..block4
 ARCHS: dict[str, tuple[tuple[int, ...], ...]] = {
@@ -85,22 +85,6 @@ def _small_normal(linear: nn.Linear) -> None:
     nn.init.zeros_(linear.bias)
 
 
-def build_vgg(
-    name: str,
-    num_classes: int = 100,
-    projection_dim: int | None = None,
-    in_channels: int = 3,
-    input_affine: Mapping[str, Sequence[float]] | None = None,
-    projection_head: str = "mlp",
-) -> ZooModel:
-    """``vgg8|11|13|16|19`` with BatchNorm (see the module docstring)."""
-    if name not in ARCHS:
-        raise ValueError(f"unknown VGG {name!r}; valid: {', '.join(ARCHS)}")
-    enc = VGGEncoder(ARCHS[name], in_channels, input_affine)
-    return build_zoo_model(name, enc, num_classes=num_classes, projection_dim=projection_dim,
-                           in_channels=in_channels, projection_head=projection_head,
-                           classifier_init=_small_normal)
-
-
-for _name in ARCHS:
-    register_model(_name)(build_vgg)
+build_vgg = register_zoo({n: partial(VGGEncoder, cfg) for n, cfg in ARCHS.items()},
+                         family="VGG", classifier_init=_small_normal,
+                         doc="``vgg8|11|13|16|19`` with BatchNorm (see the module docstring).")

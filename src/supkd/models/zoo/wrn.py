@@ -17,19 +17,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from supkd.models.registry import register_model
 from supkd.models.zoo.base import (
     StageItem,
     ZooEncoder,
-    ZooModel,
     batch_norm_like,
-    build_zoo_model,
     global_pool,
+    register_zoo,
 )
 
 #: name -> (depth, widen factor)
@@ -121,23 +120,7 @@ def _zero_bias(linear: nn.Linear) -> None:
     nn.init.zeros_(linear.bias)  # the WRN code zeroes the classifier's bias
 
 
-def build_wrn(
-    name: str,
-    num_classes: int = 100,
-    projection_dim: int | None = None,
-    in_channels: int = 3,
-    input_affine: Mapping[str, Sequence[float]] | None = None,
-    projection_head: str = "mlp",
-) -> ZooModel:
-    """``wrn_16_1``, ``wrn_16_2``, ``wrn_40_1``, ``wrn_40_2`` (see the module docstring)."""
-    if name not in ARCHS:
-        raise ValueError(f"unknown wide ResNet {name!r}; valid: {', '.join(ARCHS)}")
-    depth, k = ARCHS[name]
-    enc = WideResNetEncoder(depth, k, in_channels, input_affine)
-    return build_zoo_model(name, enc, num_classes=num_classes, projection_dim=projection_dim,
-                           in_channels=in_channels, projection_head=projection_head,
-                           classifier_init=_zero_bias)
-
-
-for _name in ARCHS:
-    register_model(_name)(build_wrn)
+build_wrn = register_zoo({n: partial(WideResNetEncoder, d, k) for n, (d, k) in ARCHS.items()},
+                         family="wide ResNet", classifier_init=_zero_bias,
+                         doc="``wrn_16_1``, ``wrn_16_2``, ``wrn_40_1``, ``wrn_40_2`` (see the "
+                             "module docstring).")
