@@ -16,7 +16,7 @@ _WHERE = {
     "TINY": "configs", "TINY_RUN": "configs", "tiny_config": "configs", "write_cfg": "configs",
     "SUPKD_DIR": "frames", "supkd_frames": "frames",
     "write_fake_result": "runs",
-    "spawn_ranks": "spawn",
+    "spawn_ranks": "spawn", "train_global_batches": "spawn",
     "ToyTask": "tasks", "toy_data": "tasks", "toy_loader": "tasks",
 }
 __all__ = sorted(_WHERE)

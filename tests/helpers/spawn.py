@@ -66,3 +66,30 @@ def spawn_ranks(
                 continue
             pytest.fail(f"distributed worker failed: {exc}\n{errors}")
     return [torch.load(d / f"rank{r}.pt", weights_only=False) for r in range(world)]
+
+
+def train_global_batches(task: Any, step_module: Callable[[Any], dict], rows_of_step: Callable,
+                         data: tuple[torch.Tensor, torch.Tensor, torch.Tensor], *, steps: int,
+                         global_batch: int, lr: float) -> torch.Tensor:
+    """SGD (momentum 0.9) of ``task`` over ``steps`` global batches of ``global_batch``
+    samples taken in ``data``'s order; ``rows_of_step`` picks what one process sees of each
+    (a rank's share under DDP, all of it for the single-process reference), and
+    ``step_module`` is the task or its DDP wrap. Returns each step's KD term, (steps,).
+
+    The loop the DDP-equals-one-process tests share: both sides run exactly these steps.
+    """
+    from supkd.data import Batch
+
+    x, y, order = data
+    n = len(order)
+    opt = torch.optim.SGD(task.trainable_parameters(), lr=lr, momentum=0.9)
+    task.train()
+    losses = []
+    for step in range(steps):
+        idx = rows_of_step(order[(step * global_batch) % n:][:global_batch])
+        out = step_module(Batch(x[idx], y[idx], idx))
+        opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        opt.step()
+        losses.append(out["kd"].detach())
+    return torch.stack(losses)

@@ -13,10 +13,9 @@ import os
 
 import pytest
 import torch
-from tests.helpers import spawn_ranks
+from tests.helpers import spawn_ranks, train_global_batches
 from torch import nn
 
-from supkd.data import Batch
 from supkd.train import distributed as D
 from supkd.train.tasks import distill_task_from_modules
 
@@ -43,23 +42,14 @@ def _task():
 
 
 def _train(task, step_module, rows_of_step):
-    x, y, order = _data()
-    opt = torch.optim.SGD(task.trainable_parameters(), lr=0.3, momentum=0.9)
-    task.train()
-    losses = []
-    for step in range(STEPS):
-        idx = rows_of_step(order[(step * WORLD * B) % N :][: WORLD * B])
-        out = step_module(Batch(x[idx], y[idx], idx))
-        opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        opt.step()
-        losses.append(out["kd"].detach())
+    kd = train_global_batches(task, step_module, rows_of_step, _data(), steps=STEPS,
+                              global_batch=WORLD * B, lr=0.3)
     crd = task.criterion
     return {
         "params": {k: v.detach().clone() for k, v in task.named_parameters()
                    if v.requires_grad},
         "memory_s": crd.memory_s.clone(), "memory_t": crd.memory_t.clone(),
-        "z": (crd.z_s, crd.z_t), "steps": crd.steps, "kd": torch.stack(losses),
+        "z": (crd.z_s, crd.z_t), "steps": crd.steps, "kd": kd,
     }
 
 

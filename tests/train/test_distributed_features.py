@@ -18,9 +18,9 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from tests.helpers import train_global_batches
 from torch import nn
 
-from supkd.data import Batch
 from supkd.models import ModelOutput, create_model
 from supkd.train import distributed as D
 from supkd.train.tasks import distill_task_from_modules
@@ -75,19 +75,10 @@ def _task(loss: str):
 
 
 def _train(task, step_module, rows_of_step):
-    x, y, order = _data()
-    opt = torch.optim.SGD(task.trainable_parameters(), lr=0.1, momentum=0.9)
-    task.train()
-    losses = []
-    for step in range(STEPS):
-        idx = rows_of_step(order[(step * WORLD * B) % N:][: WORLD * B])
-        out = step_module(Batch(x[idx], y[idx], idx))
-        opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        opt.step()
-        losses.append(out["kd"].detach())
+    kd = train_global_batches(task, step_module, rows_of_step, _data(), steps=STEPS,
+                              global_batch=WORLD * B, lr=0.1)
     params = {k: v.detach().clone() for k, v in task.named_parameters() if v.requires_grad}
-    return {"params": params, "kd": torch.stack(losses)}
+    return {"params": params, "kd": kd}
 
 
 def _worker(rank: int, port: int, out_dir: str, loss: str) -> None:
